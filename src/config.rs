@@ -1,0 +1,511 @@
+//! `/etc/groupd/groupd.toml`: the configuration and its validation.
+//!
+//! Every key has a default except `[source]`. Unknown keys and bad values are
+//! rejected with a message naming the key and the line, so a typo never
+//! silently turns into a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Cidr;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub interfaces: InterfacesConfig,
+    #[serde(default)]
+    pub groups: GroupsConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Mesos,
+    Marathon,
+    File,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Master URLs (mesos, marathon), tried in order.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// The document to read (file).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Full resync period, seconds.
+    #[serde(default = "default_resync_interval")]
+    pub resync_interval: f64,
+    /// HTTP basic auth user; the password is read from `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// DC/OS token file (`Authorization: token=…`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA bundle for TLS to the masters.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS verification; on unless explicitly turned off.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfacesConfig {
+    /// Task interface names: exact names or a prefix followed by `*`.
+    #[serde(default = "default_match")]
+    pub r#match: Vec<String>,
+    /// Ports of these bridges are never task interfaces.
+    #[serde(default = "default_ignore_bridges")]
+    pub ignore_bridges: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    #[serde(default = "default_label_key")]
+    pub label_key: String,
+    #[serde(default = "default_open")]
+    pub open: Vec<String>,
+    /// "isolated" or "group:NAME".
+    #[serde(default = "default_ungrouped")]
+    pub ungrouped: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressNonEndpoint {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_egress")]
+    pub egress_non_endpoint: EgressNonEndpoint,
+    /// With `egress_non_endpoint = "deny"`: destinations still allowed.
+    #[serde(default)]
+    pub egress_allow: Vec<Cidr>,
+    #[serde(default = "default_true")]
+    pub allow_from_host: bool,
+    /// Sources outside the cluster allowed to reach every endpoint (R5).
+    #[serde(default)]
+    pub ingress_allow: Vec<Cidr>,
+    #[serde(default)]
+    pub enforce_discovery_ports: bool,
+    /// Directory of extra policy files (`*.toml`), see `policies/`.
+    #[serde(default)]
+    pub policies_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Seconds between read-backs of the kernel table (drift repair).
+    #[serde(default = "default_verify_interval")]
+    pub verify_interval: f64,
+    /// nftables table name (both `inet` and `bridge` families).
+    #[serde(default = "default_table")]
+    pub table: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, or "" to disable.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_resync_interval() -> f64 {
+    300.0
+}
+fn default_match() -> Vec<String> {
+    vec!["veth*".into(), "cali*".into(), "mesos-*".into()]
+}
+fn default_ignore_bridges() -> Vec<String> {
+    vec!["docker0".into()]
+}
+fn default_label_key() -> String {
+    "network-groups".into()
+}
+fn default_open() -> Vec<String> {
+    vec!["public".into()]
+}
+fn default_ungrouped() -> String {
+    "isolated".into()
+}
+fn default_egress() -> EgressNonEndpoint {
+    EgressNonEndpoint::Allow
+}
+fn default_socket() -> PathBuf {
+    "/run/groupd/groupd.sock".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/groupd".into()
+}
+fn default_verify_interval() -> f64 {
+    10.0
+}
+fn default_table() -> String {
+    "groupd".into()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9490".into()
+}
+
+impl Default for InterfacesConfig {
+    fn default() -> Self {
+        InterfacesConfig { r#match: default_match(), ignore_bridges: default_ignore_bridges() }
+    }
+}
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig { label_key: default_label_key(), open: default_open(), ungrouped: default_ungrouped() }
+    }
+}
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            egress_non_endpoint: default_egress(),
+            egress_allow: Vec::new(),
+            allow_from_host: true,
+            ingress_allow: Vec::new(),
+            enforce_discovery_ports: false,
+            policies_dir: None,
+        }
+    }
+}
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: default_socket(),
+            state_dir: default_state_dir(),
+            verify_interval: default_verify_interval(),
+            table: default_table(),
+        }
+    }
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: default_metrics_listen() }
+    }
+}
+
+/// How a task with no groups is treated (R3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ungrouped {
+    Isolated,
+    Group(String),
+}
+
+impl GroupsConfig {
+    pub fn ungrouped_policy(&self) -> Ungrouped {
+        match self.ungrouped.strip_prefix("group:") {
+            Some(name) => Ungrouped::Group(name.to_string()),
+            None => Ungrouped::Isolated,
+        }
+    }
+}
+
+/// A pattern of `interfaces.match`: an exact name or a prefix (`veth*`).
+/// Only these two forms exist because the kernel rule that fails closed on
+/// unknown task interfaces must be expressible as a static nftables match
+/// (which covers interfaces created while groupd is not running).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfacePattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl IfacePattern {
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            IfacePattern::Exact(e) => name == e,
+            IfacePattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl InterfacesConfig {
+    pub fn patterns(&self) -> Vec<IfacePattern> {
+        self.r#match
+            .iter()
+            .map(|m| match m.strip_suffix('*') {
+                Some(p) => IfacePattern::Prefix(p.to_string()),
+                None => IfacePattern::Exact(m.clone()),
+            })
+            .collect()
+    }
+
+    pub fn is_task_interface(&self, name: &str) -> bool {
+        self.patterns().iter().any(|p| p.matches(name))
+    }
+}
+
+impl SourceConfig {
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs_f64(self.resync_interval)
+    }
+}
+
+impl DaemonConfig {
+    pub fn verify(&self) -> Duration {
+        Duration::from_secs_f64(self.verify_interval)
+    }
+}
+
+/// A configuration error that says where and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (pass --config PATH)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })
+    }
+
+    /// Parse and validate; the error names the key and the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.validate(text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str) -> Result<(), String> {
+        let at = |key: &str| match line_of_key(text, key) {
+            Some(line) => format!("line {line}: "),
+            None => String::new(),
+        };
+        let s = &self.source;
+        match s.kind {
+            SourceKind::File => {
+                if s.path.is_none() {
+                    return Err(format!("{}[source] kind = \"file\" needs `path = \"/path/to/state.json\"`", at("kind")));
+                }
+            }
+            SourceKind::Mesos | SourceKind::Marathon => {
+                if s.urls.is_empty() {
+                    return Err(format!(
+                        "{}[source] kind = \"{}\" needs `urls = [\"http://master:port\"]`",
+                        at("kind"),
+                        if s.kind == SourceKind::Mesos { "mesos" } else { "marathon" }
+                    ));
+                }
+                for u in &s.urls {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return Err(format!("{}source.urls: {u:?} must start with http:// or https://", at("urls")));
+                    }
+                }
+            }
+        }
+        if !(s.resync_interval.is_finite() && s.resync_interval >= 1.0) {
+            return Err(format!("{}source.resync_interval must be at least 1 (seconds)", at("resync_interval")));
+        }
+        if s.token_file.is_some() && s.username.is_some() {
+            return Err(format!("{}source: use either username/password_file or token_file, not both", at("token_file")));
+        }
+        if s.username.is_some() != s.password_file.is_some() {
+            return Err(format!("{}source: username and password_file go together", at("username")));
+        }
+        if self.interfaces.r#match.is_empty() {
+            return Err(format!("{}interfaces.match must list at least one pattern", at("match")));
+        }
+        for m in &self.interfaces.r#match {
+            let body = m.strip_suffix('*').unwrap_or(m);
+            if body.is_empty() || body.contains(['*', '?', '[', ']']) || body.len() > 15 || m.contains('/') {
+                return Err(format!(
+                    "{}interfaces.match: {m:?} is not supported; use an interface name or a prefix ending in one `*` (like \"veth*\"), at most 15 characters",
+                    at("match")
+                ));
+            }
+        }
+        for b in &self.interfaces.ignore_bridges {
+            if b.is_empty() || b.len() > 15 {
+                return Err(format!("{}interfaces.ignore_bridges: {b:?} is not an interface name", at("ignore_bridges")));
+            }
+        }
+        let g = &self.groups;
+        if g.label_key.is_empty() {
+            return Err(format!("{}groups.label_key must not be empty", at("label_key")));
+        }
+        if g.open.iter().any(|o| o.is_empty()) {
+            return Err(format!("{}groups.open: group names must not be empty", at("open")));
+        }
+        if g.ungrouped != "isolated" {
+            match g.ungrouped.strip_prefix("group:") {
+                Some(name) if !name.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "{}groups.ungrouped = {:?}: use \"isolated\" or \"group:NAME\"",
+                        at("ungrouped"),
+                        g.ungrouped
+                    ))
+                }
+            }
+        }
+        if self.policy.egress_non_endpoint == EgressNonEndpoint::Allow && !self.policy.egress_allow.is_empty() {
+            return Err(format!(
+                "{}policy.egress_allow only applies with egress_non_endpoint = \"deny\"",
+                at("egress_allow")
+            ));
+        }
+        let d = &self.daemon;
+        if !(d.verify_interval.is_finite() && d.verify_interval >= 0.1) {
+            return Err(format!("{}daemon.verify_interval must be at least 0.1 (seconds)", at("verify_interval")));
+        }
+        if d.table.is_empty()
+            || d.table.len() > 32
+            || !d.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!("{}daemon.table must be 1-32 characters of [A-Za-z0-9_-]", at("table")));
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "{}metrics.listen = {:?} is not host:port (like \"127.0.0.1:9490\"); use \"\" to disable",
+                at("listen"),
+                self.metrics.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Turn a toml/serde error into "line N: what is wrong with which key".
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let msg = e.message().trim().to_string();
+    match line {
+        Some(line) => {
+            let shown = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line} (`{shown}`): {msg}")
+        }
+        None => msg,
+    }
+}
+
+/// First line (1-based) where `key =` is written, for validation messages.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_config_gets_defaults() {
+        let c = Config::parse("[source]\nkind = \"file\"\npath = \"/tmp/x.json\"\n").expect("valid");
+        assert_eq!(c.groups.open, vec!["public".to_string()]);
+        assert_eq!(c.groups.label_key, "network-groups");
+        assert_eq!(c.interfaces.r#match, vec!["veth*", "cali*", "mesos-*"]);
+        assert!(c.policy.allow_from_host);
+        assert_eq!(c.daemon.socket, PathBuf::from("/run/groupd/groupd.sock"));
+        assert_eq!(c.metrics.listen, "127.0.0.1:9490");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_line() {
+        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nopen_groups = [\"a\"]\n")
+            .expect_err("typo must be rejected");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("open_groups"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_rejected_with_its_line() {
+        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nungrouped = \"nobody\"\n")
+            .expect_err("bad value");
+        assert!(err.contains("line 5") && err.contains("group:NAME"), "{err}");
+        let err = Config::parse("[source]\nkind = \"zookeeper\"\n").expect_err("bad kind");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn source_is_required() {
+        let err = Config::parse("[groups]\nopen = []\n").expect_err("no source");
+        assert!(err.contains("source"), "{err}");
+    }
+
+    #[test]
+    fn remote_source_needs_urls() {
+        let err = Config::parse("[source]\nkind = \"mesos\"\n").expect_err("no urls");
+        assert!(err.contains("urls"), "{err}");
+        assert!(Config::parse("[source]\nkind = \"mesos\"\nurls = [\"http://m1:5050\"]\n").is_ok());
+    }
+
+    #[test]
+    fn glob_in_the_middle_is_rejected() {
+        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[interfaces]\nmatch = [\"v*th\"]\n")
+            .expect_err("unsupported glob");
+        assert!(err.contains("prefix"), "{err}");
+    }
+
+    #[test]
+    fn interface_patterns() {
+        let i = InterfacesConfig::default();
+        assert!(i.is_task_interface("veth1234"));
+        assert!(i.is_task_interface("mesos-abc"));
+        assert!(!i.is_task_interface("eth0"));
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let text = r#"
+[source]
+kind = "mesos"                      # "mesos" | "marathon" | "file"
+urls = ["http://m1:5050", "http://m2:5050"]
+[interfaces]
+match = ["veth*"]
+[groups]
+label_key = "network-groups"
+open = ["public"]
+ungrouped = "isolated"
+[policy]
+egress_non_endpoint = "allow"
+allow_from_host = true
+enforce_discovery_ports = false
+[daemon]
+socket = "/run/groupd/groupd.sock"
+state_dir = "/var/lib/groupd"
+[metrics]
+listen = "127.0.0.1:9490"
+"#;
+        let c = Config::parse(text).expect("design example");
+        assert_eq!(c.source.urls.len(), 2);
+    }
+}

@@ -1,0 +1,11 @@
+//! groupd: network security groups for IP-per-task workloads on Mesos agents.
+//!
+//! The flow, one module per step:
+//! `source` (master -> [`model::ClusterView`]) -> `binding` (which local
+//! interface carries which IP) -> `compile` (view + bindings + policy ->
+//! desired ruleset, pure) -> `nft` (diff against the kernel, one atomic
+//! netlink transaction) ; `daemon` runs the loop, `status` serves groupctl.
+
+pub mod config;
+pub mod model;
+pub mod net;

@@ -1,0 +1,191 @@
+//! The cluster view: which task has which IPs and which groups.
+//!
+//! Pure data, no I/O. Sources (file, marathon, mesos) produce a [`ClusterView`];
+//! the compiler turns it plus the local interface bindings into a ruleset.
+//! State is keyed by task ID, never by IP alone (an IP can move between tasks).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a task's membership of a group came from (shown by `groupctl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupOrigin {
+    /// Mesos `container.network_infos[].groups` (Marathon 0.14–1.4 `ipAddress.groups`).
+    NetworkInfo,
+    /// The label `groups.label_key` on a NetworkInfo (`ipAddress.labels`, `networks[].labels`).
+    NetworkLabel,
+    /// The label `groups.label_key` on the task or app (used when no NetworkInfo label has it).
+    TaskLabel,
+    /// Marathon `ipAddress.groups` of the app version that launched the task.
+    AppVersion,
+    /// `groups.ungrouped = "group:NAME"` applied to a task with no groups.
+    Ungrouped,
+}
+
+/// Transport protocol of a discovery port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A port the task declares in its discovery info (R9).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DiscoveryPort {
+    pub number: u16,
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Mesos task state, as reported by the master. Unknown names are kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Killing,
+    Finished,
+    Failed,
+    Killed,
+    Error,
+    Lost,
+    Dropped,
+    Unreachable,
+    Gone,
+    GoneByOperator,
+    Unknown,
+    Other(String),
+}
+
+impl TaskState {
+    /// Parse a Mesos state name (`TASK_RUNNING`) or a Marathon condition (`Running`).
+    pub fn parse(name: &str) -> TaskState {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("TASK_").unwrap_or(&upper);
+        match bare {
+            "STAGING" => TaskState::Staging,
+            "STARTING" => TaskState::Starting,
+            "RUNNING" => TaskState::Running,
+            "KILLING" => TaskState::Killing,
+            "FINISHED" => TaskState::Finished,
+            "FAILED" => TaskState::Failed,
+            "KILLED" => TaskState::Killed,
+            "ERROR" => TaskState::Error,
+            "LOST" => TaskState::Lost,
+            "DROPPED" => TaskState::Dropped,
+            "UNREACHABLE" => TaskState::Unreachable,
+            "GONE" => TaskState::Gone,
+            "GONE_BY_OPERATOR" => TaskState::GoneByOperator,
+            "UNKNOWN" => TaskState::Unknown,
+            _ => TaskState::Other(name.to_string()),
+        }
+    }
+
+    /// A terminal task no longer owns its IPs; its rules are removed.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+            TaskState::Other(s) => s,
+        }
+    }
+}
+
+/// Why a task gets no rules of its own (shown as "not enforced" by groupctl).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotEnforced {
+    /// Host networking: the task uses the agent's IP.
+    HostNetwork,
+    /// A NAT bridge (Docker BRIDGE, mesos-bridge): the IP is not unique in the cluster.
+    NatBridge,
+    /// No IP reported yet (e.g. TASK_STAGING).
+    NoAddress,
+    /// The task is in a terminal state.
+    Terminal,
+}
+
+/// One task as the master describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// Mesos task ID (== Marathon task id). Any string; never becomes nft syntax.
+    pub id: String,
+    /// Marathon app id or, for other frameworks, the framework name + task name.
+    pub app: String,
+    /// Agent ID (Mesos slave_id / Marathon slaveId), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub state: TaskState,
+    /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
+    pub ips: BTreeSet<IpAddr>,
+    /// groups(T) with where each came from (R1). Empty = ungrouped (R3).
+    pub groups: BTreeMap<String, BTreeSet<GroupOrigin>>,
+    /// Task/app labels (informational; groups from labels are already in `groups`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Discovery ports (R9).
+    #[serde(default)]
+    pub discovery_ports: BTreeSet<DiscoveryPort>,
+    /// `None` when the task is an endpoint (has IPs of its own); otherwise why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enforced: Option<NotEnforced>,
+}
+
+impl Task {
+    /// An endpoint is a live task with IPs of its own.
+    pub fn is_endpoint(&self) -> bool {
+        self.not_enforced.is_none() && !self.ips.is_empty() && !self.state.is_terminal()
+    }
+
+    pub fn add_group(&mut self, name: &str, origin: GroupOrigin) {
+        self.groups.entry(name.to_string()).or_default().insert(origin);
+    }
+}
+
+/// The whole cluster as one source saw it at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Tasks by task ID.
+    pub tasks: BTreeMap<String, Task>,
+}
+
+impl ClusterView {
+    pub fn insert(&mut self, task: Task) {
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().filter(|t| t.is_endpoint())
+    }
+}

@@ -1,0 +1,19 @@
+//! Where task state comes from: `file`, `marathon`, `mesos`.
+//!
+//! A source only produces [`SourceUpdate`]s; it never touches the kernel.
+
+use crate::model::ClusterView;
+
+pub mod document;
+pub mod file;
+pub mod wire;
+
+/// What a source tells the daemon.
+#[derive(Debug, Clone)]
+pub enum SourceUpdate {
+    /// A complete, fully parsed view of the cluster: replaces the previous one.
+    Snapshot(ClusterView),
+    /// The source cannot deliver a fresh view (unreachable, malformed input...).
+    /// The last applied rules stay in force (fail-static).
+    Degraded(String),
+}
