@@ -6,6 +6,11 @@
 //! desired ruleset, pure) -> `nft` (diff against the kernel, one atomic
 //! netlink transaction) ; `daemon` runs the loop, `status` serves groupctl.
 
+pub mod binding;
+pub mod compile;
 pub mod config;
 pub mod model;
 pub mod net;
+pub mod nft;
+pub mod ruleset;
+pub mod state;

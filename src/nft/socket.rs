@@ -1,0 +1,310 @@
+//! One long-lived nfnetlink socket: send a whole transaction in one
+//! `sendmsg`, and dump objects back.
+//!
+//! Lessons from ../shared/notes/nftables-from-rust.md: the batch must go out in
+//! one write (page-by-page is rejected), the send buffer must be large, ACKs are
+//! asked only where needed (errors come back per message anyway), and the
+//! socket is kept open (closing right after a delete costs ~16 ms).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::nftables::NfTablesMessage;
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const BUFFER_BYTES: i32 = 64 << 20;
+
+/// A netlink error for one message of a transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("the kernel rejected message {index} ({what}): {source}")]
+    Rejected {
+        index: usize,
+        what: String,
+        source: io::Error,
+    },
+    #[error("no answer from the kernel within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot decode a netlink answer: {0}")]
+    Decode(String),
+}
+
+/// One message of a transaction, with the protocol family it addresses.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub family: NetfilterProtoFamily,
+    pub message: NfTablesMessage,
+    /// NLM_F_CREATE / NLM_F_EXCL / NLM_F_APPEND ... on top of NLM_F_REQUEST.
+    pub flags: u16,
+}
+
+pub struct NfSocket {
+    socket: Socket,
+    next_seq: u32,
+    recv_buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl NfSocket {
+    pub fn open() -> Result<NfSocket, NftError> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind(&SocketAddr::new(0, 0))?;
+        set_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+        set_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
+        let timeout = Duration::from_secs(10);
+        set_recv_timeout(&socket, timeout)?;
+        Ok(NfSocket {
+            socket,
+            next_seq: 1,
+            recv_buf: vec![0; 1 << 20],
+            timeout,
+        })
+    }
+
+    fn seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        s
+    }
+
+    /// Send `requests` as ONE atomic nf_tables transaction and wait for the
+    /// kernel's verdict. Either everything is committed or nothing is.
+    pub fn transact(&mut self, requests: &[Request]) -> Result<(), NftError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(requests.len() * 96 + 64);
+        let begin_seq = self.seq();
+        emit_control(&mut buf, ControlMessage::BatchBegin, begin_seq);
+        let first_seq = self.next_seq;
+        let last = requests.len() - 1;
+        for (i, r) in requests.iter().enumerate() {
+            let seq = self.seq();
+            // Only the last message asks for an ACK: it tells us the batch was
+            // processed; failing messages report themselves regardless.
+            let ack = if i == last { NLM_F_ACK } else { 0 };
+            emit_nft(
+                &mut buf,
+                r.family,
+                r.message.clone(),
+                NLM_F_REQUEST | ack | r.flags,
+                seq,
+            );
+        }
+        let last_seq = first_seq.wrapping_add(last as u32);
+        let end_seq = self.seq();
+        emit_control(&mut buf, ControlMessage::BatchEnd, end_seq);
+        let sent = self.socket.send(&buf, 0)?;
+        if sent != buf.len() {
+            return Err(NftError::Io(io::Error::other(format!(
+                "short netlink write: {sent} of {} bytes",
+                buf.len()
+            ))));
+        }
+        let mut first_error: Option<NftError> = None;
+        loop {
+            let n = self.recv()?;
+            let mut offset = 0;
+            while offset + 16 <= n {
+                let len = u32::from_ne_bytes(copy4(&self.recv_buf[offset..])) as usize;
+                if len < 16 || offset + len > n {
+                    return Err(NftError::Decode(format!("bad netlink length {len}")));
+                }
+                let msg = &self.recv_buf[offset..offset + len];
+                offset += (len + 3) & !3;
+                let seq = u32::from_ne_bytes(copy4(&msg[8..]));
+                let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+                if kind != netlink_packet_core::NLMSG_ERROR || msg.len() < 20 {
+                    continue;
+                }
+                let code = i32::from_ne_bytes(copy4(&msg[16..]));
+                // A failed commit (or an overflowed error list) is reported
+                // against the batch-begin message: the whole batch is void.
+                if seq == begin_seq && code != 0 {
+                    return Err(NftError::Rejected {
+                        index: 0,
+                        what: "commit of the transaction".to_string(),
+                        source: io::Error::from_raw_os_error(-code),
+                    });
+                }
+                if code != 0 && first_error.is_none() {
+                    let index = seq.wrapping_sub(first_seq) as usize;
+                    let what = requests
+                        .get(index)
+                        .map(describe)
+                        .unwrap_or_else(|| "batch".to_string());
+                    first_error = Some(NftError::Rejected {
+                        index,
+                        what,
+                        source: io::Error::from_raw_os_error(-code),
+                    });
+                }
+                if seq == last_seq {
+                    return match first_error {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Dump objects (NLM_F_DUMP) of one kind, e.g. all rules of a table.
+    pub fn dump(
+        &mut self,
+        family: NetfilterProtoFamily,
+        message: NfTablesMessage,
+    ) -> Result<Vec<NfTablesMessage>, NftError> {
+        let seq = self.seq();
+        let mut buf = Vec::with_capacity(128);
+        emit_nft(&mut buf, family, message, NLM_F_REQUEST | NLM_F_DUMP, seq);
+        self.socket.send(&buf, 0)?;
+        let mut out = Vec::new();
+        loop {
+            let n = self.recv()?;
+            let mut offset = 0;
+            while offset + 16 <= n {
+                let len = u32::from_ne_bytes(copy4(&self.recv_buf[offset..])) as usize;
+                if len < 16 || offset + len > n {
+                    return Err(NftError::Decode(format!("bad netlink length {len}")));
+                }
+                let raw = &self.recv_buf[offset..offset + len];
+                offset += (len + 3) & !3;
+                if u32::from_ne_bytes(copy4(&raw[8..])) != seq {
+                    continue;
+                }
+                let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(raw)
+                    .map_err(|e| NftError::Decode(e.to_string()))?;
+                match parsed.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => {
+                        let code = e.code.map(|c| c.get()).unwrap_or(0);
+                        if code == 0 {
+                            return Ok(out);
+                        }
+                        let err = io::Error::from_raw_os_error(-code);
+                        // A table that does not exist dumps as ENOENT: that is "empty".
+                        if err.kind() == io::ErrorKind::NotFound {
+                            return Ok(out);
+                        }
+                        return Err(NftError::Io(err));
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        if let netlink_packet_netfilter::NetfilterMessageInner::NfTables(t) =
+                            m.inner
+                        {
+                            out.push(t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Result<usize, NftError> {
+        match self.socket.recv(&mut &mut self.recv_buf[..], 0) {
+            Ok(n) => Ok(n),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                Err(NftError::Timeout(self.timeout))
+            }
+            Err(e) => Err(NftError::Io(e)),
+        }
+    }
+}
+
+fn copy4(b: &[u8]) -> [u8; 4] {
+    [b[0], b[1], b[2], b[3]]
+}
+
+fn describe(r: &Request) -> String {
+    format!("{:?}", r.message).chars().take(300).collect()
+}
+
+fn emit_nft(
+    buf: &mut Vec<u8>,
+    family: NetfilterProtoFamily,
+    message: NfTablesMessage,
+    flags: u16,
+    seq: u32,
+) {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = seq;
+    let payload = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message);
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+    append(buf, &mut msg);
+}
+
+fn emit_control(buf: &mut Vec<u8>, control: ControlMessage, seq: u32) {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    header.sequence_number = seq;
+    let payload = NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+        control,
+    );
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+    append(buf, &mut msg);
+}
+
+fn append(buf: &mut Vec<u8>, msg: &mut NetlinkMessage<NetfilterMessage>) {
+    msg.finalize();
+    let len = msg.buffer_len();
+    let start = buf.len();
+    buf.resize(start + ((len + 3) & !3), 0);
+    msg.serialize(&mut buf[start..start + len]);
+}
+
+fn set_buffer(socket: &Socket, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
+    let value: libc::c_int = BUFFER_BYTES;
+    for opt in [force, plain] {
+        // SAFETY: setsockopt on a valid fd with a pointer to a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
+fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt on a valid fd with a pointer to a live timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

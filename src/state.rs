@@ -1,0 +1,384 @@
+//! The desired state, kept incrementally: which task contributes which set
+//! elements and chains, and what changed since the last transaction.
+//!
+//! A task's change recomputes only that task's [`Contribution`]; the
+//! difference to its previous one becomes the pending [`Delta`], so a
+//! transaction carries messages proportional to the change, not the table.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::compile::{self, Contribution, LocalBinding, Policy};
+use crate::model::{ClusterView, Task};
+use crate::ruleset::{Chain, Element, Family, Table};
+
+/// What must change in the kernel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub add: BTreeMap<(Family, String), BTreeSet<Element>>,
+    pub del: BTreeMap<(Family, String), BTreeSet<Element>>,
+    /// Chain name -> new content (`None`: delete the chain).
+    pub chains: BTreeMap<String, Option<Chain>>,
+    /// Chains that do not exist in the kernel yet.
+    pub new_chains: BTreeSet<String>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.add.values().all(|s| s.is_empty())
+            && self.del.values().all(|s| s.is_empty())
+            && self.chains.is_empty()
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.add
+            .values()
+            .chain(self.del.values())
+            .map(|s| s.len())
+            .sum()
+    }
+}
+
+pub struct DesiredState {
+    policy: Policy,
+    view: ClusterView,
+    /// IP -> owning task id (after conflict resolution).
+    owners: HashMap<IpAddr, String>,
+    /// IP -> where it is bound on this agent.
+    bindings: HashMap<IpAddr, LocalBinding>,
+    contributions: HashMap<String, Contribution>,
+    refcounts: HashMap<(Family, String, Element), u32>,
+    chains: BTreeMap<String, Chain>,
+    pending: Delta,
+    /// Interfaces that are bridges, and ports of ignored bridges.
+    bridges: BTreeSet<String>,
+    ignored_ports: BTreeSet<String>,
+}
+
+impl DesiredState {
+    pub fn new(policy: Policy) -> DesiredState {
+        DesiredState {
+            policy,
+            view: ClusterView::default(),
+            owners: HashMap::new(),
+            bindings: HashMap::new(),
+            contributions: HashMap::new(),
+            refcounts: HashMap::new(),
+            chains: BTreeMap::new(),
+            pending: Delta::default(),
+            bridges: BTreeSet::new(),
+            ignored_ports: BTreeSet::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    pub fn binding_of(&self, ip: &IpAddr) -> Option<&LocalBinding> {
+        self.bindings.get(ip)
+    }
+
+    pub fn owner_of(&self, ip: &IpAddr) -> Option<&str> {
+        self.owners.get(ip).map(|s| s.as_str())
+    }
+
+    /// Replace the cluster view. IPs claimed by more than one live endpoint
+    /// stay with their previous owner (or with nobody if none of the
+    /// claimants had it): returns one message per conflict.
+    pub fn set_view(&mut self, mut view: ClusterView) -> Vec<String> {
+        let conflicts = self.resolve_conflicts(&mut view);
+        let old = std::mem::take(&mut self.view.tasks);
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for (id, t) in &view.tasks {
+            if old.get(id) != Some(t) {
+                changed.insert(id.clone());
+            }
+        }
+        for id in old.keys() {
+            if !view.tasks.contains_key(id) {
+                changed.insert(id.clone());
+            }
+        }
+        self.view = view;
+        self.reindex_owners();
+        for id in changed {
+            self.recompute(&id);
+        }
+        conflicts
+    }
+
+    /// Insert or replace one task (event sources): touches only that task.
+    /// An IP another live task already owns stays with that task.
+    pub fn upsert_task(&mut self, mut task: Task) -> Vec<String> {
+        let mut messages = Vec::new();
+        if task.is_endpoint() {
+            let taken: Vec<IpAddr> = task
+                .ips
+                .iter()
+                .filter(|ip| self.owners.get(*ip).is_some_and(|o| o != &task.id))
+                .copied()
+                .collect();
+            for ip in taken {
+                task.ips.remove(&ip);
+                messages.push(format!(
+                    "IP {ip} of task {:?} is owned by live task {:?}; not given to the newcomer",
+                    task.id,
+                    self.owners.get(&ip)
+                ));
+            }
+        }
+        let id = task.id.clone();
+        self.release_ips(&id);
+        if task.is_endpoint() {
+            for ip in &task.ips {
+                self.owners.insert(*ip, id.clone());
+            }
+        }
+        self.view.tasks.insert(id.clone(), task);
+        self.recompute(&id);
+        messages
+    }
+
+    /// Forget one task (terminal, killed, app deleted).
+    pub fn remove_task(&mut self, id: &str) {
+        self.release_ips(id);
+        self.view.tasks.remove(id);
+        self.recompute(id);
+    }
+
+    fn release_ips(&mut self, id: &str) {
+        if let Some(old) = self.view.tasks.get(id) {
+            for ip in &old.ips {
+                if self.owners.get(ip).is_some_and(|o| o == id) {
+                    self.owners.remove(ip);
+                }
+            }
+        }
+    }
+
+    fn resolve_conflicts(&self, view: &mut ClusterView) -> Vec<String> {
+        let mut claims: HashMap<IpAddr, Vec<String>> = HashMap::new();
+        for t in view.endpoints() {
+            for ip in &t.ips {
+                claims.entry(*ip).or_default().push(t.id.clone());
+            }
+        }
+        let mut messages = Vec::new();
+        for (ip, claimants) in claims {
+            if claimants.len() < 2 {
+                continue;
+            }
+            let keeper = self
+                .owners
+                .get(&ip)
+                .filter(|o| claimants.contains(o))
+                .cloned();
+            for id in &claimants {
+                if Some(id) != keeper.as_ref() {
+                    if let Some(t) = view.tasks.get_mut(id) {
+                        t.ips.remove(&ip);
+                    }
+                }
+            }
+            messages.push(match &keeper {
+                Some(k) => format!("IP {ip} is claimed by {} live tasks ({}); it stays with {k:?}, the others do not get it", claimants.len(), claimants.join(", ")),
+                None => format!("IP {ip} is claimed by {} live tasks ({}); none gets it until the master agrees", claimants.len(), claimants.join(", ")),
+            });
+        }
+        messages.sort();
+        messages
+    }
+
+    fn reindex_owners(&mut self) {
+        self.owners.clear();
+        for t in self.view.endpoints() {
+            for ip in &t.ips {
+                self.owners.insert(*ip, t.id.clone());
+            }
+        }
+    }
+
+    /// Replace the local bindings (IP -> interface). Returns the tasks whose
+    /// local state changed.
+    pub fn set_bindings(
+        &mut self,
+        bindings: HashMap<IpAddr, LocalBinding>,
+        bridges: BTreeSet<String>,
+        ignored_ports: BTreeSet<String>,
+    ) {
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for (ip, b) in &bindings {
+            if self.bindings.get(ip) != Some(b) {
+                if let Some(o) = self.owners.get(ip) {
+                    touched.insert(o.clone());
+                }
+            }
+        }
+        for ip in self.bindings.keys() {
+            if !bindings.contains_key(ip) {
+                if let Some(o) = self.owners.get(ip) {
+                    touched.insert(o.clone());
+                }
+            }
+        }
+        self.bindings = bindings;
+        self.sync_names(Family::Inet, compile::BRIDGES, bridges.clone(), true);
+        self.bridges = bridges;
+        self.sync_names(
+            Family::Bridge,
+            compile::IGNORED_PORTS,
+            ignored_ports.clone(),
+            false,
+        );
+        self.ignored_ports = ignored_ports;
+        for id in touched {
+            self.recompute(&id);
+        }
+    }
+
+    fn sync_names(&mut self, family: Family, set: &str, new: BTreeSet<String>, bridges: bool) {
+        let old = if bridges {
+            self.bridges.clone()
+        } else {
+            self.ignored_ports.clone()
+        };
+        let elem = |n: &String| Element::set(&[crate::ruleset::KeyValue::Ifname(n)]);
+        for n in new.difference(&old) {
+            self.add_element(family, set, elem(n));
+        }
+        for n in old.difference(&new) {
+            self.del_element(family, set, elem(n));
+        }
+    }
+
+    fn local_bindings(&self, task: &Task) -> Vec<LocalBinding> {
+        task.ips
+            .iter()
+            .filter_map(|ip| self.bindings.get(ip))
+            .cloned()
+            .collect()
+    }
+
+    fn recompute(&mut self, id: &str) {
+        let new = match self.view.tasks.get(id) {
+            Some(t) => compile::contribution(t, &self.local_bindings(t), &self.policy),
+            None => Contribution::default(),
+        };
+        let old = self.contributions.remove(id).unwrap_or_default();
+        for (f, s, e) in old.elements.difference(&new.elements) {
+            self.del_element(*f, s, e.clone());
+        }
+        for (f, s, e) in new.elements.difference(&old.elements) {
+            self.add_element(*f, s, e.clone());
+        }
+        let old_names: BTreeSet<&String> = old.chains.iter().map(|c| &c.name).collect();
+        for c in &new.chains {
+            if self.chains.get(&c.name) != Some(c) {
+                if !self.chains.contains_key(&c.name) {
+                    self.pending.new_chains.insert(c.name.clone());
+                }
+                self.chains.insert(c.name.clone(), c.clone());
+                self.pending.chains.insert(c.name.clone(), Some(c.clone()));
+            }
+        }
+        for name in old_names {
+            if !new.chains.iter().any(|c| &c.name == name) {
+                self.chains.remove(name);
+                if self.pending.new_chains.remove(name) {
+                    self.pending.chains.remove(name);
+                } else {
+                    self.pending.chains.insert(name.clone(), None);
+                }
+            }
+        }
+        if new != Contribution::default() {
+            self.contributions.insert(id.to_string(), new);
+        }
+    }
+
+    fn add_element(&mut self, family: Family, set: &str, e: Element) {
+        let count = self
+            .refcounts
+            .entry((family, set.to_string(), e.clone()))
+            .or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let key = (family, set.to_string());
+            let cancelled = self.pending.del.get_mut(&key).is_some_and(|d| d.remove(&e));
+            if !cancelled {
+                self.pending.add.entry(key).or_default().insert(e);
+            }
+        }
+    }
+
+    fn del_element(&mut self, family: Family, set: &str, e: Element) {
+        let k = (family, set.to_string(), e.clone());
+        let Some(count) = self.refcounts.get_mut(&k) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.refcounts.remove(&k);
+            let key = (family, set.to_string());
+            let cancelled = self.pending.add.get_mut(&key).is_some_and(|a| a.remove(&e));
+            if !cancelled {
+                self.pending.del.entry(key).or_default().insert(e);
+            }
+        }
+    }
+
+    /// The changes since the last call.
+    pub fn take_delta(&mut self) -> Delta {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Put a delta back (the transaction failed; it will be retried).
+    pub fn restore_delta(&mut self, d: Delta) {
+        // Merge: the pending delta taken later is newer and wins on chains.
+        let newer = std::mem::replace(&mut self.pending, d);
+        for (k, set) in newer.add {
+            for e in set {
+                let cancelled = self.pending.del.get_mut(&k).is_some_and(|d| d.remove(&e));
+                if !cancelled {
+                    self.pending.add.entry(k.clone()).or_default().insert(e);
+                }
+            }
+        }
+        for (k, set) in newer.del {
+            for e in set {
+                let cancelled = self.pending.add.get_mut(&k).is_some_and(|a| a.remove(&e));
+                if !cancelled {
+                    self.pending.del.entry(k.clone()).or_default().insert(e);
+                }
+            }
+        }
+        self.pending.chains.extend(newer.chains);
+        self.pending.new_chains.extend(newer.new_chains);
+    }
+
+    /// The complete desired tables (inet, bridge): skeleton + every task's part.
+    pub fn tables(&self) -> (Table, Table) {
+        let (mut inet, mut bridge) = compile::skeleton(&self.policy);
+        for (family, set, e) in self.refcounts.keys() {
+            match family {
+                Family::Inet => inet.insert(set, e.clone()),
+                Family::Bridge => bridge.insert(set, e.clone()),
+            }
+        }
+        // Per-endpoint chains first: base chains and maps refer to them.
+        let mut chains: Vec<Chain> = self.chains.values().cloned().collect();
+        chains.append(&mut inet.chains);
+        inet.chains = chains;
+        (inet, bridge)
+    }
+
+    /// Per-endpoint chain of a local task (for diagnostics).
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.get(name)
+    }
+}

@@ -1,0 +1,140 @@
+//! What groupd writes over netlink, read back by the `nft` CLI (the oracle),
+//! must be exactly the ruleset groupd intended. Runs in a scratch namespace.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use common::{require_nft, ScratchNs};
+use groupd::compile::{LocalBinding, Policy};
+use groupd::config::Config;
+use groupd::model::{ClusterView, GroupOrigin, Task, TaskState};
+use groupd::nft::Nft;
+use groupd::state::DesiredState;
+
+fn policy() -> Policy {
+    let c = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\n").expect("config");
+    Policy::from_config(&c)
+}
+
+fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
+    let mut t = Task {
+        id: id.into(),
+        app: "/app".into(),
+        agent: None,
+        state: TaskState::Running,
+        ips: ips
+            .iter()
+            .map(|i| i.parse::<IpAddr>().expect("ip"))
+            .collect(),
+        groups: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        discovery_ports: BTreeSet::new(),
+        not_enforced: None,
+        note: None,
+    };
+    for g in groups {
+        t.add_group(g, GroupOrigin::NetworkInfo);
+    }
+    t
+}
+
+/// `nft list` text -> comparable lines: no handles/counters, elements sorted.
+fn normalise(text: &str) -> Vec<String> {
+    let joined = text.replace(",\n", ", ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let mut l = line.trim().to_string();
+        // Counter values are state, not configuration.
+        while let Some(i) = l.find("counter packets ") {
+            let rest = &l[i + "counter packets ".len()..];
+            let tail: Vec<&str> = rest.splitn(4, ' ').collect();
+            l = format!(
+                "{}counter{}",
+                &l[..i],
+                tail.get(3).map(|s| format!(" {s}")).unwrap_or_default()
+            );
+        }
+        if let Some(body) = l
+            .strip_prefix("elements = { ")
+            .and_then(|b| b.strip_suffix(" }"))
+        {
+            let mut items: Vec<&str> = body.split(", ").map(|s| s.trim()).collect();
+            items.sort();
+            l = format!("elements = {{ {} }}", items.join(", "));
+        }
+        if !l.is_empty() {
+            out.push(l);
+        }
+    }
+    out
+}
+
+#[test]
+fn kernel_state_read_by_nft_matches_what_groupd_intended() {
+    require_nft();
+    let ns = ScratchNs::new("oracle");
+    let (inet_text, bridge_text) = ns.run(|| {
+        let mut st = DesiredState::new(policy());
+        let mut view = ClusterView::default();
+        view.insert(task(
+            "web.1",
+            &["10.233.1.2", "fd00:233::1:2"],
+            &["web", "db"],
+        ));
+        view.insert(task("db.1", &["10.233.2.2"], &["db"]));
+        view.insert(task("pub.1", &["10.233.1.3"], &["public"]));
+        view.insert(task("lonely.1", &["10.233.1.4"], &[]));
+        view.insert(task(
+            "quote\"; drop table;",
+            &["10.233.9.9"],
+            &["a\"b;c", ""],
+        ));
+        st.set_view(view);
+        let mut b = HashMap::new();
+        for (ip, iface, bridged) in [
+            ("10.233.1.2", "veth-r1", false),
+            ("fd00:233::1:2", "veth-r1", false),
+            ("10.233.1.3", "veth-b2", true),
+            ("10.233.1.4", "veth-r3", false),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            b.insert(
+                ip,
+                LocalBinding {
+                    iface: iface.into(),
+                    ip,
+                    bridged,
+                },
+            );
+        }
+        st.set_bindings(
+            b,
+            BTreeSet::from(["br-tasks".to_string()]),
+            BTreeSet::from(["veth-dock1".to_string()]),
+        );
+        let _ = st.take_delta();
+        let (inet, bridge) = st.tables();
+        let mut nft = Nft::open().expect("netlink socket");
+        let report = nft.reconcile(&[&inet, &bridge]).expect("apply");
+        assert!(report.rebuilt, "first apply creates the tables");
+        // A second reconcile finds nothing to do.
+        let again = nft.reconcile(&[&inet, &bridge]).expect("re-apply");
+        assert!(!again.changed(), "idempotent: {again:?}");
+        (inet.to_nft_text(), bridge.to_nft_text())
+    });
+    let got_inet = ns.exec(&["nft", "list", "table", "inet", "groupd"]);
+    let got_bridge = ns.exec(&["nft", "list", "table", "bridge", "groupd"]);
+    println!("{got_inet}\n{got_bridge}");
+    assert_eq!(
+        normalise(&got_inet),
+        normalise(&inet_text),
+        "inet table differs from intent"
+    );
+    assert_eq!(
+        normalise(&got_bridge),
+        normalise(&bridge_text),
+        "bridge table differs from intent"
+    );
+}
