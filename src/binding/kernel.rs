@@ -1,0 +1,119 @@
+//! Requests to the kernel of our own namespace, over rtnetlink.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use anyhow::Context;
+use futures::{Stream, StreamExt, TryStreamExt};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, RouteMessageBuilder};
+use tokio::task::JoinHandle;
+
+use super::model::{HostRoute, Link};
+use super::parse;
+
+/// An rtnetlink connection in the namespace of the calling thread.
+pub(super) struct Kernel {
+    handle: Handle,
+    connection: JoinHandle<()>,
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl Kernel {
+    pub fn connect() -> anyhow::Result<Kernel> {
+        // The third value is the stream of unsolicited messages: this socket
+        // joins no multicast group (events come from `EventSocket`), so it is
+        // dropped.
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+        Ok(Kernel {
+            handle,
+            connection: tokio::spawn(connection),
+        })
+    }
+
+    /// Every link of our namespace.
+    pub async fn links(&self) -> anyhow::Result<Vec<Link>> {
+        let msgs: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("dumping links")?;
+        Ok(msgs.iter().filter_map(parse::link).collect())
+    }
+
+    /// Every host route of our namespace, IPv4 and IPv6, all tables.
+    pub async fn host_routes(&self) -> anyhow::Result<Vec<HostRoute>> {
+        // Without NETLINK_GET_STRICT_CHK the kernel ignores the table, scope and
+        // type in these requests and dumps every table, which is what we want.
+        let v4 = self
+            .dump_routes(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .await
+            .context("dumping IPv4 routes")?;
+        let v6 = self
+            .dump_routes(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .await
+            .context("dumping IPv6 routes")?;
+        Ok(v4.into_iter().chain(v6).collect())
+    }
+
+    async fn dump_routes(&self, request: RouteMessage) -> anyhow::Result<Vec<HostRoute>> {
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(request)
+            .execute()
+            .try_collect()
+            .await?;
+        Ok(msgs.iter().filter_map(parse::host_route).collect())
+    }
+
+    /// The id our namespace gives to the namespace behind `ns` (an fd on a
+    /// network namespace), or `None` when it has none (RTM_GETNSID with
+    /// NETNSA_FD; the kernel does not allocate one for this question).
+    pub async fn nsid_of(&self, ns: BorrowedFd<'_>) -> anyhow::Result<Option<i32>> {
+        let mut msg = NsidMessage::default();
+        // An fd is never negative, so the cast is lossless.
+        msg.attributes
+            .push(NsidAttribute::Fd(ns.as_raw_fd() as u32));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let mut handle = self.handle.clone();
+        let replies = handle.request(req).context("asking for a namespace id")?;
+        first_nsid(replies).await
+    }
+}
+
+async fn first_nsid(
+    replies: impl Stream<Item = NetlinkMessage<RouteNetlinkMessage>>,
+) -> anyhow::Result<Option<i32>> {
+    futures::pin_mut!(replies);
+    while let Some(reply) = replies.next().await {
+        match reply.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                let id = m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(*id),
+                    _ => None,
+                });
+                // NETNSA_NSID_NOT_ASSIGNED is -1.
+                return Ok(id.filter(|id| *id >= 0));
+            }
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(anyhow::anyhow!("RTM_GETNSID: {}", e.to_io()));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
