@@ -94,6 +94,13 @@ impl EventSocket {
             socket.add_membership(group)?;
         }
         socket.set_listen_all_namespaces(true)?;
+        if !has_effective_capability(CAP_NET_BROADCAST) {
+            tracing::warn!(
+                "without CAP_NET_BROADCAST, addresses configured inside task namespaces after their veth \
+                 appears are only seen at the next full re-read (every {:?})",
+                super::SAFETY_RESYNC
+            );
+        }
         set_receive_buffer(&socket, RECEIVE_BUFFER);
         socket.set_non_blocking(true)?;
         // SAFETY: `Socket` owns its fd, keeps it open until dropped and always
@@ -123,16 +130,37 @@ impl EventSocket {
                 }
                 // Not from the kernel: ignore, wait for the next one.
                 Ok(Ok(None)) => continue,
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    return Err(RecvError::Overflow)
-                }
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    return Err(RecvError::Overflow)
-                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) if lost_events(&e) => return Err(RecvError::Overflow),
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+/// ENOBUFS: the kernel dropped events for us; EMSGSIZE: we cut one.
+fn lost_events(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EMSGSIZE))
+}
+
+/// The kernel delivers another namespace's events to a LISTEN_ALL_NSID
+/// socket only if its opener has this capability there.
+const CAP_NET_BROADCAST: u32 = 11;
+
+/// Whether this process has capability `cap` in its effective set (from
+/// /proc/self/status; `true` when that cannot be read, to warn only when sure).
+fn has_effective_capability(cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim);
+    match effective.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
+        Some(bits) => bits & (1 << cap) != 0,
+        None => true,
     }
 }
 
