@@ -160,6 +160,10 @@ pub struct Task {
     /// `None` when the task is an endpoint (has IPs of its own); otherwise why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_enforced: Option<NotEnforced>,
+    /// A diagnostic for operators (shown by groupctl), e.g. why a task that
+    /// should have groups was treated as ungrouped. Never affects rules by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Task {
@@ -169,7 +173,32 @@ impl Task {
     }
 
     pub fn add_group(&mut self, name: &str, origin: GroupOrigin) {
-        self.groups.entry(name.to_string()).or_default().insert(origin);
+        self.groups
+            .entry(name.to_string())
+            .or_default()
+            .insert(origin);
+    }
+}
+
+/// Several live endpoints claim the same IP in one view (the master is
+/// mid-update, or a NAT network was misclassified). The source reports it and
+/// leaves the tasks as they are; the daemon decides whom to believe.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IpConflict {
+    pub ip: IpAddr,
+    /// IDs of the endpoints that all report `ip`, sorted, at least two.
+    pub tasks: Vec<String>,
+}
+
+impl std::fmt::Display for IpConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is claimed by {} live endpoints: {}",
+            self.ip,
+            self.tasks.len(),
+            self.tasks.join(", ")
+        )
     }
 }
 
@@ -178,6 +207,9 @@ impl Task {
 pub struct ClusterView {
     /// Tasks by task ID.
     pub tasks: BTreeMap<String, Task>,
+    /// IPs claimed by more than one live endpoint of `tasks`, sorted by IP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<IpConflict>,
 }
 
 impl ClusterView {
@@ -187,5 +219,24 @@ impl ClusterView {
 
     pub fn endpoints(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values().filter(|t| t.is_endpoint())
+    }
+
+    /// Every IP that more than one live endpoint claims (recomputed from
+    /// `tasks`; does not read or change `conflicts`).
+    pub fn ip_conflicts(&self) -> Vec<IpConflict> {
+        let mut owners: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+        for task in self.endpoints() {
+            for ip in &task.ips {
+                owners.entry(*ip).or_default().push(task.id.clone());
+            }
+        }
+        owners
+            .into_iter()
+            .filter(|(_, tasks)| tasks.len() > 1)
+            .map(|(ip, mut tasks)| {
+                tasks.sort();
+                IpConflict { ip, tasks }
+            })
+            .collect()
     }
 }
