@@ -1,0 +1,860 @@
+//! Marathon app documents (`GET /v2/apps?embed=apps.tasks`, `/v2/groups`,
+//! `/v2/apps/{id}`) and their conversion to [`Task`]s. FORMATS.md §1–§2.
+//!
+//! Network classification of a Marathon app (decided per app *version*, see
+//! [`App::network_kind`]):
+//! * `networks[]` (1.5+) decides when present: any `mode: "container"` is
+//!   IP-per-task, otherwise `container/bridge` is a NAT bridge, otherwise
+//!   (`host`, or a mode we do not know) host networking.
+//! * Else an explicit Docker `network`: `BRIDGE` is a NAT bridge and `HOST`
+//!   host networking even when an `ipAddress` is also given (Docker then
+//!   ignores the NetworkInfo; the 0.14 docs example is such an app), `USER`
+//!   is IP-per-task.
+//! * Else an `ipAddress` object (even `{}`) means IP-per-task (Marathon builds
+//!   a NetworkInfo from it); `null` or no `ipAddress` means host networking.
+//!
+//! Groups come from the app version that launched the task (design §1):
+//! see [`VersionCache`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+
+use super::{
+    assign_groups, classify, new_task, null_as_default, parse_ip, port_number, GroupInputs,
+    NetworkKind, Notes,
+};
+use crate::config::GroupsConfig;
+use crate::model::{ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState};
+
+/// `GET /v2/apps` (`{"apps": [...]}`) and `GET /v2/groups` (the same plus
+/// nested `groups`, each again with apps and groups).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AppGroup {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub apps: Vec<App>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub groups: Vec<AppGroup>,
+}
+
+impl AppGroup {
+    /// Every app of this group and of all nested groups.
+    pub fn all_apps(&self) -> Vec<&App> {
+        let mut out: Vec<&App> = self.apps.iter().collect();
+        for group in &self.groups {
+            out.extend(group.all_apps());
+        }
+        out
+    }
+}
+
+/// `GET /v2/apps/{id}`: `{"app": {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SingleApp {
+    pub app: App,
+}
+
+/// One app definition, as Marathon returns it (only what groupd reads).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    /// The version of this definition (an ISO timestamp).
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub version_info: Option<VersionInfo>,
+    /// Marathon 0.14–1.4. `null`, absent and `{}` are all possible.
+    #[serde(default)]
+    pub ip_address: Option<IpAddressSpec>,
+    /// Marathon 1.5+.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub networks: Vec<NetworkSpec>,
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+    /// Present only when tasks are embedded; `None` ("not embedded") is
+    /// different from `Some([])` ("no tasks").
+    #[serde(default)]
+    pub tasks: Option<Vec<MarathonTask>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// The version at which the configuration last changed; later versions up
+    /// to `app.version` only scaled or restarted the app.
+    #[serde(default)]
+    pub last_config_change_at: Option<String>,
+    #[serde(default)]
+    pub last_scaling_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAddressSpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub discovery: Option<DiscoverySpec>,
+    #[serde(default)]
+    pub network_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DiscoverySpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ports: Vec<DiscoveryPortSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DiscoveryPortSpec {
+    #[serde(default)]
+    pub number: Option<serde_json::Number>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkSpec {
+    /// `host` (default), `container/bridge` or `container`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// `DOCKER` or `MESOS`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub docker: Option<DockerSpec>,
+    /// Marathon 1.5+ (moved out of `docker`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub port_mappings: Vec<PortMappingSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerSpec {
+    /// `HOST`, `BRIDGE`, `USER` (≤ 1.4; 1.5+ uses `networks`).
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub port_mappings: Vec<PortMappingSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMappingSpec {
+    #[serde(default)]
+    pub container_port: Option<serde_json::Number>,
+    /// `tcp`, `udp` or `udp,tcp`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// One task as embedded in an app (`/v2/apps?embed=apps.tasks`) or listed by
+/// `/v2/tasks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarathonTask {
+    pub id: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The agent's hostname as advertised to Mesos.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub slave_id: Option<String>,
+    /// Absent before Marathon ~1.1.
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The app version that launched this task.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Omitted while no IP is known (staging).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ip_addresses: Vec<TaskIpAddress>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIpAddress {
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// `IPv4` or `IPv6`; informational, the address itself says which.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// What a task inherits from the app version that launched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    pub network: NetworkKind,
+    /// `ipAddress.groups` (origin [`GroupOrigin::AppVersion`]).
+    pub ip_groups: Vec<String>,
+    /// `ipAddress.labels` and every `networks[].labels`.
+    pub network_labels: Vec<(String, String)>,
+    /// App labels (Marathon copies them to the Mesos task).
+    pub app_labels: BTreeMap<String, String>,
+    /// Container-side ports other endpoints use (R9); only for IP-per-task apps.
+    pub discovery_ports: BTreeSet<DiscoveryPort>,
+}
+
+impl App {
+    /// See the module documentation for the rules and why.
+    pub fn network_kind(&self) -> NetworkKind {
+        if !self.networks.is_empty() {
+            let has_mode = |m: &str| {
+                self.networks
+                    .iter()
+                    .any(|n| n.mode.as_deref().map(str::trim) == Some(m))
+            };
+            return if has_mode("container") {
+                NetworkKind::PerTask
+            } else if has_mode("container/bridge") {
+                NetworkKind::NatBridge
+            } else {
+                NetworkKind::Host
+            };
+        }
+        match self.docker_network().as_deref() {
+            Some("BRIDGE") => return NetworkKind::NatBridge,
+            Some("HOST") => return NetworkKind::Host,
+            Some("USER") => return NetworkKind::PerTask,
+            _ => {}
+        }
+        if self.ip_address.is_some() {
+            NetworkKind::PerTask
+        } else {
+            NetworkKind::Host
+        }
+    }
+
+    fn docker_network(&self) -> Option<String> {
+        let network = self.container.as_ref()?.docker.as_ref()?.network.as_ref()?;
+        Some(network.trim().to_ascii_uppercase())
+    }
+
+    /// The version-specific part of this definition.
+    pub fn config(&self) -> AppConfig {
+        let network = self.network_kind();
+        let mut network_labels = Vec::new();
+        if let Some(ip) = &self.ip_address {
+            network_labels.extend(ip.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for net in &self.networks {
+            network_labels.extend(net.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        AppConfig {
+            network,
+            ip_groups: self
+                .ip_address
+                .as_ref()
+                .map(|ip| ip.groups.clone())
+                .unwrap_or_default(),
+            network_labels,
+            app_labels: self.labels.clone(),
+            discovery_ports: if network == NetworkKind::PerTask {
+                self.discovery_ports()
+            } else {
+                BTreeSet::new()
+            },
+        }
+    }
+
+    /// `ipAddress.discovery.ports` when given; otherwise the container side of
+    /// the port mappings, which is what Marathon advertises to Mesos for
+    /// container networks.
+    fn discovery_ports(&self) -> BTreeSet<DiscoveryPort> {
+        let declared: BTreeSet<DiscoveryPort> = self
+            .ip_address
+            .iter()
+            .flat_map(|ip| ip.discovery.iter())
+            .flat_map(|d| d.ports.iter())
+            .flat_map(|p| {
+                discovery_port(p.number.as_ref(), p.protocol.as_deref(), p.name.as_deref())
+            })
+            .collect();
+        if !declared.is_empty() {
+            return declared;
+        }
+        let Some(container) = &self.container else {
+            return BTreeSet::new();
+        };
+        let docker_mappings = container.docker.iter().flat_map(|d| d.port_mappings.iter());
+        container
+            .port_mappings
+            .iter()
+            .chain(docker_mappings)
+            .flat_map(|m| {
+                discovery_port(
+                    m.container_port.as_ref(),
+                    m.protocol.as_deref(),
+                    m.name.as_deref(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One port per protocol of `protocol` (`"udp,tcp"` declares both; absent
+/// means tcp, Marathon's default). Invalid numbers and unknown protocols
+/// declare nothing.
+fn discovery_port(
+    number: Option<&serde_json::Number>,
+    protocol: Option<&str>,
+    name: Option<&str>,
+) -> Vec<DiscoveryPort> {
+    let Some(number) = number.and_then(port_number) else {
+        return Vec::new();
+    };
+    let protocols = protocol.unwrap_or("tcp");
+    protocols
+        .split(',')
+        .filter_map(|p| match p.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            _ => None,
+        })
+        .map(|protocol| DiscoveryPort {
+            number,
+            protocol,
+            name: name.map(str::to_string),
+        })
+        .collect()
+}
+
+/// Remembers the configuration of app versions seen in earlier documents.
+///
+/// `/v2/apps` only shows the newest version of an app, but a task keeps the
+/// groups of the version that launched it (`task.version`) until it is
+/// replaced, e.g. during a rolling deployment. groupd learns each version
+/// while it is current and uses that knowledge for older tasks later.
+///
+/// A version covers more than its own timestamp: Marathon creates a new
+/// version on every scale or restart too, and `versionInfo.lastConfigChangeAt`
+/// says since when the configuration is unchanged. Every version between that
+/// and `app.version` has the same configuration.
+#[derive(Debug, Clone, Default)]
+pub struct VersionCache {
+    apps: HashMap<String, Vec<KnownConfig>>,
+}
+
+#[derive(Debug, Clone)]
+struct KnownConfig {
+    /// `lastConfigChangeAt` of the versions below.
+    since: Option<String>,
+    /// Versions that were seen current with this configuration.
+    versions: BTreeSet<String>,
+    config: AppConfig,
+}
+
+/// Bounds memory for an app redeployed in a loop while old tasks linger.
+const MAX_CONFIGS_PER_APP: usize = 32;
+
+impl KnownConfig {
+    fn covers(&self, version: &str) -> bool {
+        if self.versions.contains(version) {
+            return true;
+        }
+        let (Some(since), Some(latest)) = (
+            self.since.as_deref(),
+            self.versions.iter().filter_map(|v| timestamp_key(v)).max(),
+        ) else {
+            return false;
+        };
+        match (timestamp_key(since), timestamp_key(version)) {
+            (Some(since), Some(v)) => since <= v && v <= latest,
+            _ => false,
+        }
+    }
+}
+
+impl VersionCache {
+    /// Record `app` as the configuration of `app.version` (no-op for an app
+    /// without a version: there is nothing to match tasks against).
+    pub fn learn(&mut self, app: &App) {
+        let Some(version) = app
+            .version
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        else {
+            return;
+        };
+        let since = app
+            .version_info
+            .as_ref()
+            .and_then(|i| i.last_config_change_at.clone());
+        let config = app.config();
+        let known = self.apps.entry(app.id.clone()).or_default();
+        if let Some(entry) = known
+            .iter_mut()
+            .find(|k| k.since == since && k.config == config)
+        {
+            entry.versions.insert(version.to_string());
+            return;
+        }
+        known.retain(|k| !k.versions.contains(version));
+        known.push(KnownConfig {
+            since,
+            versions: BTreeSet::from([version.to_string()]),
+            config,
+        });
+        if known.len() > MAX_CONFIGS_PER_APP {
+            known.remove(0);
+        }
+    }
+
+    /// The configuration of `app_id` at `version`, if groupd has seen it.
+    pub fn lookup(&self, app_id: &str, version: &str) -> Option<&AppConfig> {
+        let version = version.trim();
+        self.apps
+            .get(app_id)?
+            .iter()
+            .rev()
+            .find(|k| k.covers(version))
+            .map(|k| &k.config)
+    }
+
+    /// Number of (app, configuration) pairs remembered.
+    pub fn len(&self) -> usize {
+        self.apps.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forget configurations of `app_id` that cover none of `versions`.
+    fn retain_versions(&mut self, app_id: &str, versions: &BTreeSet<&str>) {
+        if let Some(known) = self.apps.get_mut(app_id) {
+            known.retain(|k| versions.iter().any(|v| k.covers(v)));
+        }
+    }
+
+    /// Forget apps that no longer exist.
+    fn retain_apps(&mut self, ids: &BTreeSet<&str>) {
+        self.apps.retain(|id, _| ids.contains(id.as_str()));
+    }
+}
+
+/// Comparable form of Marathon's ISO timestamps (`2017-07-19T17:34:41.967Z`):
+/// (date, nanoseconds of day). `None` for anything else, which then only
+/// matches itself exactly.
+fn timestamp_key(text: &str) -> Option<(u64, u64)> {
+    let text = text.trim();
+    let body = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date_time, fraction) = body.split_once('.').unwrap_or((body, ""));
+    let (date, time) = date_time.split_once('T')?;
+    let digits = |s: &str, len: usize| -> Option<u64> {
+        if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (
+        digits(d.next()?, 4)?,
+        digits(d.next()?, 2)?,
+        digits(d.next()?, 2)?,
+    );
+    let mut t = time.split(':');
+    let (hour, minute, second) = (
+        digits(t.next()?, 2)?,
+        digits(t.next()?, 2)?,
+        digits(t.next()?, 2)?,
+    );
+    if d.next().is_some() || t.next().is_some() || fraction.len() > 9 {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        digits(fraction, fraction.len())? * 10u64.pow(9 - fraction.len() as u32)
+    };
+    Some((
+        year * 10_000 + month * 100 + day,
+        ((hour * 60 + minute) * 60 + second) * 1_000_000_000 + nanos,
+    ))
+}
+
+/// Convert the apps of one document. `complete` says the apps are all apps
+/// of the cluster (`/v2/apps`, `/v2/groups`), so the cache can forget apps
+/// that are gone; for a single app it keeps everything else.
+pub fn convert_apps<'a>(
+    apps: impl IntoIterator<Item = &'a App>,
+    complete: bool,
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> ClusterView {
+    let mut view = ClusterView::default();
+    let mut seen = BTreeSet::new();
+    for app in apps {
+        seen.insert(app.id.as_str());
+        for task in convert_app(app, groups, versions) {
+            view.insert(task);
+        }
+    }
+    if complete {
+        versions.retain_apps(&seen);
+    }
+    view
+}
+
+/// The tasks of one app. Learns the app's current version first, then gives
+/// each task the configuration of the version that launched it; a task whose
+/// version groupd never saw gets no groups at all (fail closed) and a note.
+pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache) -> Vec<Task> {
+    versions.learn(app);
+    let current = app.config();
+    let tasks = app.tasks.as_deref().unwrap_or_default();
+    let converted = tasks
+        .iter()
+        .map(|task| {
+            let launch = match task.version.as_deref() {
+                None => Ok(&current),
+                Some(v) => versions.lookup(&app.id, v).ok_or(v),
+            };
+            convert_task(app, task, launch, &current, groups)
+        })
+        .collect();
+    // Keep what the current version and the remaining tasks still need.
+    let mut referenced: BTreeSet<&str> =
+        tasks.iter().filter_map(|t| t.version.as_deref()).collect();
+    if let Some(v) = app.version.as_deref() {
+        referenced.insert(v);
+    }
+    versions.retain_versions(&app.id, &referenced);
+    converted
+}
+
+/// One task. `launch` is the configuration of the launching version, or the
+/// version string when it is unknown.
+fn convert_task(
+    app: &App,
+    task: &MarathonTask,
+    launch: Result<&AppConfig, &str>,
+    current: &AppConfig,
+    groups: &GroupsConfig,
+) -> Task {
+    let state = task_state(task);
+    let app_id = task.app_id.clone().unwrap_or_else(|| app.id.clone());
+    let mut out = new_task(&task.id, app_id, task.slave_id.clone(), state);
+    let mut notes = Notes::default();
+    // The network mode can change between versions too; without the launch
+    // version the current one is the best guess (the IPs are the task's own).
+    let config = launch.unwrap_or(current);
+    out.ips = task_ips(task, config.network, &mut notes);
+    out.labels = config.app_labels.clone();
+    match launch {
+        Ok(config) => {
+            let inputs = GroupInputs {
+                lists: config.ip_groups.iter().map(|g| (g.as_str(), GroupOrigin::AppVersion)).collect(),
+                network_labels: config.network_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                task_labels: config.app_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            };
+            assign_groups(&mut out, &inputs, groups);
+            out.discovery_ports = config.discovery_ports.clone();
+        }
+        Err(version) => notes.push(format!(
+            "launched by app version {version} whose groups are unknown to groupd (the app is now at version {}); treated as ungrouped",
+            app.version.as_deref().unwrap_or("unknown")
+        )),
+    }
+    out.not_enforced = classify(config.network, &out.state, !out.ips.is_empty());
+    out.note = notes.into_note();
+    out
+}
+
+/// `state` when Marathon sends it; older Marathons list only live tasks, so
+/// a started task is running and an unstarted one staging.
+fn task_state(task: &MarathonTask) -> TaskState {
+    match (&task.state, &task.started_at) {
+        (Some(state), _) => TaskState::parse(state),
+        (None, Some(_)) => TaskState::Running,
+        (None, None) => TaskState::Staging,
+    }
+}
+
+/// The task's IPs. For an IP-per-task app an address equal to the agent's
+/// (`host`) is dropped: Mesos reports the agent IP for Docker user networks
+/// until the container network is attached (FORMATS.md §8.3), and Marathon
+/// copies that report verbatim. Binding the agent's IP to a task would make
+/// the agent itself a member of the task's groups.
+fn task_ips(
+    task: &MarathonTask,
+    network: NetworkKind,
+    notes: &mut Notes,
+) -> BTreeSet<std::net::IpAddr> {
+    let agent_ip = task.host.as_deref().and_then(parse_ip);
+    let mut ips = BTreeSet::new();
+    for entry in &task.ip_addresses {
+        let Some(text) = entry.ip_address.as_deref() else {
+            continue;
+        };
+        match parse_ip(text) {
+            Some(ip) if network == NetworkKind::PerTask && Some(ip) == agent_ip => {
+                notes.push(format!("ignored {ip}: it is the agent's own address, reported before the container network was attached"));
+            }
+            Some(ip) => {
+                ips.insert(ip);
+            }
+            None => notes.push(format!("ignored unparseable IP address {text:?}")),
+        }
+    }
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NotEnforced;
+
+    fn app(json: &str) -> App {
+        serde_json::from_str(json).expect("valid app JSON")
+    }
+
+    fn one_task(app: &App, versions: &mut VersionCache) -> Task {
+        let mut tasks = convert_app(app, &GroupsConfig::default(), versions);
+        assert_eq!(tasks.len(), 1);
+        tasks.remove(0)
+    }
+
+    const V1: &str = "2017-01-01T00:00:00.000Z";
+    const V2: &str = "2017-02-01T00:00:00.000Z";
+    const V3: &str = "2017-03-01T00:00:00.000Z";
+
+    fn versioned(version: &str, config_since: &str, groups: &str, task_version: &str) -> App {
+        app(&format!(
+            r#"{{"id":"/web","version":"{version}","versionInfo":{{"lastConfigChangeAt":"{config_since}"}},
+            "ipAddress":{{"groups":[{groups}]}},
+            "tasks":[{{"id":"web.1","host":"10.0.0.1","ipAddresses":[{{"ipAddress":"9.0.0.1","protocol":"IPv4"}}],
+                      "state":"TASK_RUNNING","version":"{task_version}"}}]}}"#
+        ))
+    }
+
+    #[test]
+    fn task_of_the_current_version_gets_the_app_groups() {
+        let mut cache = VersionCache::default();
+        let t = one_task(&versioned(V1, V1, r#""dev""#, V1), &mut cache);
+        assert!(t.groups["dev"].contains(&GroupOrigin::AppVersion));
+        assert_eq!(t.not_enforced, None);
+        assert_eq!(t.note, None);
+    }
+
+    #[test]
+    fn task_of_a_scaling_version_uses_the_config_since_last_change() {
+        // App config changed at V1, scaled at V3; the task was launched at V2.
+        let mut cache = VersionCache::default();
+        let t = one_task(&versioned(V3, V1, r#""dev""#, V2), &mut cache);
+        assert!(t.groups.contains_key("dev"), "{t:?}");
+        assert_eq!(t.note, None);
+    }
+
+    #[test]
+    fn task_of_an_unknown_older_version_is_ungrouped_with_a_note() {
+        let mut cache = VersionCache::default();
+        let t = one_task(&versioned(V3, V3, r#""new""#, V1), &mut cache);
+        assert!(t.groups.is_empty(), "{:?}", t.groups);
+        let note = t.note.expect("note");
+        assert!(
+            note.contains(V1) && note.contains("treated as ungrouped"),
+            "{note}"
+        );
+        // Still an endpoint: its IP is its own, it is just in no group.
+        assert_eq!(t.not_enforced, None);
+    }
+
+    #[test]
+    fn task_of_an_older_version_seen_before_keeps_that_versions_groups() {
+        let mut cache = VersionCache::default();
+        // Document 1: app at V1 with group "old", task at V1.
+        one_task(&versioned(V1, V1, r#""old""#, V1), &mut cache);
+        // Document 2: mid-deployment, app at V2 with group "new"; old task still at V1.
+        let t = one_task(&versioned(V2, V2, r#""new""#, V1), &mut cache);
+        let names: Vec<&String> = t.groups.keys().collect();
+        assert_eq!(names, vec!["old"]);
+        assert_eq!(t.note, None);
+    }
+
+    #[test]
+    fn cache_forgets_versions_no_task_uses() {
+        let mut cache = VersionCache::default();
+        one_task(&versioned(V1, V1, r#""old""#, V1), &mut cache);
+        one_task(&versioned(V2, V2, r#""new""#, V2), &mut cache);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.lookup("/web", V1).is_none());
+    }
+
+    #[test]
+    fn cache_forgets_deleted_apps_after_a_complete_document() {
+        let mut cache = VersionCache::default();
+        let web = versioned(V1, V1, r#""a""#, V1);
+        convert_apps([&web], true, &GroupsConfig::default(), &mut cache);
+        assert_eq!(cache.len(), 1);
+        convert_apps([], false, &GroupsConfig::default(), &mut cache);
+        assert_eq!(cache.len(), 1, "a partial document keeps other apps");
+        convert_apps([], true, &GroupsConfig::default(), &mut cache);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn task_without_version_uses_the_current_version() {
+        let a = app(r#"{"id":"/a","version":"x","ipAddress":{"groups":["g"]},
+                "tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"9.0.0.2"}]}]}"#);
+        let t = one_task(&a, &mut VersionCache::default());
+        assert!(t.groups.contains_key("g"));
+        assert_eq!(
+            t.state,
+            TaskState::Staging,
+            "no state, not started: staging"
+        );
+    }
+
+    #[test]
+    fn network_kinds_follow_the_documented_precedence() {
+        let kind = |json: &str| app(json).network_kind();
+        assert_eq!(kind(r#"{"id":"/a"}"#), NetworkKind::Host);
+        assert_eq!(kind(r#"{"id":"/a","ipAddress":null}"#), NetworkKind::Host);
+        assert_eq!(kind(r#"{"id":"/a","ipAddress":{}}"#), NetworkKind::PerTask);
+        assert_eq!(
+            kind(r#"{"id":"/a","networks":[{"mode":"host"}]}"#),
+            NetworkKind::Host
+        );
+        assert_eq!(
+            kind(r#"{"id":"/a","networks":[{"mode":"container/bridge"}]}"#),
+            NetworkKind::NatBridge
+        );
+        assert_eq!(
+            kind(r#"{"id":"/a","networks":[{"mode":"container","name":"dcos"}]}"#),
+            NetworkKind::PerTask
+        );
+        let docker = |net: &str, ip: &str| {
+            kind(&format!(
+                r#"{{"id":"/a","container":{{"type":"DOCKER","docker":{{"network":"{net}"}}}}{ip}}}"#
+            ))
+        };
+        assert_eq!(
+            docker("BRIDGE", r#","ipAddress":{"groups":["g"]}"#),
+            NetworkKind::NatBridge
+        );
+        assert_eq!(docker("HOST", ""), NetworkKind::Host);
+        assert_eq!(docker("USER", ""), NetworkKind::PerTask);
+        assert_eq!(docker("user", r#","ipAddress":{}"#), NetworkKind::PerTask);
+    }
+
+    #[test]
+    fn agent_address_reported_for_a_container_network_task_is_dropped() {
+        let a = app(
+            r#"{"id":"/a","version":"v","networks":[{"mode":"container","name":"dcos"}],
+                "tasks":[{"id":"a.1","host":"172.17.0.4","state":"TASK_STARTING","version":"v",
+                          "ipAddresses":[{"ipAddress":"172.17.0.4","protocol":"IPv4"}]}]}"#,
+        );
+        let t = one_task(&a, &mut VersionCache::default());
+        assert!(t.ips.is_empty());
+        assert_eq!(t.not_enforced, Some(NotEnforced::NoAddress));
+        assert!(t.note.unwrap_or_default().contains("agent's own address"));
+    }
+
+    #[test]
+    fn unparseable_ip_is_skipped_with_a_note() {
+        let a = app(
+            r#"{"id":"/a","ipAddress":{},"tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"nope"},{"ipAddress":"fd00:233::5","protocol":"IPv6"}]}]}"#,
+        );
+        let t = one_task(&a, &mut VersionCache::default());
+        assert_eq!(t.ips.len(), 1);
+        assert!(t.note.unwrap_or_default().contains("\"nope\""));
+    }
+
+    #[test]
+    fn network_label_groups_and_app_label_fallback() {
+        let a = app(r#"{"id":"/a","labels":{"network-groups":"app-level"},
+                "networks":[{"mode":"container","name":"n","labels":{"network-groups":"web, db"}}],
+                "tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"9.0.0.3"}]}]}"#);
+        let t = one_task(&a, &mut VersionCache::default());
+        let names: Vec<&String> = t.groups.keys().collect();
+        assert_eq!(names, vec!["db", "web"]);
+        assert!(t.groups["web"].contains(&GroupOrigin::NetworkLabel));
+
+        let b = app(r#"{"id":"/b","labels":{"network-groups":"app-level"},
+                "networks":[{"mode":"container","name":"n"}],
+                "tasks":[{"id":"b.1","ipAddresses":[{"ipAddress":"9.0.0.4"}]}]}"#);
+        let t = one_task(&b, &mut VersionCache::default());
+        assert!(t.groups["app-level"].contains(&GroupOrigin::TaskLabel));
+    }
+
+    #[test]
+    fn discovery_ports_come_from_ip_address_or_container_port_mappings() {
+        let a = app(
+            r#"{"id":"/a","ipAddress":{"discovery":{"ports":[{"number":8080,"name":"http","protocol":"tcp"},{"number":0},{"number":70000}]}}}"#,
+        );
+        let ports = a.config().discovery_ports;
+        assert_eq!(ports.len(), 1);
+        let b = app(
+            r#"{"id":"/b","networks":[{"mode":"container"}],"container":{"portMappings":[{"containerPort":53,"protocol":"udp,tcp"},{"containerPort":80,"hostPort":0}]}}"#,
+        );
+        let ports: Vec<(u16, Protocol)> = b
+            .config()
+            .discovery_ports
+            .iter()
+            .map(|p| (p.number, p.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                (53, Protocol::Tcp),
+                (53, Protocol::Udp),
+                (80, Protocol::Tcp)
+            ]
+        );
+        let bridge = app(
+            r#"{"id":"/c","networks":[{"mode":"container/bridge"}],"container":{"portMappings":[{"containerPort":80}]}}"#,
+        );
+        assert!(
+            bridge.config().discovery_ports.is_empty(),
+            "only endpoints have discovery ports"
+        );
+    }
+
+    #[test]
+    fn timestamps_compare_as_instants() {
+        assert!(
+            timestamp_key("2017-07-19T17:34:41.967Z") < timestamp_key("2017-07-19T17:34:41.97Z")
+        );
+        assert!(timestamp_key("2017-07-19T17:34:41Z") < timestamp_key("2017-07-19T17:34:41.001Z"));
+        assert_eq!(
+            timestamp_key("2017-07-19T17:34:41.5+00:00"),
+            timestamp_key("2017-07-19T17:34:41.500Z")
+        );
+        for bad in [
+            "",
+            "x",
+            "2017-07-19",
+            "2017-07-19T17:34:41.967+02:00",
+            "2017-7-19T17:34:41Z",
+            "2017-07-19T17:34:41.1234567890Z",
+        ] {
+            assert_eq!(timestamp_key(bad), None, "{bad}");
+        }
+    }
+}
