@@ -1,0 +1,675 @@
+//! One whole master document → [`ClusterView`], with the format detected
+//! from the content (design §2, `file` source; also usable by the remote
+//! sources for their snapshots).
+//!
+//! Accepted: Marathon `/v2/apps?embed=apps.tasks` (and `/v2/groups` with
+//! embedded tasks, `/v2/apps/{id}`, a bare app with `tasks`), Mesos
+//! `/master/state`, and the v1 operator API `SUBSCRIBED` event, `GET_STATE`
+//! and `GET_TASKS` responses. Everything else is rejected with an error that
+//! says what the input looks like and what to use instead; nothing on any
+//! input panics.
+//!
+//! Duplicate IPs among live endpoints do not fail the parse: they are listed
+//! in [`ClusterView::conflicts`] and the tasks are left as the master
+//! described them, for the daemon to resolve with its previous state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use serde_json::error::Category;
+
+use super::wire::marathon::{self, App, AppGroup, SingleApp, VersionCache};
+use super::wire::mesos::{self, MasterState, V1Message};
+use crate::config::GroupsConfig;
+use crate::model::ClusterView;
+
+const WANTED: &str =
+    "a Marathon /v2/apps?embed=apps.tasks, Mesos /master/state or SUBSCRIBE snapshot document";
+
+/// Which kind of document was recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentKind {
+    /// `GET /v2/apps?embed=apps.tasks`.
+    MarathonApps,
+    /// `GET /v2/groups?embed=group.apps.tasks` (nested groups).
+    MarathonGroups,
+    /// `GET /v2/apps/{id}` (`{"app": …}`) or a bare app object with tasks.
+    MarathonApp,
+    /// `GET /master/state`.
+    MesosMasterState,
+    /// The first event of a v1 `SUBSCRIBE` stream.
+    MesosSubscribed,
+    /// A v1 `GET_STATE` response.
+    MesosGetState,
+    /// A v1 `GET_TASKS` response.
+    MesosGetTasks,
+}
+
+impl fmt::Display for DocumentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DocumentKind::MarathonApps => "Marathon /v2/apps document",
+            DocumentKind::MarathonGroups => "Marathon /v2/groups document",
+            DocumentKind::MarathonApp => "Marathon single-app document",
+            DocumentKind::MesosMasterState => "Mesos /master/state document",
+            DocumentKind::MesosSubscribed => "Mesos SUBSCRIBED event",
+            DocumentKind::MesosGetState => "Mesos GET_STATE response",
+            DocumentKind::MesosGetTasks => "Mesos GET_TASKS response",
+        })
+    }
+}
+
+/// Why a document was not turned into a view. The texts read well after
+/// "file X: " and say what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("empty document (nothing but whitespace); write {WANTED} there")]
+    Empty,
+    #[error("not JSON: starts with {start:?}; expected {WANTED}")]
+    NotJson { start: String },
+    #[error("a server-sent event stream (Marathon /v2/events), not a snapshot; expected {WANTED}")]
+    EventStream,
+    #[error(
+        "a RecordIO-framed Mesos SUBSCRIBE stream; keep only the first record (the SUBSCRIBED event) without its length line"
+    )]
+    RecordIo,
+    #[error(
+        "more than one JSON document (the second starts at line {line} column {column}), e.g. an event stream; the file must hold exactly one snapshot, such as only the SUBSCRIBED event"
+    )]
+    MultipleDocuments { line: usize, column: usize },
+    #[error("truncated JSON: the input ends at line {line} column {column} before the document is complete (half-written file?)")]
+    Truncated { line: usize, column: usize },
+    #[error("malformed JSON at line {line} column {column}: {message} (half-written file?)")]
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("not {WANTED}: {reason}")]
+    Unsupported { reason: String },
+    #[error("{kind} with an unexpected value at line {line} column {column}: {message}")]
+    Invalid {
+        kind: DocumentKind,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// A parsed document: what it was and the view it describes.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub kind: DocumentKind,
+    /// `conflicts` is filled in.
+    pub view: ClusterView,
+}
+
+/// Parse one document. `versions` carries what earlier Marathon documents
+/// showed (see [`VersionCache`]); Mesos documents do not use it.
+/// Duplicate IPs are reported in `view.conflicts`, never as an error.
+pub fn parse_document(
+    bytes: &[u8],
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<ClusterView, DocumentError> {
+    parse_document_kind(bytes, groups, versions).map(|parsed| parsed.view)
+}
+
+/// [`parse_document`], also saying which kind of document it was.
+pub fn parse_document_kind(
+    bytes: &[u8],
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<Parsed, DocumentError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    check_single_json_value(bytes)?;
+    let keys = top_level_keys(bytes)?;
+    let (kind, mut view) = dispatch(bytes, &keys, groups, versions)?;
+    view.conflicts = view.ip_conflicts();
+    Ok(Parsed { kind, view })
+}
+
+/// Syntax first, so a half-written file is reported as such and not as a
+/// document of the wrong shape.
+fn check_single_json_value(bytes: &[u8]) -> Result<(), DocumentError> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .ok_or(DocumentError::Empty)?;
+    let rest = bytes.get(start..).unwrap_or_default();
+    if looks_like_event_stream(rest) {
+        return Err(DocumentError::EventStream);
+    }
+    if looks_like_recordio(rest) {
+        return Err(DocumentError::RecordIo);
+    }
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<IgnoredAny>();
+    match values.next() {
+        None => return Err(DocumentError::Empty),
+        Some(Err(e)) => return Err(syntax_error(&e, bytes, start)),
+        Some(Ok(_)) => {}
+    }
+    let end = values.byte_offset();
+    match values.next() {
+        None => Ok(()),
+        Some(_) => {
+            let second = bytes
+                .get(end..)
+                .unwrap_or_default()
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(0)
+                + end;
+            let (line, column) = position_of(bytes, second);
+            Err(DocumentError::MultipleDocuments { line, column })
+        }
+    }
+}
+
+fn syntax_error(e: &serde_json::Error, bytes: &[u8], start: usize) -> DocumentError {
+    let (line, column) = (e.line(), e.column());
+    if e.classify() == Category::Eof {
+        return DocumentError::Truncated { line, column };
+    }
+    // A first character that cannot start any JSON value: not JSON at all.
+    let first = bytes.get(start).copied().unwrap_or_default();
+    if !(matches!(first, b'{' | b'[' | b'"' | b'-' | b't' | b'f' | b'n') || first.is_ascii_digit())
+    {
+        return DocumentError::NotJson {
+            start: preview(bytes.get(start..).unwrap_or_default()),
+        };
+    }
+    DocumentError::Malformed {
+        line,
+        column,
+        message: strip_position(&e.to_string()),
+    }
+}
+
+/// Marathon's `/v2/events` framing (`event:`/`data:` lines, `:` comments).
+fn looks_like_event_stream(rest: &[u8]) -> bool {
+    [b"event:".as_slice(), b"data:", b"id:", b"retry:", b":"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+}
+
+/// `<decimal length>\n{…`: Mesos RecordIO.
+fn looks_like_recordio(rest: &[u8]) -> bool {
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0
+        && matches!(
+            rest.get(digits..),
+            Some([b'\n', b'{', ..]) | Some([b'\r', b'\n', b'{', ..])
+        )
+}
+
+/// 1-based (line, column) of byte `offset`, as serde_json counts them.
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = bytes.get(..offset).unwrap_or(bytes);
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    (line, column)
+}
+
+/// The first characters of non-JSON input, for the error message.
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes.get(..40).unwrap_or(bytes));
+    let line = text.lines().next().unwrap_or_default();
+    line.chars().take(30).collect()
+}
+
+/// serde_json appends " at line L column C"; the errors here carry those
+/// separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i)
+            if message
+                .get(i..)
+                .is_some_and(|tail| tail.contains(" column ")) =>
+        {
+            message.get(..i).unwrap_or(message).to_string()
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// The top-level keys (values not decoded), or what the document is instead
+/// of an object.
+fn top_level_keys(bytes: &[u8]) -> Result<BTreeMap<String, IgnoredAny>, DocumentError> {
+    serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(bytes).map_err(|e| {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let what = match first {
+            // An object whose keys cannot be read (a lone surrogate escape).
+            Some(b'{') => {
+                return DocumentError::Malformed {
+                    line: e.line(),
+                    column: e.column(),
+                    message: strip_position(&e.to_string()),
+                }
+            }
+            Some(b'[') => "a JSON array",
+            Some(b'"') => "a JSON string",
+            Some(b't' | b'f') => "a JSON boolean",
+            Some(b'n') => "JSON null",
+            _ => "a JSON number",
+        };
+        unsupported(format!("the document is {what}, not an object"))
+    })
+}
+
+fn unsupported(reason: impl Into<String>) -> DocumentError {
+    DocumentError::Unsupported {
+        reason: reason.into(),
+    }
+}
+
+/// The `type` of a v1 message or the `eventType` of a Marathon event, when
+/// it is a string.
+#[derive(Deserialize, Default)]
+struct TypeProbe {
+    #[serde(default, rename = "type")]
+    kind: Option<MaybeString>,
+    #[serde(default, rename = "eventType")]
+    event_type: Option<MaybeString>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MaybeString {
+    Text(String),
+    Other(IgnoredAny),
+}
+
+impl MaybeString {
+    fn text(&self) -> Option<&str> {
+        match self {
+            MaybeString::Text(s) => Some(s.as_str()),
+            MaybeString::Other(_) => None,
+        }
+    }
+}
+
+type Converted = (DocumentKind, ClusterView);
+
+fn dispatch(
+    bytes: &[u8],
+    keys: &BTreeMap<String, IgnoredAny>,
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<Converted, DocumentError> {
+    let has = |k: &str| keys.contains_key(k);
+    let probe: TypeProbe = serde_json::from_slice(bytes).unwrap_or_default();
+    // v1 message types are protobuf enum names (`SUBSCRIBED`, `GET_STATE`);
+    // other documents use `type` for other things (CNI: `"bridge"`).
+    let v1_type = probe
+        .kind
+        .as_ref()
+        .and_then(MaybeString::text)
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .map(str::to_string);
+    if has("$schema") || (has("properties") && has("type")) {
+        return Err(unsupported(
+            "this is a JSON Schema (like Marathon's AppDefinition.json), not a document",
+        ));
+    }
+    if let Some(event) = probe.event_type.as_ref().and_then(MaybeString::text) {
+        return Err(unsupported(format!(
+            "this is a single Marathon event ({event:?}); events only hint that something changed, the snapshot is /v2/apps?embed=apps.tasks"
+        )));
+    }
+    if has("frameworks") && (has("master_hostname") || has("completed_executors")) {
+        return Err(unsupported(
+            "this is a Mesos agent's /state (tasks of one agent only); use the master's /master/state",
+        ));
+    }
+    if has("args") && has("type") && (has("cniVersion") || has("name")) {
+        return Err(unsupported(
+            "this is a CNI network configuration (what Mesos hands to a CNI plugin), not a master document",
+        ));
+    }
+    if has("apps") {
+        return marathon_group(bytes, has("groups"), groups, versions);
+    }
+    if has("app") {
+        let single: SingleApp = typed(bytes, DocumentKind::MarathonApp)?;
+        return marathon_single(&single.app, groups, versions);
+    }
+    if has("frameworks") {
+        let state: MasterState = typed(bytes, DocumentKind::MesosMasterState)?;
+        return Ok((
+            DocumentKind::MesosMasterState,
+            mesos::view_from_master_state(&state, groups),
+        ));
+    }
+    if v1_type.is_some() || has("subscribed") || has("get_state") || has("get_tasks") {
+        return mesos_v1(bytes, v1_type.as_deref(), keys, groups);
+    }
+    if has("tasks") {
+        return Err(unsupported(
+            "this is a Marathon task list (/v2/tasks or /v2/apps/{id}/tasks), which has no app definitions and so no groups or network mode; use /v2/apps?embed=apps.tasks",
+        ));
+    }
+    if has("containers") && has("id") {
+        return Err(unsupported(
+            "this is a Marathon pod definition; pods are not part of /v2/apps, run groupd with the Mesos source to cover pod tasks",
+        ));
+    }
+    if has("id")
+        && [
+            "cmd",
+            "args",
+            "container",
+            "ipAddress",
+            "networks",
+            "instances",
+            "version",
+            "cpus",
+            "mem",
+        ]
+        .iter()
+        .any(|k| has(k))
+    {
+        let app: App = typed(bytes, DocumentKind::MarathonApp)?;
+        return marathon_single(&app, groups, versions);
+    }
+    Err(unsupported(format!(
+        "top-level keys are {} (expected \"apps\", \"frameworks\", or a v1 \"type\" of SUBSCRIBED/GET_STATE/GET_TASKS)",
+        describe_keys(keys)
+    )))
+}
+
+/// A short, safe rendering of the top-level keys for an error message.
+fn describe_keys(keys: &BTreeMap<String, IgnoredAny>) -> String {
+    if keys.is_empty() {
+        return "none (an empty object)".into();
+    }
+    let shown: Vec<String> = keys
+        .keys()
+        .take(10)
+        .map(|k| format!("{:?}", k.chars().take(40).collect::<String>()))
+        .collect();
+    let more = if keys.len() > 10 {
+        format!(" and {} more", keys.len() - 10)
+    } else {
+        String::new()
+    };
+    format!("[{}]{more}", shown.join(", "))
+}
+
+/// Deserialize the recognised shape; a type mismatch names the kind and place.
+fn typed<T: DeserializeOwned>(bytes: &[u8], kind: DocumentKind) -> Result<T, DocumentError> {
+    serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid {
+        kind,
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })
+}
+
+fn marathon_group(
+    bytes: &[u8],
+    nested: bool,
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<Converted, DocumentError> {
+    let kind = if nested {
+        DocumentKind::MarathonGroups
+    } else {
+        DocumentKind::MarathonApps
+    };
+    let doc: AppGroup = typed(bytes, kind)?;
+    let apps = doc.all_apps();
+    // Without embedded tasks every app would look empty and all endpoints
+    // would vanish from the view: refuse instead (fail-static).
+    if !apps.is_empty() && apps.iter().all(|a| a.tasks.is_none()) {
+        return Err(unsupported(format!(
+            "the {} apps are listed without their tasks (no app has a \"tasks\" list); fetch /v2/apps?embed=apps.tasks (or /v2/groups?embed=group.apps.tasks)",
+            apps.len()
+        )));
+    }
+    Ok((kind, marathon::convert_apps(apps, true, groups, versions)))
+}
+
+fn marathon_single(
+    app: &App,
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<Converted, DocumentError> {
+    if app.tasks.is_none() {
+        return Err(unsupported(format!(
+            "this is the Marathon app definition {:?} without tasks; fetch /v2/apps?embed=apps.tasks",
+            app.id
+        )));
+    }
+    Ok((
+        DocumentKind::MarathonApp,
+        marathon::convert_apps([app], false, groups, versions),
+    ))
+}
+
+fn mesos_v1(
+    bytes: &[u8],
+    v1_type: Option<&str>,
+    keys: &BTreeMap<String, IgnoredAny>,
+    groups: &GroupsConfig,
+) -> Result<Converted, DocumentError> {
+    let kind = match v1_type {
+        Some("SUBSCRIBED") => DocumentKind::MesosSubscribed,
+        Some("GET_STATE") => DocumentKind::MesosGetState,
+        Some("GET_TASKS") => DocumentKind::MesosGetTasks,
+        None if keys.contains_key("subscribed") => DocumentKind::MesosSubscribed,
+        None if keys.contains_key("get_state") => DocumentKind::MesosGetState,
+        None if keys.contains_key("get_tasks") => DocumentKind::MesosGetTasks,
+        Some(other) => {
+            return Err(unsupported(format!(
+                "this is a single Mesos {:?} message; use the SUBSCRIBED event (the first record of a SUBSCRIBE stream) or a GET_STATE response",
+                other.chars().take(40).collect::<String>()
+            )))
+        }
+        None => return Err(unsupported("a Mesos v1 message without a type")),
+    };
+    let message: V1Message = typed(bytes, kind)?;
+    let agent_side = "this is an agent's response (get_tasks.launched_tasks: the tasks of one agent only); ask the master";
+    match kind {
+        DocumentKind::MesosSubscribed => {
+            let Some(state) = message.subscribed.and_then(|s| s.get_state) else {
+                return Err(unsupported(
+                    "this SUBSCRIBED event has no get_state (a scheduler API subscription?); subscribe to the master's operator API (/api/v1)",
+                ));
+            };
+            Ok((kind, mesos::view_from_get_state(&state, groups)))
+        }
+        DocumentKind::MesosGetState => {
+            let state = message.get_state.unwrap_or_default();
+            if state.get_tasks.launched_tasks.is_some() {
+                return Err(unsupported(agent_side));
+            }
+            Ok((kind, mesos::view_from_get_state(&state, groups)))
+        }
+        _ => {
+            let tasks = message.get_tasks.unwrap_or_default();
+            if tasks.launched_tasks.is_some() {
+                return Err(unsupported(agent_side));
+            }
+            Ok((
+                kind,
+                mesos::view_from_get_tasks(&tasks, &mesos::Context::default(), groups),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterView, DocumentError> {
+        parse_document(
+            text.as_bytes(),
+            &GroupsConfig::default(),
+            &mut VersionCache::default(),
+        )
+    }
+
+    #[test]
+    fn empty_and_whitespace_documents_are_errors() {
+        assert_eq!(parse(""), Err(DocumentError::Empty));
+        assert_eq!(parse(" \n\t "), Err(DocumentError::Empty));
+    }
+
+    #[test]
+    fn truncated_document_is_reported_as_truncated() {
+        let err = parse("{\"apps\": [").expect_err("truncated");
+        assert!(
+            matches!(err, DocumentError::Truncated { line: 1, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("half-written"), "{err}");
+    }
+
+    #[test]
+    fn malformed_document_names_line_and_column() {
+        let err = parse("{\"apps\": [}\n").expect_err("malformed");
+        let DocumentError::Malformed { line, column, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*line, *column), (1, 11));
+        assert!(
+            err.to_string()
+                .starts_with("malformed JSON at line 1 column 11: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_named() {
+        let err = parse("### GET_STATE\n").expect_err("markdown");
+        assert_eq!(
+            err,
+            DocumentError::NotJson {
+                start: "### GET_STATE".into()
+            }
+        );
+    }
+
+    #[test]
+    fn event_stream_and_recordio_are_recognised() {
+        assert_eq!(
+            parse("event: event_stream_attached\r\ndata: {}\r\n\r\n"),
+            Err(DocumentError::EventStream)
+        );
+        assert_eq!(
+            parse("20\n{\"type\":\"HEARTBEAT\"}"),
+            Err(DocumentError::RecordIo)
+        );
+    }
+
+    #[test]
+    fn two_documents_are_rejected_with_the_position_of_the_second() {
+        let err = parse("{\"type\":\"HEARTBEAT\"}\n{\"type\":\"HEARTBEAT\"}\n").expect_err("two");
+        assert_eq!(err, DocumentError::MultipleDocuments { line: 2, column: 1 });
+    }
+
+    #[test]
+    fn non_object_documents_are_rejected() {
+        for (text, what) in [
+            ("[]", "array"),
+            ("\"x\"", "string"),
+            ("null", "null"),
+            ("42", "number"),
+            ("true", "boolean"),
+        ] {
+            let err = parse(text).expect_err(text);
+            assert!(err.to_string().contains(what), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_object_lists_its_keys() {
+        let err = parse("{\"hello\": 1, \"world\": [1e400]}").expect_err("unknown");
+        let text = err.to_string();
+        assert!(text.starts_with("not a Marathon /v2/apps?embed=apps.tasks, Mesos /master/state or SUBSCRIBE snapshot document: "), "{text}");
+        assert!(text.contains("\"hello\", \"world\""), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_in_a_recognised_document_names_kind_and_place() {
+        let err = parse("{\"apps\": [{\"id\": 5}]}").expect_err("bad id");
+        let DocumentError::Invalid {
+            kind, line, column, ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!((*kind, *line), (DocumentKind::MarathonApps, 1));
+        assert!(*column > 1);
+    }
+
+    #[test]
+    fn empty_cluster_documents_give_empty_views() {
+        for text in [
+            "{\"apps\": []}",
+            "{\"frameworks\": []}",
+            "{\"type\":\"SUBSCRIBED\",\"subscribed\":{\"get_state\":{\"get_tasks\":{}}}}",
+            "{\"get_state\":{},\"type\":\"GET_STATE\"}",
+        ] {
+            let view = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(view.tasks.is_empty());
+        }
+    }
+
+    #[test]
+    fn utf8_byte_order_mark_is_skipped() {
+        assert!(parse("\u{feff}{\"apps\": []}").is_ok());
+    }
+
+    #[test]
+    fn duplicate_ips_become_conflicts_not_errors() {
+        let doc = r#"{"apps":[{"id":"/a","ipAddress":{},"tasks":[
+            {"id":"a.1","state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"9.0.0.1"}]},
+            {"id":"a.2","state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"9.0.0.1"},{"ipAddress":"9.0.0.2"}]},
+            {"id":"a.3","state":"TASK_KILLED","ipAddresses":[{"ipAddress":"9.0.0.2"}]}]}]}"#;
+        let view = parse(doc).expect("parses");
+        assert_eq!(view.tasks.len(), 3);
+        assert_eq!(view.conflicts.len(), 1, "{:?}", view.conflicts);
+        let conflict = &view.conflicts[0];
+        assert_eq!(conflict.ip.to_string(), "9.0.0.1");
+        assert_eq!(conflict.tasks, vec!["a.1".to_string(), "a.2".to_string()]);
+        assert!(conflict.to_string().contains("a.1, a.2"));
+    }
+
+    #[test]
+    fn marathon_apps_without_embedded_tasks_are_refused() {
+        let err = parse("{\"apps\": [{\"id\": \"/a\", \"instances\": 3}]}").expect_err("no tasks");
+        assert!(err.to_string().contains("embed=apps.tasks"), "{err}");
+    }
+
+    #[test]
+    fn agent_side_get_state_is_refused() {
+        let err =
+            parse("{\"type\":\"GET_STATE\",\"get_state\":{\"get_tasks\":{\"launched_tasks\":[]}}}")
+                .expect_err("agent");
+        assert!(err.to_string().contains("one agent"), "{err}");
+    }
+
+    #[test]
+    fn single_mesos_event_is_refused_with_advice() {
+        let err = parse("{\"type\":\"HEARTBEAT\"}").expect_err("event");
+        assert!(err.to_string().contains("SUBSCRIBED event"), "{err}");
+    }
+
+    #[test]
+    fn strip_position_only_strips_serde_suffix() {
+        assert_eq!(
+            strip_position("expected value at line 1 column 2"),
+            "expected value"
+        );
+        assert_eq!(strip_position("look at line up"), "look at line up");
+    }
+}
