@@ -168,12 +168,16 @@ fn full_matrix_without_firewall() {
         );
         assert_eq!(netns::longest_outage(&samples), Duration::ZERO);
 
+        let t = Instant::now();
+        check_remove_and_reuse(&mut c, tasks[1], tasks[3], tasks[4]);
+        let reuse = t.elapsed();
+
         check_spawn_in(&c, tasks[0], agents[0]);
         assert_no_default_routes(&c);
 
         eprintln!(
             "[selftest] build {built:?}, ready {ready:?}, matrix of {} probes {matrix:?}, \
-             {} negative probes {negative:?}, spoofing {spoof:?}",
+             {} negative probes {negative:?}, spoofing {spoof:?}, remove+reuse {reuse:?}",
             probes.len(),
             negatives.len()
         );
@@ -183,6 +187,36 @@ fn full_matrix_without_firewall() {
         "[selftest] full_matrix_without_firewall total {:?}",
         t0.elapsed()
     );
+}
+
+/// Removed tasks stop answering; new tasks on the same agent get the
+/// freed addresses and answer again.
+fn check_remove_and_reuse(c: &mut Cluster, routed: TaskId, bridged: TaskId, prober: TaskId) {
+    let (old_r, old_b) = (c.task(routed).clone(), c.task(bridged).clone());
+    c.remove_task(routed);
+    c.remove_task(bridged);
+    assert!(!c.task_ids().contains(&routed));
+    for ns in [&old_r.ns, &old_b.ns] {
+        assert!(!c.namespaces().contains(ns));
+    }
+    let gone: Vec<Probe> = [&old_r, &old_b]
+        .iter()
+        .flat_map(|t| t.ips())
+        .map(|ip| Probe::new(prober, ip, Proto::Icmp))
+        .collect();
+    assert_all(c, &gone, &c.probe_many(gone.clone()), false);
+
+    let new_r = c.add_routed_task(old_r.agent, "reborn-routed");
+    let new_b = c.add_bridged_task(old_b.agent, "reborn-bridged");
+    assert_eq!(c.task(new_r).ips(), old_r.ips());
+    assert_eq!(c.task(new_b).ips(), old_b.ips());
+    assert_eq!(c.task(new_r).host_iface, old_r.host_iface);
+    let back: Vec<Probe> = [new_r, new_b]
+        .iter()
+        .flat_map(|&t| c.task(t).ips())
+        .flat_map(|ip| Proto::ALL.map(|p| Probe::new(prober, ip, p)))
+        .collect();
+    assert_all(c, &back, &c.probe_many(back.clone()), true);
 }
 
 /// A spawned program sees the namespace's interfaces, also in /sys, and is

@@ -29,7 +29,7 @@ pub mod addr;
 mod child;
 mod cmd;
 mod nsfd;
-mod probe;
+pub mod probe;
 mod server;
 mod sock;
 
@@ -115,8 +115,6 @@ pub struct AgentInfo {
     pub br_netfilter: bool,
     /// Uplink interface names in this agent, by peer agent.
     pub uplinks: Vec<(AgentId, String)>,
-    next_routed: u8,
-    next_bridged: u8,
     has_bridge: bool,
 }
 
@@ -136,6 +134,10 @@ pub struct TaskInfo {
     pub ipv6: Ipv6Addr,
     /// Host-side interface in the agent namespace (`veth-r<n>`/`veth-b<n>`).
     pub host_iface: String,
+    /// Host number n: last octet of `ipv4`, also in `host_iface`.
+    pub n: u8,
+    /// Set by [`Cluster::remove_task`]; the id stays valid for look-ups.
+    pub removed: bool,
 }
 
 impl TaskInfo {
@@ -258,8 +260,6 @@ impl Cluster {
             ipv6: v6,
             br_netfilter,
             uplinks: Vec::new(),
-            next_routed: 1,
-            next_bridged: 2,
             has_bridge: false,
         });
         Ok(AgentId(self.agents.len() - 1))
@@ -312,13 +312,9 @@ impl Cluster {
     fn try_add_task(&mut self, agent: AgentId, name: &str, kind: TaskKind) -> Result<TaskId> {
         let a = self.agents.get(agent.0).context("unknown agent")?;
         let (k, agent_ns) = (a.k, a.ns.clone());
-        let n = match kind {
-            TaskKind::Routed => a.next_routed,
-            TaskKind::Bridged => a.next_bridged,
-        };
-        if n > addr::MAX_HOST {
-            bail!("agent {} is full", a.name);
-        }
+        let n = self
+            .free_host_number(agent, kind)
+            .with_context(|| format!("agent {} is full", a.name))?;
         let (letter, subnet) = match kind {
             TaskKind::Routed => ('r', addr::routed_subnet(k)),
             TaskKind::Bridged => ('b', addr::bridge_subnet(k)),
@@ -343,11 +339,6 @@ impl Cluster {
         }
         self.mark_unready(&agent_ns);
         self.start_server(&ns)?;
-        let a = &mut self.agents[agent.0];
-        match kind {
-            TaskKind::Routed => a.next_routed += 1,
-            TaskKind::Bridged => a.next_bridged += 1,
-        }
         self.tasks.push(TaskInfo {
             name: name.to_string(),
             ns,
@@ -356,8 +347,85 @@ impl Cluster {
             ipv4: v4,
             ipv6: v6,
             host_iface,
+            n,
+            removed: false,
         });
-        Ok(TaskId(self.tasks.len() - 1))
+        let id = TaskId(self.tasks.len() - 1);
+        if kind == TaskKind::Bridged {
+            self.flush_neighbours(&self.tasks[id.0])?;
+        }
+        Ok(id)
+    }
+
+    /// Lowest host number not held by a live task of this kind on this
+    /// agent: a task added after a removal gets the freed addresses back
+    /// (for IP-reuse tests). Bridged numbering starts at 2 (.1 is the bridge).
+    fn free_host_number(&self, agent: AgentId, kind: TaskKind) -> Option<u8> {
+        let first = match kind {
+            TaskKind::Routed => 1,
+            TaskKind::Bridged => 2,
+        };
+        (first..=addr::MAX_HOST).find(|&n| {
+            !self
+                .tasks
+                .iter()
+                .any(|t| !t.removed && t.agent == agent && t.kind == kind && t.n == n)
+        })
+    }
+
+    /// Flushes the neighbour entries for a bridged task's addresses on its
+    /// bridge (agent and the other bridged tasks there), when the task is
+    /// added and when it is removed. Otherwise a stale MAC of a dead task
+    /// with the same IP, or an INCOMPLETE entry left by probing the address
+    /// while nobody had it, blocks the new task for 1-30 s. (A gratuitous
+    /// ARP from the new task does not help reliably: it is sent when eth0
+    /// comes up, before the bridge port forwards.)
+    fn flush_neighbours(&self, task: &TaskInfo) -> Result<()> {
+        let flush = [
+            format!("neigh flush to {}", task.ipv4),
+            format!("neigh flush to {}", task.ipv6),
+        ];
+        let siblings = self.tasks.iter().filter(|t| {
+            !t.removed && t.agent == task.agent && t.kind == TaskKind::Bridged && t.ns != task.ns
+        });
+        let agent_ns = &self.agents[task.agent.0].ns;
+        for ns in std::iter::once(agent_ns).chain(siblings.map(|t| &t.ns)) {
+            cmd::ip_batch(ns, &flush)?;
+        }
+        Ok(())
+    }
+
+    /// Kills a task: stops its servers and deletes its namespace and veth
+    /// pair (and so the agent's host routes to it). Its addresses become
+    /// free for the next task added to the same agent with the same kind.
+    pub fn remove_task(&mut self, t: TaskId) {
+        self.try_remove_task(t)
+            .unwrap_or_else(|e| panic!("remove_task {t:?}: {e:#}"))
+    }
+
+    fn try_remove_task(&mut self, t: TaskId) -> Result<()> {
+        let task = self.tasks.get(t.0).context("unknown task")?.clone();
+        if task.removed {
+            bail!("task {} already removed", task.name);
+        }
+        let agent_ns = self.agents[task.agent.0].ns.clone();
+        // Deleting the host end destroys the pair at once; the namespace
+        // itself is torn down asynchronously by the kernel, and its veth
+        // would otherwise still hold the name veth-<x><n> for a while.
+        cmd::ip_batch(&agent_ns, &[format!("link del {}", task.host_iface)])?;
+        if task.kind == TaskKind::Bridged {
+            self.flush_neighbours(&task)?;
+        }
+        self.servers.remove(&task.ns);
+        self.handles.remove(&task.ns);
+        self.unready
+            .lock()
+            .expect("unready lock")
+            .retain(|n| n != &task.ns);
+        cmd::netns_del(std::slice::from_ref(&task.ns))?;
+        self.namespaces.retain(|n| n != &task.ns);
+        self.tasks[t.0].removed = true;
+        Ok(())
     }
 
     fn plumb_routed(
@@ -395,9 +463,9 @@ impl Cluster {
             ns,
             &[
                 "link set lo up".into(),
-                "link set eth0 up".into(),
                 format!("addr add {v4}/32 dev eth0"),
                 format!("addr add {v6}/128 dev eth0 nodad"),
+                "link set eth0 up".into(),
                 // On-link: the agent answers ARP for all of it (proxy_arp).
                 format!("route add 10.233.0.0/16 dev eth0 scope link src {v4}"),
                 "route add fd00:233::/64 via fe80::1 dev eth0".into(),
@@ -426,9 +494,9 @@ impl Cluster {
             ns,
             &[
                 "link set lo up".into(),
-                "link set eth0 up".into(),
                 format!("addr add {v4}/24 dev eth0"),
                 format!("addr add {v6}/112 dev eth0 nodad"),
+                "link set eth0 up".into(),
                 format!("route add 10.233.0.0/16 via {}", addr::task_v4(subnet, 1)),
                 format!("route add fd00:233::/64 via {}", addr::task_v6(subnet, 1)),
             ],
@@ -516,8 +584,12 @@ impl Cluster {
         &self.agents[a.0]
     }
 
+    /// Live (not removed) tasks.
     pub fn task_ids(&self) -> Vec<TaskId> {
-        (0..self.tasks.len()).map(TaskId).collect()
+        (0..self.tasks.len())
+            .filter(|&i| !self.tasks[i].removed)
+            .map(TaskId)
+            .collect()
     }
 
     pub fn agent_ids(&self) -> Vec<AgentId> {
@@ -546,16 +618,26 @@ impl Cluster {
 
     /// The endpoint (task or agent) owning `ip`, if any.
     pub fn owner_of(&self, ip: IpAddr) -> Option<Endpoint> {
-        let task = self.tasks.iter().position(|t| t.ips().contains(&ip));
+        let task = self
+            .tasks
+            .iter()
+            .position(|t| !t.removed && t.ips().contains(&ip));
         let agent = self.agents.iter().position(|a| a.ips().contains(&ip));
         task.map(|i| Endpoint::Task(TaskId(i)))
             .or(agent.map(|i| Endpoint::Agent(AgentId(i))))
     }
 
+    fn server(&self, e: impl Into<Endpoint>) -> &EchoServer {
+        let ns = self.ns_of(e);
+        self.servers
+            .get(ns)
+            .unwrap_or_else(|| panic!("no echo server in {ns} (task removed?)"))
+    }
+
     fn handle(&self, ns: &str) -> &Arc<NsHandle> {
         self.handles
             .get(ns)
-            .unwrap_or_else(|| panic!("netns {ns} was not made by this cluster"))
+            .unwrap_or_else(|| panic!("netns {ns} is not a live namespace of this cluster"))
     }
 
     // ----- running things ------------------------------------------------
@@ -644,7 +726,7 @@ impl Cluster {
         let owner = self
             .owner_of(to)
             .unwrap_or_else(|| panic!("no echo server at {to}"));
-        let log = self.servers[self.ns_of(owner)].log();
+        let log = self.server(owner).log();
         self.wait_ready();
         let ns = self.handle(&self.tasks[from.0].ns);
         let timeout = self.probe_timeout;
@@ -656,7 +738,7 @@ impl Cluster {
 
     /// Every UDP datagram the echo server of `e` received so far.
     pub fn udp_log(&self, e: impl Into<Endpoint>) -> Vec<Datagram> {
-        self.servers[self.ns_of(e)].received()
+        self.server(e).received()
     }
 
     /// Distinct sources the UDP echo server of `e` has seen.
@@ -668,7 +750,7 @@ impl Cluster {
     }
 
     pub fn clear_udp_log(&self, e: impl Into<Endpoint>) {
-        self.servers[self.ns_of(e)].clear();
+        self.server(e).clear();
     }
 
     // ----- teardown ------------------------------------------------------

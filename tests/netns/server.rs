@@ -156,8 +156,12 @@ fn serve(s: Sockets, stop: Arc<OwnedFd>, log: Log) {
     fds.extend(s.udp.iter().map(|u| (u.as_raw_fd(), libc::POLLIN)));
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     loop {
-        let Ok(rev) = sock::poll(&fds, None) else {
-            break;
+        let rev = match sock::poll(&fds, None) {
+            Ok(rev) => rev,
+            Err(e) => {
+                eprintln!("[netns] echo server stopped: poll: {e}");
+                break;
+            }
         };
         if rev[0] != 0 {
             break;
