@@ -149,6 +149,16 @@ fn neighbour_discovery_rules() -> Vec<Rule> {
     rules
 }
 
+/// Neighbour discovery is link plumbing, not a flow between endpoints:
+/// conntrack does not track it, so a group policy would drop the answer to a
+/// neighbour solicitation between two tasks that may talk only one way (R2).
+/// Sources are still anti-spoof checked at the task interface.
+fn neighbour_discovery_accept() -> Vec<Rule> {
+    (133u8..=137)
+        .map(|t| Rule::verdict(vec![Match::Icmpv6Type(t)], Verdict::Accept))
+        .collect()
+}
+
 fn per_pattern(dir: Dir, patterns: &[IfacePattern], target: &str) -> Vec<Rule> {
     patterns
         .iter()
@@ -245,12 +255,13 @@ fn inet_skeleton(policy: &Policy) -> Table {
             },
         )
     };
-    let policy_rules = vec![
+    let mut policy_rules = neighbour_discovery_accept();
+    policy_rules.extend([
         vmap(Dir::In, L3::Ip, OUT4),
         vmap(Dir::In, L3::Ip6, OUT6),
         vmap(Dir::Out, L3::Ip, IN4),
         vmap(Dir::Out, L3::Ip6, IN6),
-    ];
+    ]);
     t.chains.push(chain("policy", None, policy_rules));
 
     let established = || Rule::verdict(vec![Match::CtState(2 | 4)], Verdict::Accept);

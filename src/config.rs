@@ -180,12 +180,19 @@ fn default_metrics_listen() -> String {
 
 impl Default for InterfacesConfig {
     fn default() -> Self {
-        InterfacesConfig { r#match: default_match(), ignore_bridges: default_ignore_bridges() }
+        InterfacesConfig {
+            r#match: default_match(),
+            ignore_bridges: default_ignore_bridges(),
+        }
     }
 }
 impl Default for GroupsConfig {
     fn default() -> Self {
-        GroupsConfig { label_key: default_label_key(), open: default_open(), ungrouped: default_ungrouped() }
+        GroupsConfig {
+            label_key: default_label_key(),
+            open: default_open(),
+            ungrouped: default_ungrouped(),
+        }
     }
 }
 impl Default for PolicyConfig {
@@ -212,7 +219,9 @@ impl Default for DaemonConfig {
 }
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: default_metrics_listen() }
+        MetricsConfig {
+            listen: default_metrics_listen(),
+        }
     }
 }
 
@@ -283,16 +292,24 @@ impl DaemonConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source} (pass --config PATH)")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     /// Parse and validate; the error names the key and the line.
@@ -311,7 +328,10 @@ impl Config {
         match s.kind {
             SourceKind::File => {
                 if s.path.is_none() {
-                    return Err(format!("{}[source] kind = \"file\" needs `path = \"/path/to/state.json\"`", at("kind")));
+                    return Err(format!(
+                        "{}[source] kind = \"file\" needs `path = \"/path/to/state.json\"`",
+                        at("kind")
+                    ));
                 }
             }
             SourceKind::Mesos | SourceKind::Marathon => {
@@ -319,31 +339,54 @@ impl Config {
                     return Err(format!(
                         "{}[source] kind = \"{}\" needs `urls = [\"http://master:port\"]`",
                         at("kind"),
-                        if s.kind == SourceKind::Mesos { "mesos" } else { "marathon" }
+                        if s.kind == SourceKind::Mesos {
+                            "mesos"
+                        } else {
+                            "marathon"
+                        }
                     ));
                 }
                 for u in &s.urls {
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(format!("{}source.urls: {u:?} must start with http:// or https://", at("urls")));
+                        return Err(format!(
+                            "{}source.urls: {u:?} must start with http:// or https://",
+                            at("urls")
+                        ));
                     }
                 }
             }
         }
         if !(s.resync_interval.is_finite() && s.resync_interval >= 1.0) {
-            return Err(format!("{}source.resync_interval must be at least 1 (seconds)", at("resync_interval")));
+            return Err(format!(
+                "{}source.resync_interval must be at least 1 (seconds)",
+                at("resync_interval")
+            ));
         }
         if s.token_file.is_some() && s.username.is_some() {
-            return Err(format!("{}source: use either username/password_file or token_file, not both", at("token_file")));
+            return Err(format!(
+                "{}source: use either username/password_file or token_file, not both",
+                at("token_file")
+            ));
         }
         if s.username.is_some() != s.password_file.is_some() {
-            return Err(format!("{}source: username and password_file go together", at("username")));
+            return Err(format!(
+                "{}source: username and password_file go together",
+                at("username")
+            ));
         }
         if self.interfaces.r#match.is_empty() {
-            return Err(format!("{}interfaces.match must list at least one pattern", at("match")));
+            return Err(format!(
+                "{}interfaces.match must list at least one pattern",
+                at("match")
+            ));
         }
         for m in &self.interfaces.r#match {
             let body = m.strip_suffix('*').unwrap_or(m);
-            if body.is_empty() || body.contains(['*', '?', '[', ']']) || body.len() > 15 || m.contains('/') {
+            if body.is_empty()
+                || body.contains(['*', '?', '[', ']'])
+                || body.len() > 15
+                || m.contains('/')
+            {
                 return Err(format!(
                     "{}interfaces.match: {m:?} is not supported; use an interface name or a prefix ending in one `*` (like \"veth*\"), at most 15 characters",
                     at("match")
@@ -352,15 +395,24 @@ impl Config {
         }
         for b in &self.interfaces.ignore_bridges {
             if b.is_empty() || b.len() > 15 {
-                return Err(format!("{}interfaces.ignore_bridges: {b:?} is not an interface name", at("ignore_bridges")));
+                return Err(format!(
+                    "{}interfaces.ignore_bridges: {b:?} is not an interface name",
+                    at("ignore_bridges")
+                ));
             }
         }
         let g = &self.groups;
         if g.label_key.is_empty() {
-            return Err(format!("{}groups.label_key must not be empty", at("label_key")));
+            return Err(format!(
+                "{}groups.label_key must not be empty",
+                at("label_key")
+            ));
         }
         if g.open.iter().any(|o| o.is_empty()) {
-            return Err(format!("{}groups.open: group names must not be empty", at("open")));
+            return Err(format!(
+                "{}groups.open: group names must not be empty",
+                at("open")
+            ));
         }
         if g.ungrouped != "isolated" {
             match g.ungrouped.strip_prefix("group:") {
@@ -374,7 +426,9 @@ impl Config {
                 }
             }
         }
-        if self.policy.egress_non_endpoint == EgressNonEndpoint::Allow && !self.policy.egress_allow.is_empty() {
+        if self.policy.egress_non_endpoint == EgressNonEndpoint::Allow
+            && !self.policy.egress_allow.is_empty()
+        {
             return Err(format!(
                 "{}policy.egress_allow only applies with egress_non_endpoint = \"deny\"",
                 at("egress_allow")
@@ -382,13 +436,22 @@ impl Config {
         }
         let d = &self.daemon;
         if !(d.verify_interval.is_finite() && d.verify_interval >= 0.1) {
-            return Err(format!("{}daemon.verify_interval must be at least 0.1 (seconds)", at("verify_interval")));
+            return Err(format!(
+                "{}daemon.verify_interval must be at least 0.1 (seconds)",
+                at("verify_interval")
+            ));
         }
         if d.table.is_empty()
             || d.table.len() > 32
-            || !d.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !d
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("{}daemon.table must be 1-32 characters of [A-Za-z0-9_-]", at("table")));
+            return Err(format!(
+                "{}daemon.table must be 1-32 characters of [A-Za-z0-9_-]",
+                at("table")
+            ));
         }
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(format!(
@@ -403,8 +466,16 @@ impl Config {
 
 /// Turn a toml/serde error into "line N: what is wrong with which key".
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
     let msg = e.message().trim().to_string();
+    // serde points an unknown key at its table; name the key's own line.
+    let unknown_key = msg
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|key| line_of_key(text, key));
+    let line = unknown_key.or_else(|| {
+        e.span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
+    });
     match line {
         Some(line) => {
             let shown = text.lines().nth(line - 1).unwrap_or("").trim();
@@ -416,11 +487,13 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 
 /// First line (1-based) where `key =` is written, for validation messages.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -429,7 +502,8 @@ mod tests {
 
     #[test]
     fn minimal_file_config_gets_defaults() {
-        let c = Config::parse("[source]\nkind = \"file\"\npath = \"/tmp/x.json\"\n").expect("valid");
+        let c =
+            Config::parse("[source]\nkind = \"file\"\npath = \"/tmp/x.json\"\n").expect("valid");
         assert_eq!(c.groups.open, vec!["public".to_string()]);
         assert_eq!(c.groups.label_key, "network-groups");
         assert_eq!(c.interfaces.r#match, vec!["veth*", "cali*", "mesos-*"]);
@@ -440,17 +514,24 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_its_line() {
-        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nopen_groups = [\"a\"]\n")
-            .expect_err("typo must be rejected");
+        let err = Config::parse(
+            "[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nopen_groups = [\"a\"]\n",
+        )
+        .expect_err("typo must be rejected");
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("open_groups"), "{err}");
     }
 
     #[test]
     fn bad_value_is_rejected_with_its_line() {
-        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nungrouped = \"nobody\"\n")
-            .expect_err("bad value");
-        assert!(err.contains("line 5") && err.contains("group:NAME"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nungrouped = \"nobody\"\n",
+        )
+        .expect_err("bad value");
+        assert!(
+            err.contains("line 5") && err.contains("group:NAME"),
+            "{err}"
+        );
         let err = Config::parse("[source]\nkind = \"zookeeper\"\n").expect_err("bad kind");
         assert!(err.contains("line 2"), "{err}");
     }
@@ -470,8 +551,10 @@ mod tests {
 
     #[test]
     fn glob_in_the_middle_is_rejected() {
-        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[interfaces]\nmatch = [\"v*th\"]\n")
-            .expect_err("unsupported glob");
+        let err = Config::parse(
+            "[source]\nkind = \"file\"\npath = \"/x\"\n[interfaces]\nmatch = [\"v*th\"]\n",
+        )
+        .expect_err("unsupported glob");
         assert!(err.contains("prefix"), "{err}");
     }
 

@@ -9,8 +9,11 @@
 pub mod binding;
 pub mod compile;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod net;
 pub mod nft;
 pub mod ruleset;
+pub mod source;
 pub mod state;
+pub mod status;

@@ -1,1 +1,93 @@
-fn main() {}
+//! `groupd`: the per-agent daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use groupd::config::Config;
+use groupd::nft::Nft;
+
+#[derive(Parser)]
+#[command(
+    name = "groupd",
+    version,
+    about = "Network security groups for Mesos tasks, enforced with nftables"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = "/etc/groupd/groupd.toml", global = true)]
+    config: PathBuf,
+    /// Delete groupd's nftables tables and exit (removes all protection).
+    #[arg(long)]
+    cleanup: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration file and exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GROUPD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("groupd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.cleanup {
+        return match Nft::open().and_then(|mut n| n.cleanup(&config.daemon.table)) {
+            Ok(n) => {
+                eprintln!(
+                    "groupd: removed {n} table(s) named {:?}",
+                    config.daemon.table
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("groupd: cleanup failed: {e} (groupd needs CAP_NET_ADMIN)");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!("{}: ok", cli.config.display());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("groupd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(groupd::daemon::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("groupd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

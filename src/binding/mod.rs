@@ -46,6 +46,8 @@ pub struct Bindings {
     /// Names of all bridge devices in this namespace (the compiler exempts
     /// them from per-interface checks in the inet family).
     pub bridges: BTreeSet<String>,
+    /// Ports of the bridges in `interfaces.ignore_bridges` (never task interfaces).
+    pub ignored_ports: BTreeSet<String>,
 }
 
 /// One host-side task interface.

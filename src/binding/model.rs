@@ -148,9 +148,22 @@ pub(super) fn assemble(
         .filter(|l| l.is_bridge)
         .map(|l| l.name.clone())
         .collect();
+    // Ports of ignored bridges (docker0) are exempted by name in the bridge
+    // table, where a static `veth*` match would otherwise cut them off.
+    let by_index: HashMap<u32, &Link> = links.iter().map(|l| (l.index, l)).collect();
+    let ignored_ports = links
+        .iter()
+        .filter(|l| {
+            l.master
+                .and_then(|m| by_index.get(&m))
+                .is_some_and(|m| m.is_bridge && cfg.ignore_bridges.contains(&m.name))
+        })
+        .map(|l| l.name.clone())
+        .collect();
     Bindings {
         interfaces,
         bridges,
+        ignored_ports,
     }
 }
 

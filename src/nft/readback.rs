@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netlink_packet_netfilter::nftables::ChainMessage;
+use netlink_packet_core::Nla;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, DataAttribute, Hook, HookNumber, InetHookNumber, ListAttribute,
     NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute, SetElementList,
     SetElementMessage, SetMessage, TableAttribute, TableMessage, Verdict as NlVerdict,
     VerdictAttribute,
 };
+use netlink_packet_netfilter::nftables::{ChainMessage, ExpressionAttribute, Expressions};
 
 use super::socket::{NfSocket, NftError};
 use super::udata;
@@ -33,6 +34,15 @@ pub struct KernelChain {
     pub policy: Option<u32>,
     /// Rules in order: (handle, tag from the rule comment).
     pub rules: Vec<(u64, Option<String>)>,
+    /// Counter (packets, bytes) of each rule that has one, in rule order.
+    pub rule_counters: Vec<Option<(u64, u64)>>,
+}
+
+impl KernelChain {
+    /// (packets, bytes) of every counted rule, in order.
+    pub fn counters(&self) -> Vec<(u64, u64)> {
+        self.rule_counters.iter().flatten().copied().collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -246,12 +256,14 @@ fn parse_rule(r: &RuleMessage, table: &str, chains: &mut BTreeMap<String, Kernel
     let mut chain = None;
     let mut handle = 0;
     let mut tag = None;
+    let mut counter = None;
     for a in &r.attributes {
         match a {
             RuleAttribute::Table(t) => in_table = t == table,
             RuleAttribute::Chain(c) => chain = Some(c.clone()),
             RuleAttribute::Handle(h) => handle = *h,
             RuleAttribute::UserData(u) => tag = udata::rule_comment(u),
+            RuleAttribute::Expressions(exprs) => counter = exprs.iter().find_map(counter_of),
             _ => {}
         }
     }
@@ -259,6 +271,48 @@ fn parse_rule(r: &RuleMessage, table: &str, chains: &mut BTreeMap<String, Kernel
         return;
     }
     if let Some(c) = chain {
-        chains.entry(c).or_default().rules.push((handle, tag));
+        let chain = chains.entry(c).or_default();
+        chain.rules.push((handle, tag));
+        chain.rule_counters.push(counter);
+    }
+}
+
+/// (packets, bytes) of a `counter` expression.
+fn counter_of(e: &ListAttribute<ExpressionAttribute>) -> Option<(u64, u64)> {
+    let ListAttribute::Element(attrs) = e else {
+        return None;
+    };
+    let mut is_counter = false;
+    let mut values = None;
+    for a in attrs {
+        match a {
+            ExpressionAttribute::Name(n) => is_counter = n == "counter",
+            ExpressionAttribute::Data(Expressions::Other { attributes, .. })
+            | ExpressionAttribute::Data(Expressions::Unknown(attributes)) => {
+                let mut bytes = 0;
+                let mut packets = 0;
+                for nla in attributes {
+                    let mut buf = vec![0u8; nla.value_len()];
+                    nla.emit_value(&mut buf);
+                    let v = buf
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    match nla.kind() {
+                        1 => bytes = v,
+                        2 => packets = v,
+                        _ => {}
+                    }
+                }
+                values = Some((packets, bytes));
+            }
+            _ => {}
+        }
+    }
+    if is_counter {
+        values
+    } else {
+        None
     }
 }

@@ -1,0 +1,48 @@
+# groupd: `make test` (needs root: it builds network namespaces), `make demo`, `make bench`.
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := nftables iproute2 iputils-ping procps
+BENCH_PACKAGES := sockperf iperf3
+
+.PHONY: all build deps bench-deps test lint demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+# Install what the tests need when it is missing (a fresh CI machine has none of it).
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps: deps
+	@missing=""; \
+	for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# Every test runs, including the network-namespace suite (root required).
+test: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root (it creates network namespaces); run: sudo make test" >&2; exit 1; fi
+	$(CARGO) build --bins
+	$(CARGO) test --all-targets -- --test-threads=4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: deps build
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root"; exit 1; fi
+	./demo/demo.sh
+
+bench: bench-deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root"; exit 1; fi
+	$(CARGO) build --release --bins --benches
+	./benches/run.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,361 @@
+//! The loop: source updates and interface bindings -> desired state ->
+//! one nftables transaction; periodic read-back repairs drift.
+//!
+//! Kernel I/O happens only in [`Daemon::apply`] and [`Daemon::verify`].
+//! Fail-static: when the source is degraded nothing is changed; on exit the
+//! rules stay in the kernel (only `groupd --cleanup` removes them).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::binding::{self, Attachment, Bindings};
+use crate::compile::{LocalBinding, Policy};
+use crate::config::{Config, SourceKind};
+use crate::model::ClusterView;
+use crate::nft::Nft;
+use crate::source::{self, SourceUpdate};
+use crate::state::DesiredState;
+use crate::status::{self, Request};
+
+/// Counters and health shown by `groupctl status` and the metrics.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Health {
+    pub source: String,
+    pub source_state: String,
+    pub degraded_reason: Option<String>,
+    pub last_sync_unix: Option<f64>,
+    pub transactions: u64,
+    pub transaction_errors: u64,
+    pub last_apply_ms: f64,
+    pub drift_repairs: u64,
+    pub last_verify_unix: Option<f64>,
+    pub conflicts: Vec<String>,
+    pub started_unix: f64,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub struct Daemon {
+    config: Config,
+    state: DesiredState,
+    nft: Nft,
+    health: Health,
+    bindings: Bindings,
+    /// The tables are known to hold our desired state (after the first reconcile).
+    synced: bool,
+}
+
+impl Daemon {
+    pub fn new(config: Config) -> anyhow::Result<Daemon> {
+        let nft = Nft::open()
+            .context("cannot open a netfilter netlink socket (groupd needs CAP_NET_ADMIN)")?;
+        let policy = Policy::from_config(&config);
+        let health = Health {
+            source: format!("{:?}", config.source.kind).to_lowercase(),
+            source_state: "starting".into(),
+            started_unix: now_unix(),
+            ..Default::default()
+        };
+        Ok(Daemon {
+            config,
+            state: DesiredState::new(policy),
+            nft,
+            health,
+            bindings: Bindings::default(),
+            synced: false,
+        })
+    }
+
+    fn view_path(&self) -> PathBuf {
+        self.config.daemon.state_dir.join("view.json")
+    }
+
+    /// The last cluster view we enforced, so a restart without the master
+    /// re-applies it at once.
+    fn load_persisted(&self) -> Option<ClusterView> {
+        let path = self.view_path();
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!(path = %path.display(), "ignoring unreadable persisted view: {e}");
+                None
+            }
+        }
+    }
+
+    fn persist(&self) {
+        let path = self.view_path();
+        let tmp = path.with_extension("json.tmp");
+        let result = std::fs::create_dir_all(&self.config.daemon.state_dir)
+            .and_then(|_| serde_json::to_vec(self.state.view()).map_err(std::io::Error::other))
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            warn!(path = %path.display(), "cannot persist the cluster view ({e}); a restart without the master will start from the kernel's table");
+        }
+    }
+
+    fn set_bindings(&mut self, b: Bindings) {
+        let mut map: HashMap<IpAddr, LocalBinding> = HashMap::new();
+        for iface in b.interfaces.values() {
+            let bridged = matches!(iface.attachment, Attachment::Bridged { .. });
+            for ip in &iface.ips {
+                map.insert(
+                    *ip,
+                    LocalBinding {
+                        iface: iface.name.clone(),
+                        ip: *ip,
+                        bridged,
+                    },
+                );
+            }
+        }
+        self.state
+            .set_bindings(map, b.bridges.clone(), b.ignored_ports.clone());
+        self.bindings = b;
+    }
+
+    /// Send what changed as one transaction; on failure fall back to a full
+    /// reconcile (also one transaction), and keep the delta for a retry.
+    fn apply(&mut self) {
+        if !self.synced {
+            self.verify();
+            return;
+        }
+        let delta = self.state.take_delta();
+        if delta.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let table = self.config.daemon.table.clone();
+        match tokio::task::block_in_place(|| self.nft.apply_delta(&table, &delta)) {
+            Ok(messages) => {
+                self.health.transactions += 1;
+                self.health.last_apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                info!(
+                    messages,
+                    elements = delta.element_count(),
+                    chains = delta.chains.len(),
+                    ms = self.health.last_apply_ms,
+                    "applied"
+                );
+            }
+            Err(e) => {
+                self.health.transaction_errors += 1;
+                error!("incremental transaction failed: {e}; reconciling the whole table");
+                self.state.restore_delta(delta);
+                let _ = self.state.take_delta();
+                self.synced = false;
+                self.verify();
+            }
+        }
+    }
+
+    /// Read the tables back and repair any difference (start-up, drift).
+    fn verify(&mut self) {
+        let (inet, bridge) = self.state.tables();
+        let started = Instant::now();
+        match tokio::task::block_in_place(|| self.nft.reconcile(&[&inet, &bridge])) {
+            Ok(report) => {
+                self.health.last_verify_unix = Some(now_unix());
+                if report.changed() {
+                    self.health.transactions += 1;
+                    self.health.last_apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    if self.synced {
+                        self.health.drift_repairs += 1;
+                        warn!(?report, "the kernel table differed from groupd's state (edited by something else?); repaired");
+                    } else {
+                        info!(?report, ms = self.health.last_apply_ms, "tables reconciled");
+                    }
+                }
+                // Anything pending is now in the kernel.
+                let _ = self.state.take_delta();
+                self.synced = true;
+            }
+            Err(e) => {
+                self.health.transaction_errors += 1;
+                error!("cannot reconcile the nftables tables: {e}; the previous rules stay in force, retrying");
+            }
+        }
+    }
+
+    fn on_source(&mut self, update: SourceUpdate) -> bool {
+        match update {
+            SourceUpdate::Snapshot(view) => {
+                let conflicts = self.state.set_view(view);
+                for c in &conflicts {
+                    warn!("{c}");
+                }
+                self.health.conflicts = conflicts;
+                self.health.source_state = "in-sync".into();
+                self.health.degraded_reason = None;
+                self.health.last_sync_unix = Some(now_unix());
+                true
+            }
+            SourceUpdate::Degraded(reason) => {
+                warn!("source degraded: {reason}; the last applied rules stay in force");
+                self.health.source_state = "degraded".into();
+                self.health.degraded_reason = Some(reason);
+                false
+            }
+        }
+    }
+
+    fn answer(&mut self, req: Request) -> serde_json::Value {
+        // Counters live in the kernel: read them only when someone asks.
+        let counters = match req {
+            Request::Show { .. } => {
+                let table = self.config.daemon.table.clone();
+                tokio::task::block_in_place(|| self.nft.read(crate::ruleset::Family::Inet, &table))
+                    .map(|t| {
+                        t.chains
+                            .into_iter()
+                            .map(|(n, c)| (n, c.counters()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            _ => HashMap::new(),
+        };
+        status::answer(&req, &self.state, &self.bindings, &self.health, &counters)
+    }
+}
+
+/// Set the bridge netfilter switches so bridged task traffic also passes the
+/// inet hooks (conntrack + group policy). Without br_netfilter only the
+/// bridge-family anti-spoofing applies to traffic between tasks on one bridge.
+fn enable_bridge_netfilter() {
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = Path::new("/proc/sys/net/bridge").join(key);
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(_) => match std::fs::write(&path, "1") {
+                Ok(()) => info!("set net.bridge.{key} = 1 so bridged task traffic is filtered by group"),
+                Err(e) => warn!("cannot set net.bridge.{key} = 1 ({e}): traffic between tasks on one bridge is not filtered by group"),
+            },
+            Err(_) => warn!("br_netfilter is not loaded (no {}): traffic between tasks on one bridge is only checked for spoofing; run `modprobe br_netfilter`", path.display()),
+        }
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut d = Daemon::new(config.clone())?;
+    enable_bridge_netfilter();
+
+    // Bindings first: applying before we know the interfaces would remove
+    // every anti-spoofing element and cut running tasks off.
+    let initial = binding::snapshot(&config.interfaces)
+        .await
+        .context("cannot read links and routes over rtnetlink")?;
+    let (btx, mut brx) = watch::channel(initial.clone());
+    d.set_bindings(initial);
+    let icfg = config.interfaces.clone();
+    tokio::spawn(async move {
+        if let Err(e) = binding::watch(icfg, btx).await {
+            error!("interface watcher stopped: {e:#}");
+        }
+    });
+
+    if let Some(view) = d.load_persisted() {
+        info!(
+            tasks = view.tasks.len(),
+            "re-applying the last known cluster view"
+        );
+        d.on_source(SourceUpdate::Snapshot(view));
+        d.health.source_state = "starting (persisted view)".into();
+        d.apply();
+    } else {
+        // No memory: keep whatever is in the kernel until the first snapshot,
+        // but make sure the table exists so unknown task interfaces are
+        // dropped (fail closed).
+        let exists = tokio::task::block_in_place(|| {
+            d.nft
+                .read(crate::ruleset::Family::Inet, &config.daemon.table)
+        })
+        .map(|t| t.exists)
+        .unwrap_or(false);
+        if !exists {
+            d.apply();
+        }
+    }
+
+    let (stx, mut srx) = mpsc::channel::<SourceUpdate>(16);
+    match config.source.kind {
+        SourceKind::File => {
+            let path = config
+                .source
+                .path
+                .clone()
+                .context("source.path is required for kind = \"file\"")?;
+            let groups = config.groups.clone();
+            tokio::spawn(source::file::run(path, groups, stx));
+        }
+        other => anyhow::bail!(
+            "source kind {other:?} is not implemented in this build; use kind = \"file\""
+        ),
+    }
+
+    let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);
+    status::serve(&config.daemon.socket, qtx).await?;
+    notify_ready();
+
+    let mut verify = tokio::time::interval(config.daemon.verify());
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            Some(update) = srx.recv() => {
+                if d.on_source(update) {
+                    d.apply();
+                    d.persist();
+                }
+            }
+            Ok(()) = brx.changed() => {
+                let b = brx.borrow_and_update().clone();
+                d.set_bindings(b);
+                d.apply();
+            }
+            _ = verify.tick() => {
+                d.verify();
+                // The watchdog follows programming progress, not mere liveness.
+                if d.synced {
+                    sd_notify(b"WATCHDOG=1");
+                }
+            }
+            Some((req, reply)) = qrx.recv() => {
+                let _ = reply.send(d.answer(req));
+            }
+            _ = term.recv() => { info!("SIGTERM: exiting; the rules stay in force"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting; the rules stay in force"); break; }
+        }
+    }
+    let _ = std::fs::remove_file(&config.daemon.socket);
+    Ok(())
+}
+
+/// systemd `Type=notify`: tell the service manager we are up.
+fn notify_ready() {
+    sd_notify(b"READY=1");
+}
+
+fn sd_notify(msg: &[u8]) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let _ = sock.send_to(msg, PathBuf::from(path));
+}

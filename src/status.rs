@@ -1,0 +1,234 @@
+//! The unix-socket API that `groupctl` talks to: one JSON request line in,
+//! one JSON document out. The socket is created mode 0600 (root only).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::binding::Bindings;
+use crate::compile::{chain_names, effective_groups};
+use crate::daemon::Health;
+use crate::model::{GroupOrigin, NotEnforced};
+use crate::state::DesiredState;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// Endpoints; `all` includes remote tasks and tasks that are not enforced.
+    Show {
+        all: bool,
+    },
+    Groups,
+    Status,
+    /// The ruleset groupd intends, in `nft` syntax (compare with `nft list table`).
+    Ruleset,
+}
+
+/// One row of `groupctl show`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointRow {
+    pub task: String,
+    pub app: String,
+    pub ips: Vec<IpAddr>,
+    pub interfaces: Vec<String>,
+    /// Effective groups (after `groups.ungrouped`).
+    pub groups: Vec<String>,
+    /// Where each group came from.
+    pub origins: BTreeMap<String, Vec<GroupOrigin>>,
+    pub task_state: String,
+    /// "enforced", "remote", or "not enforced: <reason>".
+    pub enforcement: String,
+    pub note: Option<String>,
+    /// New flows seen leaving / entering (packets, bytes), and drops.
+    pub egress_new: Option<(u64, u64)>,
+    pub egress_dropped: Option<(u64, u64)>,
+    pub ingress_new: Option<(u64, u64)>,
+    pub ingress_dropped: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupRow {
+    pub group: String,
+    pub open: bool,
+    pub members: Vec<String>,
+    pub local_members: Vec<String>,
+    pub addresses: usize,
+}
+
+fn sum(counters: &[(u64, u64)]) -> (u64, u64) {
+    counters
+        .iter()
+        .fold((0, 0), |(p, b), (cp, cb)| (p + cp, b + cb))
+}
+
+fn reason(n: &NotEnforced) -> &'static str {
+    match n {
+        NotEnforced::HostNetwork => "host networking",
+        NotEnforced::NatBridge => "NAT bridge (IP not unique)",
+        NotEnforced::NoAddress => "no IP yet",
+        NotEnforced::Terminal => "terminal state",
+    }
+}
+
+pub fn endpoint_rows(
+    state: &DesiredState,
+    all: bool,
+    counters: &HashMap<String, Vec<(u64, u64)>>,
+) -> Vec<EndpointRow> {
+    let mut rows = Vec::new();
+    for t in state.view().tasks.values() {
+        let interfaces: BTreeSet<String> = t
+            .ips
+            .iter()
+            .filter_map(|ip| state.binding_of(ip))
+            .map(|b| b.iface.clone())
+            .collect();
+        let local = !interfaces.is_empty();
+        let enforcement = match (&t.not_enforced, t.is_endpoint(), local) {
+            (Some(n), _, _) => format!("not enforced: {}", reason(n)),
+            (None, false, _) if t.state.is_terminal() => "not enforced: terminal state".into(),
+            (None, false, _) => "not enforced: no IP yet".into(),
+            (None, true, true) => "enforced".into(),
+            (None, true, false) => "remote".into(),
+        };
+        if !all && !local {
+            continue;
+        }
+        let (out_chain, in_chain) = chain_names(&t.id);
+        // Chain layout: first rule counts new flows, drop rules count drops.
+        let split = |chain: &str| {
+            counters
+                .get(chain)
+                .and_then(|c| c.split_first().map(|(first, rest)| (*first, sum(rest))))
+        };
+        let (egress_new, egress_dropped) = split(&out_chain).unzip();
+        let (ingress_new, ingress_dropped) = split(&in_chain).unzip();
+        rows.push(EndpointRow {
+            task: t.id.clone(),
+            app: t.app.clone(),
+            ips: t.ips.iter().copied().collect(),
+            interfaces: interfaces.into_iter().collect(),
+            groups: effective_groups(t, state.policy()).into_iter().collect(),
+            origins: t
+                .groups
+                .iter()
+                .map(|(g, o)| (g.clone(), o.iter().copied().collect()))
+                .collect(),
+            task_state: t.state.as_str().to_string(),
+            enforcement,
+            note: t.note.clone(),
+            egress_new,
+            egress_dropped,
+            ingress_new,
+            ingress_dropped,
+        });
+    }
+    rows
+}
+
+pub fn group_rows(state: &DesiredState) -> Vec<GroupRow> {
+    let mut groups: BTreeMap<String, GroupRow> = BTreeMap::new();
+    for t in state.view().endpoints() {
+        let local = t.ips.iter().any(|ip| state.binding_of(ip).is_some());
+        for g in effective_groups(t, state.policy()) {
+            let row = groups.entry(g.clone()).or_insert_with(|| GroupRow {
+                group: g.clone(),
+                open: state.policy().open.contains(&g),
+                members: vec![],
+                local_members: vec![],
+                addresses: 0,
+            });
+            row.members.push(t.id.clone());
+            row.addresses += t.ips.len();
+            if local {
+                row.local_members.push(t.id.clone());
+            }
+        }
+    }
+    groups.into_values().collect()
+}
+
+pub fn answer(
+    req: &Request,
+    state: &DesiredState,
+    bindings: &Bindings,
+    health: &Health,
+    counters: &HashMap<String, Vec<(u64, u64)>>,
+) -> serde_json::Value {
+    let value = match req {
+        Request::Show { all } => serde_json::to_value(endpoint_rows(state, *all, counters)),
+        Request::Groups => serde_json::to_value(group_rows(state)),
+        Request::Ruleset => {
+            let (inet, bridge) = state.tables();
+            serde_json::to_value(
+                serde_json::json!({ "inet": inet.to_nft_text(), "bridge": bridge.to_nft_text() }),
+            )
+        }
+        Request::Status => serde_json::to_value(serde_json::json!({
+            "health": health,
+            "tasks": state.view().tasks.len(),
+            "endpoints": state.view().endpoints().count(),
+            "task_interfaces": bindings.interfaces.len(),
+        })),
+    };
+    value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// Listen on `path` (0600); every request is answered by the main loop.
+pub async fn serve(
+    path: &Path,
+    queries: mpsc::Sender<(Request, oneshot::Sender<serde_json::Value>)>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A stale socket from a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {} (set daemon.socket)", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let queries = queries.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = BufReader::new(read).take(64 * 1024);
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => {
+                        let (tx, rx) = oneshot::channel();
+                        if queries.send((req, tx)).await.is_err() {
+                            return;
+                        }
+                        rx.await.unwrap_or_else(
+                            |_| serde_json::json!({"error": "groupd is shutting down"}),
+                        )
+                    }
+                    Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+                };
+                let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                bytes.push(b'\n');
+                if let Err(e) = write.write_all(&bytes).await {
+                    warn!("groupctl connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt as _;
