@@ -145,17 +145,14 @@ pub fn spawn_in(ns: &NsHandle, cmd: &mut Command) -> io::Result<ManagedChild> {
             }
             // No sysfs mounted there is fine (as in `ip netns exec`).
             libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-            if libc::mount(
-                sysfs_src.as_ptr(),
-                sys.as_ptr(),
-                sysfs_type.as_ptr(),
-                0,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
+            // Read-only if a writable sysfs is refused (as `ip` does).
+            for flags in [0, libc::MS_RDONLY] {
+                let (src, ty) = (sysfs_src.as_ptr(), sysfs_type.as_ptr());
+                if libc::mount(src, sys.as_ptr(), ty, flags, std::ptr::null()) == 0 {
+                    return Ok(());
+                }
             }
-            Ok(())
+            Err(io::Error::last_os_error())
         });
     }
     let child = cmd.spawn()?;

@@ -424,8 +424,10 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
     }
 }
 
-/// The longest stretch between the first and the last probe of a run of
-/// consecutive failures (zero if none failed), for restart tests.
+/// The longest outage in a [`ContinuousProbe`] run: from the start of the
+/// first failed probe of a run of failures to the start of the next
+/// successful probe (or of the last probe, if it never recovered). Zero if
+/// no probe failed.
 pub fn longest_outage(samples: &[(Instant, bool)]) -> Duration {
     let mut longest = Duration::ZERO;
     let mut start: Option<Instant> = None;
