@@ -154,7 +154,9 @@ fn check_single_json_value(bytes: &[u8]) -> Result<(), DocumentError> {
     let end = values.byte_offset();
     match values.next() {
         None => Ok(()),
-        Some(_) => {
+        // Garbage after the document (not a second document).
+        Some(Err(e)) => Err(syntax_error(&e, bytes, start)),
+        Some(Ok(_)) => {
             let second = bytes
                 .get(end..)
                 .unwrap_or_default()
@@ -220,9 +222,20 @@ fn preview(bytes: &[u8]) -> String {
     line.chars().take(30).collect()
 }
 
-/// serde_json appends " at line L column C"; the errors here carry those
-/// separately.
+/// serde_json's message without the " at line L column C" it appends (the
+/// errors here carry those separately), with a hint where serde_json's own
+/// words are obscure.
 fn strip_position(message: &str) -> String {
+    let bare = strip_position_suffix(message);
+    if bare.contains("hex escape") || bare.contains("surrogate") {
+        return format!(
+            "{bare} (a \\uD800-\\uDFFF escape that is not half of a surrogate pair is not valid Unicode)"
+        );
+    }
+    bare
+}
+
+fn strip_position_suffix(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i)
             if message
