@@ -35,7 +35,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-demo: deps build
+demo: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root"; exit 1; fi
 	./demo/demo.sh
 
