@@ -41,7 +41,7 @@ pub enum KeyPart {
 
 impl KeyPart {
     /// Bytes in a register (and in the element key).
-    pub fn len(&self) -> usize {
+    pub fn byte_len(&self) -> usize {
         match self {
             KeyPart::Ipv4 => 4,
             KeyPart::Ipv6 | KeyPart::Ifname | KeyPart::GroupId => 16,
@@ -482,9 +482,9 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
     let mut parts = Vec::new();
     let mut off = 0;
     for k in &def.key {
-        let end = (off + k.len()).min(e.key.len());
+        let end = (off + k.byte_len()).min(e.key.len());
         let b = &e.key[off.min(end)..end];
-        off += k.len();
+        off += k.byte_len();
         parts.push(match k {
             KeyPart::Ipv4 => match <[u8; 4]>::try_from(b) {
                 Ok(a) => Ipv4Addr::from(a).to_string(),

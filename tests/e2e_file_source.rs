@@ -9,7 +9,6 @@
 //! while probes run, and `nft` reads the kernel back as the oracle.
 
 #[path = "netns/mod.rs"]
-#[allow(dead_code)]
 mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};

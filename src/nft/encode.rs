@@ -84,7 +84,7 @@ fn key_type(key: &[KeyPart]) -> u32 {
 }
 
 pub fn key_len(key: &[KeyPart]) -> u32 {
-    key.iter().map(|k| k.len() as u32).sum()
+    key.iter().map(|k| k.byte_len() as u32).sum()
 }
 
 pub fn new_set(family: Family, table: &str, name: &str, def: &SetDef, id: u32) -> Request {
