@@ -21,11 +21,19 @@ impl Cidr {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
                 u32::from(net) & mask == u32::from(*ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
                 u128::from(net) & mask == u128::from(*ip) & mask
             }
             _ => false,
@@ -36,12 +44,20 @@ impl Cidr {
     pub fn range(&self) -> (IpAddr, IpAddr) {
         match self.addr {
             IpAddr::V4(a) => {
-                let host = if self.prefix >= 32 { 0 } else { u32::MAX >> u32::from(self.prefix) };
+                let host = if self.prefix >= 32 {
+                    0
+                } else {
+                    u32::MAX >> u32::from(self.prefix)
+                };
                 let lo = u32::from(a) & !host;
                 (IpAddr::V4(lo.into()), IpAddr::V4((lo | host).into()))
             }
             IpAddr::V6(a) => {
-                let host = if self.prefix >= 128 { 0 } else { u128::MAX >> u32::from(self.prefix) };
+                let host = if self.prefix >= 128 {
+                    0
+                } else {
+                    u128::MAX >> u32::from(self.prefix)
+                };
                 let lo = u128::from(a) & !host;
                 (IpAddr::V6(lo.into()), IpAddr::V6((lo | host).into()))
             }
@@ -56,10 +72,18 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IP prefix like 10.0.0.0/8"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP prefix like 10.0.0.0/8"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
             None => max,
         };
         let c = Cidr { addr, prefix };
