@@ -11,11 +11,13 @@
 //!   protobuf default when absent) is host networking, `BRIDGE` a NAT bridge,
 //!   `USER` IP-per-task, `NONE` has no address.
 //! * Otherwise (MESOS containerizer, command tasks, pod tasks) by the
-//!   NetworkInfos, requested (`container.network_infos`) and reported (the
-//!   status used for the IPs; pod tasks only have those): a network named
-//!   `mesos-bridge` is a NAT bridge; any other NetworkInfo, named or not
-//!   (unnamed ones are the 0.25–0.28 net-modules IP-per-container), makes the
-//!   task IP-per-task; none at all is host networking — unless the task is a
+//!   NetworkInfos: the requested ones (`container.network_infos`), named or
+//!   not (unnamed ones are the 0.25–0.28 net-modules IP-per-container), and
+//!   the *named* reported ones of the status used for the IPs (pod tasks
+//!   request nothing themselves; every host-network task reports an unnamed
+//!   NetworkInfo with the agent's IP, so unnamed reports prove nothing).
+//!   A network named `mesos-bridge` is a NAT bridge; any other makes the task
+//!   IP-per-task; none at all is host networking — unless the task is a
 //!   nested (pod) container that reported no IP yet, whose network the
 //!   executor decides: no address yet.
 //!
@@ -506,16 +508,18 @@ impl Context {
 /// The view of a `/master/state` document.
 pub fn view_from_master_state(state: &MasterState, groups: &GroupsConfig) -> ClusterView {
     let ctx = Context::from_master_state(state);
-    let live = state.frameworks.iter().flat_map(|fw| fw.tasks.iter());
-    let unreachable = state
+    // Tasks listed under a framework belong to it even without framework_id.
+    let live = state
         .frameworks
         .iter()
-        .flat_map(|fw| fw.unreachable_tasks.iter());
-    collect_view(
-        live.chain(unreachable).chain(state.orphan_tasks.iter()),
-        &ctx,
-        groups,
-    )
+        .flat_map(|fw| fw.tasks.iter().map(move |t| (t, fw.id.as_ref())));
+    let unreachable = state.frameworks.iter().flat_map(|fw| {
+        fw.unreachable_tasks
+            .iter()
+            .map(move |t| (t, fw.id.as_ref()))
+    });
+    let orphans = state.orphan_tasks.iter().map(|t| (t, None));
+    collect_view(live.chain(unreachable).chain(orphans), &ctx, groups)
 }
 
 /// The view of a v1 `get_state` (from `SUBSCRIBED` or `GET_STATE`).
@@ -530,21 +534,22 @@ pub fn view_from_get_tasks(tasks: &GetTasks, ctx: &Context, groups: &GroupsConfi
         .tasks
         .iter()
         .chain(&tasks.unreachable_tasks)
-        .chain(&tasks.orphan_tasks);
+        .chain(&tasks.orphan_tasks)
+        .map(|t| (t, None));
     collect_view(all, ctx, groups)
 }
 
 /// A task listed twice (live and unreachable, or orphaned) keeps its first,
 /// most current, entry.
 fn collect_view<'a>(
-    tasks: impl Iterator<Item = &'a MesosTask>,
+    tasks: impl Iterator<Item = (&'a MesosTask, Option<&'a Id>)>,
     ctx: &Context,
     groups: &GroupsConfig,
 ) -> ClusterView {
     let mut view = ClusterView::default();
-    for task in tasks {
+    for (task, framework) in tasks {
         if !view.tasks.contains_key(&task.id.0) {
-            view.insert(convert_task(task, ctx, groups));
+            view.insert(convert(task, framework, ctx, groups));
         }
     }
     view
@@ -678,9 +683,15 @@ pub fn network_kind(task: &MesosTask, reported: &[&NetworkInfo], has_ips: bool) 
 
 /// One task. Never fails: what cannot be understood is left out and noted.
 pub fn convert_task(task: &MesosTask, ctx: &Context, groups: &GroupsConfig) -> Task {
+    convert(task, None, ctx, groups)
+}
+
+/// [`convert_task`]; `framework` is the id of the framework the task was
+/// listed under, used when the task does not name its own.
+fn convert(task: &MesosTask, framework: Option<&Id>, ctx: &Context, groups: &GroupsConfig) -> Task {
     let state = task.current_state();
     let agent = task.slave_id.as_ref().map(|id| id.0.clone());
-    let mut out = new_task(&task.id.0, app_name(task, ctx), agent, state);
+    let mut out = new_task(&task.id.0, app_name(task, framework, ctx), agent, state);
     let mut notes = Notes::default();
     let reported = task.reported_networks();
     let has_ips = reported.iter().any(|n| n.has_address());
@@ -699,8 +710,12 @@ pub fn convert_task(task: &MesosTask, ctx: &Context, groups: &GroupsConfig) -> T
 
 /// `framework:task-name`; Mesos has no app id (Marathon's task name is the
 /// reversed app path, which cannot be reversed reliably: ids may hold dots).
-fn app_name(task: &MesosTask, ctx: &Context) -> String {
-    let framework_id = task.framework_id.as_ref().map(|id| id.0.as_str());
+fn app_name(task: &MesosTask, listed_under: Option<&Id>, ctx: &Context) -> String {
+    let framework_id = task
+        .framework_id
+        .as_ref()
+        .or(listed_under)
+        .map(|id| id.0.as_str());
     let framework = framework_id.map(|id| {
         ctx.framework_names
             .get(id)
