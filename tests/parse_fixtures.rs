@@ -1215,6 +1215,12 @@ fn unknown_fields_everywhere_are_ignored() {
     let task = &view.tasks["t"];
     assert!(task.is_endpoint());
     assert_eq!(group_names(task), vec!["g"]);
+    // Mesos escapes "/" as "\/": the values read are unescaped.
+    let escaped = r#"{"frameworks":[{"id":"F","name":"fw","tasks":[{"id":"a\/b","name":"x\/y","labels":[{"key":"network-groups","value":"g\/1"}]}]}]}"#;
+    let view = parse(escaped.as_bytes()).expect("escaped slashes");
+    let task = &view.tasks["a/b"];
+    assert_eq!(task.app, "fw:x/y");
+    assert_eq!(group_names(task), vec!["g/1"]);
 }
 
 #[test]
