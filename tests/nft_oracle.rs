@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use common::{require_nft, ScratchNs};
+use common::{blocks, normalise, require_nft, ScratchNs};
 use groupd::compile::{LocalBinding, Policy};
 use groupd::config::Config;
 use groupd::model::{ClusterView, GroupOrigin, Task, TaskState};
@@ -38,37 +38,6 @@ fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
         t.add_group(g, GroupOrigin::NetworkInfo);
     }
     t
-}
-
-/// `nft list` text -> comparable lines: no handles/counters, elements sorted.
-fn normalise(text: &str) -> Vec<String> {
-    let joined = text.replace(",\n", ", ");
-    let mut out = Vec::new();
-    for line in joined.lines() {
-        let mut l = line.trim().to_string();
-        // Counter values are state, not configuration.
-        while let Some(i) = l.find("counter packets ") {
-            let rest = &l[i + "counter packets ".len()..];
-            let tail: Vec<&str> = rest.splitn(4, ' ').collect();
-            l = format!(
-                "{}counter{}",
-                &l[..i],
-                tail.get(3).map(|s| format!(" {s}")).unwrap_or_default()
-            );
-        }
-        if let Some(body) = l
-            .strip_prefix("elements = { ")
-            .and_then(|b| b.strip_suffix(" }"))
-        {
-            let mut items: Vec<&str> = body.split(", ").map(|s| s.trim()).collect();
-            items.sort();
-            l = format!("elements = {{ {} }}", items.join(", "));
-        }
-        if !l.is_empty() {
-            out.push(l);
-        }
-    }
-    out
 }
 
 #[test]
@@ -128,13 +97,13 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
     let got_bridge = ns.exec(&["nft", "list", "table", "bridge", "groupd"]);
     println!("{got_inet}\n{got_bridge}");
     assert_eq!(
-        normalise(&got_inet),
-        normalise(&inet_text),
+        blocks(normalise(&got_inet)),
+        blocks(normalise(&inet_text)),
         "inet table differs from intent"
     );
     assert_eq!(
-        normalise(&got_bridge),
-        normalise(&bridge_text),
+        blocks(normalise(&got_bridge)),
+        blocks(normalise(&bridge_text)),
         "bridge table differs from intent"
     );
 }

@@ -113,14 +113,7 @@ impl NfSocket {
         let mut first_error: Option<NftError> = None;
         loop {
             let n = self.recv()?;
-            let mut offset = 0;
-            while offset + 16 <= n {
-                let len = u32::from_ne_bytes(copy4(&self.recv_buf[offset..])) as usize;
-                if len < 16 || offset + len > n {
-                    return Err(NftError::Decode(format!("bad netlink length {len}")));
-                }
-                let msg = &self.recv_buf[offset..offset + len];
-                offset += (len + 3) & !3;
+            for msg in split_messages(&self.recv_buf[..n])? {
                 let seq = u32::from_ne_bytes(copy4(&msg[8..]));
                 let kind = u16::from_ne_bytes([msg[4], msg[5]]);
                 if kind != netlink_packet_core::NLMSG_ERROR || msg.len() < 20 {
@@ -171,14 +164,7 @@ impl NfSocket {
         let mut out = Vec::new();
         loop {
             let n = self.recv()?;
-            let mut offset = 0;
-            while offset + 16 <= n {
-                let len = u32::from_ne_bytes(copy4(&self.recv_buf[offset..])) as usize;
-                if len < 16 || offset + len > n {
-                    return Err(NftError::Decode(format!("bad netlink length {len}")));
-                }
-                let raw = &self.recv_buf[offset..offset + len];
-                offset += (len + 3) & !3;
+            for raw in split_messages(&self.recv_buf[..n])? {
                 if u32::from_ne_bytes(copy4(&raw[8..])) != seq {
                     continue;
                 }
@@ -222,6 +208,21 @@ impl NfSocket {
             Err(e) => Err(NftError::Io(e)),
         }
     }
+}
+
+/// The netlink messages in one datagram (each 4-byte aligned).
+fn split_messages(buf: &[u8]) -> Result<Vec<&[u8]>, NftError> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset + 16 <= buf.len() {
+        let len = u32::from_ne_bytes(copy4(&buf[offset..])) as usize;
+        if len < 16 || offset + len > buf.len() {
+            return Err(NftError::Decode(format!("bad netlink length {len}")));
+        }
+        out.push(&buf[offset..offset + len]);
+        offset += (len + 3) & !3;
+    }
+    Ok(out)
 }
 
 fn copy4(b: &[u8]) -> [u8; 4] {

@@ -2,6 +2,7 @@
 //! owned by the test (removed on drop, also on panic) and running code in it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -77,4 +78,53 @@ pub fn require_nft() {
         ok,
         "the nft CLI is missing: run `make deps` (apt-get install nftables)"
     );
+}
+
+/// `nft list` text with counters, handles and element order normalised.
+pub fn normalise(text: &str) -> Vec<String> {
+    let joined = text.replace(",\n", ", ");
+    let mut out = Vec::new();
+    for line in joined.lines() {
+        let mut l = line.trim().to_string();
+        while let Some(i) = l.find("counter packets ") {
+            let rest = &l[i + "counter packets ".len()..];
+            let tail: Vec<&str> = rest.splitn(4, ' ').collect();
+            l = format!(
+                "{}counter{}",
+                &l[..i],
+                tail.get(3).map(|s| format!(" {s}")).unwrap_or_default()
+            );
+        }
+        if let Some(body) = l
+            .strip_prefix("elements = { ")
+            .and_then(|b| b.strip_suffix(" }"))
+        {
+            let mut items: Vec<&str> = body.split(", ").map(|s| s.trim()).collect();
+            items.sort();
+            l = format!("elements = {{ {} }}", items.join(", "));
+        }
+        if !l.is_empty() {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// Group lines by set/map/chain: nft lists objects in creation order, which
+/// is history, not configuration.
+pub fn blocks(lines: Vec<String>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for l in lines {
+        let opens = ["set ", "map ", "chain "].iter().any(|p| l.starts_with(p)) && l.ends_with('{');
+        if opens {
+            current = Some(l.clone());
+            out.entry(l).or_default();
+        } else if l == "}" {
+            current = None;
+        } else if let Some(c) = &current {
+            out.entry(c.clone()).or_default().push(l);
+        }
+    }
+    out
 }
