@@ -115,6 +115,19 @@ pub struct PolicyConfig {
     pub policies_dir: Option<PathBuf>,
 }
 
+/// A file of `policy.policies_dir`: extra allowances shipped or written by
+/// operators (see `policies/` in the source tree).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Sources outside the cluster allowed to reach every endpoint (R5).
+    #[serde(default)]
+    pub ingress_allow: Vec<Cidr>,
+    /// Non-endpoint destinations endpoints may reach when egress is denied (R4).
+    #[serde(default)]
+    pub egress_allow: Vec<Cidr>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
@@ -296,6 +309,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read policy.policies_dir {path}: {source} (create it, or remove the key)")]
+    PolicyDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -306,10 +324,49 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
-        })
+        })?;
+        if let Some(dir) = config.policy.policies_dir.clone() {
+            config.merge_policy_files(&dir)?;
+        }
+        Ok(config)
+    }
+
+    /// Add the allowances of every `*.toml` in `dir` (sorted by name) to
+    /// `[policy]`. A file with a typo is an error, like the main config.
+    fn merge_policy_files(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::PolicyDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            let extra: PolicyFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: file.clone(),
+                message: describe_toml_error(&text, &e),
+            })?;
+            if !extra.egress_allow.is_empty()
+                && self.policy.egress_non_endpoint == EgressNonEndpoint::Allow
+            {
+                return Err(ConfigError::Invalid {
+                    path: file,
+                    message: "egress_allow only applies with policy.egress_non_endpoint = \"deny\" in the main config".into(),
+                });
+            }
+            self.policy.ingress_allow.extend(extra.ingress_allow);
+            self.policy.egress_allow.extend(extra.egress_allow);
+        }
+        Ok(())
     }
 
     /// Parse and validate; the error names the key and the line.
@@ -434,6 +491,12 @@ impl Config {
                 at("egress_allow")
             ));
         }
+        if self.policy.enforce_discovery_ports {
+            return Err(format!(
+                "{}policy.enforce_discovery_ports = true (R9) is not supported by this build yet; remove it or set it to false",
+                at("enforce_discovery_ports")
+            ));
+        }
         let d = &self.daemon;
         if !(d.verify_interval.is_finite() && d.verify_interval >= 0.1) {
             return Err(format!(
@@ -534,6 +597,53 @@ mod tests {
         );
         let err = Config::parse("[source]\nkind = \"zookeeper\"\n").expect_err("bad kind");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn policy_files_add_allowances_and_typos_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("groupd-policies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("10-lb.toml"),
+            "ingress_allow = [\"10.1.0.0/16\"]\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("README"), "not a policy").expect("write");
+        let main =
+            std::env::temp_dir().join(format!("groupd-policies-{}.toml", std::process::id()));
+        std::fs::write(
+            &main,
+            format!(
+                "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\npolicies_dir = {:?}\n",
+                dir
+            ),
+        )
+        .expect("write");
+        let c = Config::load(&main).expect("valid");
+        assert_eq!(
+            c.policy.ingress_allow,
+            vec!["10.1.0.0/16".parse::<Cidr>().expect("cidr")]
+        );
+        std::fs::write(dir.join("20-typo.toml"), "ingres_allow = []\n").expect("write");
+        let err = Config::load(&main).expect_err("typo").to_string();
+        assert!(
+            err.contains("20-typo.toml") && err.contains("line 1"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&main);
+    }
+
+    #[test]
+    fn unsupported_discovery_port_enforcement_is_refused_clearly() {
+        let err = Config::parse(
+            "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\nenforce_discovery_ports = true\n",
+        )
+        .expect_err("R9 not in this build");
+        assert!(
+            err.contains("line 5") && err.contains("not supported"),
+            "{err}"
+        );
     }
 
     #[test]

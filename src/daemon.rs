@@ -54,6 +54,7 @@ pub struct Daemon {
     bindings: Bindings,
     /// The tables are known to hold our desired state (after the first reconcile).
     synced: bool,
+    metrics: crate::metrics::Shared,
 }
 
 impl Daemon {
@@ -74,6 +75,7 @@ impl Daemon {
             health,
             bindings: Bindings::default(),
             synced: false,
+            metrics: Default::default(),
         })
     }
 
@@ -187,6 +189,25 @@ impl Daemon {
             Err(e) => {
                 self.health.transaction_errors += 1;
                 error!("cannot reconcile the nftables tables: {e}; the previous rules stay in force, retrying");
+            }
+        }
+    }
+
+    /// Publish counters for /metrics and /healthz.
+    fn publish(&self) {
+        let view = self.state.view();
+        let local = view
+            .endpoints()
+            .filter(|t| t.ips.iter().any(|ip| self.state.binding_of(ip).is_some()))
+            .count();
+        if let Ok(mut m) = self.metrics.lock() {
+            m.health = self.health.clone();
+            m.tasks = view.tasks.len();
+            m.endpoints = view.endpoints().count();
+            m.local_endpoints = local;
+            m.elements = self.state.element_count();
+            if self.synced && self.health.last_verify_unix.is_some() {
+                m.last_good = Some(Instant::now());
             }
         }
     }
@@ -307,6 +328,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     }
 
+    if !config.metrics.listen.is_empty() {
+        let max_age = config.daemon.verify() * 3 + std::time::Duration::from_secs(5);
+        crate::metrics::serve(&config.metrics.listen, d.metrics.clone(), max_age).await?;
+    }
     let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);
     status::serve(&config.daemon.socket, qtx).await?;
     notify_ready();
@@ -321,14 +346,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     d.apply();
                     d.persist();
                 }
+                d.publish();
             }
             Ok(()) = brx.changed() => {
                 let b = brx.borrow_and_update().clone();
                 d.set_bindings(b);
                 d.apply();
+                d.publish();
             }
             _ = verify.tick() => {
                 d.verify();
+                d.publish();
                 // The watchdog follows programming progress, not mere liveness.
                 if d.synced {
                     sd_notify(b"WATCHDOG=1");

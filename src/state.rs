@@ -377,6 +377,11 @@ impl DesiredState {
         (inet, bridge)
     }
 
+    /// Elements groupd keeps in the kernel (all sets and maps).
+    pub fn element_count(&self) -> usize {
+        self.refcounts.len()
+    }
+
     /// Per-endpoint chain of a local task (for diagnostics).
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.get(name)

@@ -196,7 +196,7 @@ impl World {
     fn config(&self, agent: usize) -> PathBuf {
         let path = self.dir.join(format!("a{agent}.toml"));
         let text = format!(
-            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n[metrics]\nlisten = \"\"\n",
+            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n[metrics]\nlisten = \"127.0.0.1:9490\"\n",
             self.doc_path(),
             self.socket(agent),
             self.dir.join(format!("state-a{agent}")),
@@ -284,6 +284,14 @@ impl World {
         }
         // The verdict is in the kernel once groupctl shows it: the apply is
         // synchronous in the daemon loop before it answers again.
+    }
+
+    /// GET `path` from the agent's metrics listener (inside its namespace).
+    fn http(&self, agent: usize, path: &str) -> String {
+        let ns = self.cluster.agent(self.agents[agent]).ns.clone();
+        let script = format!("exec 3<>/dev/tcp/127.0.0.1/9490; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+        let out = self.cluster.exec(&ns, &["bash", "-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn log(&self, agent: usize) -> String {
@@ -440,6 +448,25 @@ fn group_policy_end_to_end_with_real_packets() {
     // 2. The kernel, read by nft, holds what groupd intended.
     assert_kernel_matches_intent(&w, 0);
     assert_kernel_matches_intent(&w, 1);
+
+    // 2b. Health follows programming; metrics count what is enforced.
+    for agent in 0..2 {
+        let health = w.http(agent, "/healthz");
+        assert!(
+            health.starts_with("HTTP/1.1 200"),
+            "agent {agent} healthz: {health}"
+        );
+        let metrics = w.http(agent, "/metrics");
+        let local = SPECS.iter().filter(|s| s.agent == agent).count();
+        assert!(
+            metrics.contains(&format!("groupd_local_endpoints {local}\n")),
+            "agent {agent} metrics: {metrics}"
+        );
+        assert!(
+            metrics.contains("groupd_source_up 1\n"),
+            "agent {agent} metrics: {metrics}"
+        );
+    }
 
     // 3. The host may reach its own endpoints (R5), a remote host may not.
     let (a1, a2) = (w.agents[0], w.agents[1]);
