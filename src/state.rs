@@ -387,3 +387,111 @@ impl DesiredState {
         self.chains.get(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{GroupOrigin, TaskState};
+    use std::collections::BTreeMap;
+
+    fn policy() -> Policy {
+        Policy::from_config(&Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n").expect("config"))
+    }
+
+    fn task(id: &str, ip: &str, groups: &[&str]) -> Task {
+        let mut t = Task {
+            id: id.into(),
+            app: "/a".into(),
+            agent: None,
+            state: TaskState::Running,
+            ips: BTreeSet::from([ip.parse().expect("ip")]),
+            groups: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            discovery_ports: BTreeSet::new(),
+            not_enforced: None,
+            note: None,
+        };
+        for g in groups {
+            t.add_group(g, GroupOrigin::NetworkInfo);
+        }
+        t
+    }
+
+    /// 2,000 tasks in 3 groups each, 50 of them local.
+    fn big_state() -> DesiredState {
+        let mut st = DesiredState::new(policy());
+        let mut view = ClusterView::default();
+        let mut bindings = HashMap::new();
+        for i in 0..2000u32 {
+            let ip = format!("10.233.{}.{}", 16 + i / 250, 1 + i % 250);
+            let groups = [format!("g{}", i % 700), format!("g{}", (i + 1) % 700), format!("g{}", (i + 2) % 700)];
+            let refs: Vec<&str> = groups.iter().map(|s| s.as_str()).collect();
+            view.insert(task(&format!("t{i}"), &ip, &refs));
+            if i < 50 {
+                let ip: IpAddr = ip.parse().expect("ip");
+                bindings.insert(ip, LocalBinding { iface: format!("veth{i}"), ip, bridged: false });
+            }
+        }
+        st.set_view(view);
+        st.set_bindings(bindings, BTreeSet::new(), BTreeSet::new());
+        let _ = st.take_delta();
+        st
+    }
+
+    #[test]
+    fn a_remote_task_change_touches_only_its_own_elements() {
+        let mut st = big_state();
+        st.upsert_task(task("t1500", "10.233.22.1", &["other"]));
+        let d = st.take_delta();
+        // 3 group memberships out, 1 in; endpoints unchanged; no chain.
+        assert_eq!(d.element_count(), 4, "{d:?}");
+        assert!(d.chains.is_empty());
+    }
+
+    #[test]
+    fn a_local_task_change_rewrites_only_its_own_chains() {
+        let mut st = big_state();
+        st.upsert_task(task("t7", "10.233.16.8", &["web"]));
+        let d = st.take_delta();
+        assert_eq!(d.chains.len(), 2, "its egress and ingress chains: {:?}", d.chains.keys());
+        assert_eq!(d.element_count(), 4);
+    }
+
+    #[test]
+    fn an_ip_moving_to_a_task_in_another_group_is_one_delta() {
+        let mut st = big_state();
+        let mut view = st.view().clone();
+        view.tasks.remove("t3");
+        view.insert(task("new.1", "10.233.16.4", &["elsewhere"]));
+        st.set_view(view);
+        let d = st.take_delta();
+        let members = d.del.get(&(Family::Inet, "members4".to_string())).map(|s| s.len()).unwrap_or(0);
+        assert_eq!(members, 3, "old memberships removed");
+        let added = d.add.get(&(Family::Inet, "members4".to_string())).map(|s| s.len()).unwrap_or(0);
+        assert_eq!(added, 1, "new membership added in the same delta");
+        // t3 was local: its chains go, new.1's (same IP, same interface) come.
+        assert_eq!(d.chains.values().filter(|c| c.is_none()).count(), 2);
+        assert_eq!(d.chains.values().filter(|c| c.is_some()).count(), 2);
+    }
+
+    #[test]
+    fn a_duplicate_ip_stays_with_its_previous_owner() {
+        let mut st = big_state();
+        let mut view = st.view().clone();
+        view.insert(task("thief", "10.233.16.1", &["public"]));
+        let conflicts = st.set_view(view);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(st.owner_of(&"10.233.16.1".parse().expect("ip")), Some("t0"));
+        let d = st.take_delta();
+        assert!(d.is_empty(), "nothing changes in the kernel: {d:?}");
+    }
+
+    #[test]
+    fn an_unchanged_snapshot_changes_nothing() {
+        let mut st = big_state();
+        let view = st.view().clone();
+        st.set_view(view);
+        assert!(st.take_delta().is_empty());
+    }
+}
