@@ -109,6 +109,8 @@ struct World {
     present: BTreeSet<usize>,
     /// App version per task index.
     version: Vec<u32>,
+    /// Marathon app id (without the leading /) per task index.
+    app: Vec<String>,
     dir: PathBuf,
     daemons: Vec<Option<ManagedChild>>,
 }
@@ -138,12 +140,17 @@ impl World {
                 .collect(),
             present: (0..SPECS.len()).collect(),
             version: vec![1; SPECS.len()],
+            app: SPECS.iter().map(|s| s.name.to_string()).collect(),
             cluster,
             agents,
             tasks,
             dir,
             daemons: vec![None, None],
         }
+    }
+
+    fn task_id(&self, i: usize) -> String {
+        format!("{}.task-{}", self.app[i], self.version[i])
     }
 
     fn doc_path(&self) -> PathBuf {
@@ -163,12 +170,12 @@ impl World {
                 let t = self.cluster.task(self.tasks[i]);
                 let version = format!("2026-11-25T00:00:{:02}.000Z", self.version[i]);
                 serde_json::json!({
-                    "id": format!("/{}", SPECS[i].name),
+                    "id": format!("/{}", self.app[i]),
                     "version": version,
                     "ipAddress": { "groups": self.groups[i].iter().collect::<Vec<_>>() },
                     "tasks": [{
-                        "id": format!("{}.task-{}", SPECS[i].name, self.version[i]),
-                        "appId": format!("/{}", SPECS[i].name),
+                        "id": self.task_id(i),
+                        "appId": format!("/{}", self.app[i]),
                         "version": version,
                         "state": "TASK_RUNNING",
                         "ipAddresses": [
@@ -235,11 +242,7 @@ impl World {
     /// Wait until every agent's groupd enforces exactly `present` as in the file.
     fn wait_converged(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        let want: BTreeSet<String> = self
-            .present
-            .iter()
-            .map(|&i| format!("{}.task-{}", SPECS[i].name, self.version[i]))
-            .collect();
+        let want: BTreeSet<String> = self.present.iter().map(|&i| self.task_id(i)).collect();
         for agent in 0..2 {
             loop {
                 let ok = Command::new(GROUPCTL)
@@ -431,6 +434,11 @@ fn require_tools() {
 fn group_policy_end_to_end_with_real_packets() {
     require_tools();
     let mut w = World::build("e2e");
+    // A 10 kB group name with quotes, semicolons and braces, shared by a
+    // bridged task on each agent: hashed into the kernel, never syntax.
+    let huge = format!("x;\"}}{{{}", "0123456789".repeat(1000));
+    w.groups[idx("odd2")].insert(huge.clone());
+    w.groups[idx("ops1")].insert(huge);
     w.write_document();
     w.start(0);
     w.start(1);
@@ -506,14 +514,21 @@ fn group_policy_end_to_end_with_real_packets() {
     w.wait_converged();
     w.assert_matrix(&all(), "after re-grouping web1 and removing cache1");
 
-    // ... and cache1's IP moves to a new task in another group (ops): same
-    // interface, new owner, one transaction.
+    // ... and, in ONE rewrite, cache1 is replaced by a task of another app
+    // in another group (ops) that got the same IP on the same interface: the
+    // old membership goes in the transaction that adds the new one.
     w.present.insert(idx("cache1"));
-    w.groups[idx("cache1")] = BTreeSet::from(["ops".to_string()]);
-    w.version[idx("cache1")] += 1;
     w.write_document();
     w.wait_converged();
-    w.assert_matrix(&all(), "after cache1's IP moved to a task in group ops");
+    let cache1 = idx("cache1");
+    w.app[cache1] = "metrics-agent".into();
+    w.groups[cache1] = BTreeSet::from(["ops".to_string()]);
+    w.write_document();
+    w.wait_converged();
+    w.assert_matrix(
+        &all(),
+        "after cache1's IP moved to a task of another app in group ops",
+    );
 
     // 6. A task interface with no known task drops everything (R8).
     let ghost = idx("ops1");
