@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := nftables iproute2 iputils-ping procps
 BENCH_PACKAGES := sockperf iperf3
 
-.PHONY: all build deps bench-deps test lint demo bench clean
+.PHONY: all build deps bench-deps test lint demo bench deb clean
 
 all: build
 
@@ -43,6 +43,9 @@ bench: bench-deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root"; exit 1; fi
 	$(CARGO) build --release --bins --benches
 	./benches/run.sh
+
+deb:
+	./packaging/build-deb.sh
 
 clean:
 	$(CARGO) clean

@@ -42,20 +42,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("groupd: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = Config::load(&cli.config);
     if cli.cleanup {
-        return match Nft::open().and_then(|mut n| n.cleanup(&config.daemon.table)) {
+        // Removal must work even with a broken or missing config.
+        let table = match &config {
+            Ok(c) => c.daemon.table.clone(),
+            Err(e) => {
+                eprintln!("groupd: {e}; cleaning up the default table \"groupd\"");
+                "groupd".to_string()
+            }
+        };
+        return match Nft::open().and_then(|mut n| n.cleanup(&table)) {
             Ok(n) => {
-                eprintln!(
-                    "groupd: removed {n} table(s) named {:?}",
-                    config.daemon.table
-                );
+                eprintln!("groupd: removed {n} table(s) named {table:?}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -64,6 +63,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("groupd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             println!("{}: ok", cli.config.display());

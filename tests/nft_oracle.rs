@@ -107,3 +107,45 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
         "bridge table differs from intent"
     );
 }
+
+/// `groupd --cleanup` removes both tables, even without a readable config
+/// (package removal must not depend on it).
+#[test]
+fn cleanup_removes_both_tables_even_without_a_config() {
+    require_nft();
+    let ns = ScratchNs::new("cleanup");
+    ns.run(|| {
+        let st = DesiredState::new(policy());
+        let (inet, bridge) = st.tables();
+        Nft::open()
+            .expect("netlink")
+            .reconcile(&[&inet, &bridge])
+            .expect("apply");
+    });
+    assert!(ns
+        .exec(&["nft", "list", "tables"])
+        .contains("table bridge groupd"));
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_groupd"),
+            "--config",
+            "/nonexistent/groupd.toml",
+            "--cleanup",
+        ])
+        .output()
+        .expect("run groupd --cleanup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed 2 table(s)"));
+    assert_eq!(
+        ns.exec(&["nft", "list", "tables"]).trim(),
+        "",
+        "nothing of groupd's is left"
+    );
+}
