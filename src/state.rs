@@ -396,7 +396,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn policy() -> Policy {
-        Policy::from_config(&Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n").expect("config"))
+        Policy::from_config(
+            &Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n").expect("config"),
+        )
     }
 
     fn task(id: &str, ip: &str, groups: &[&str]) -> Task {
@@ -425,12 +427,23 @@ mod tests {
         let mut bindings = HashMap::new();
         for i in 0..2000u32 {
             let ip = format!("10.233.{}.{}", 16 + i / 250, 1 + i % 250);
-            let groups = [format!("g{}", i % 700), format!("g{}", (i + 1) % 700), format!("g{}", (i + 2) % 700)];
+            let groups = [
+                format!("g{}", i % 700),
+                format!("g{}", (i + 1) % 700),
+                format!("g{}", (i + 2) % 700),
+            ];
             let refs: Vec<&str> = groups.iter().map(|s| s.as_str()).collect();
             view.insert(task(&format!("t{i}"), &ip, &refs));
             if i < 50 {
                 let ip: IpAddr = ip.parse().expect("ip");
-                bindings.insert(ip, LocalBinding { iface: format!("veth{i}"), ip, bridged: false });
+                bindings.insert(
+                    ip,
+                    LocalBinding {
+                        iface: format!("veth{i}"),
+                        ip,
+                        bridged: false,
+                    },
+                );
             }
         }
         st.set_view(view);
@@ -454,7 +467,12 @@ mod tests {
         let mut st = big_state();
         st.upsert_task(task("t7", "10.233.16.8", &["web"]));
         let d = st.take_delta();
-        assert_eq!(d.chains.len(), 2, "its egress and ingress chains: {:?}", d.chains.keys());
+        assert_eq!(
+            d.chains.len(),
+            2,
+            "its egress and ingress chains: {:?}",
+            d.chains.keys()
+        );
         assert_eq!(d.element_count(), 4);
     }
 
@@ -466,9 +484,17 @@ mod tests {
         view.insert(task("new.1", "10.233.16.4", &["elsewhere"]));
         st.set_view(view);
         let d = st.take_delta();
-        let members = d.del.get(&(Family::Inet, "members4".to_string())).map(|s| s.len()).unwrap_or(0);
+        let members = d
+            .del
+            .get(&(Family::Inet, "members4".to_string()))
+            .map(|s| s.len())
+            .unwrap_or(0);
         assert_eq!(members, 3, "old memberships removed");
-        let added = d.add.get(&(Family::Inet, "members4".to_string())).map(|s| s.len()).unwrap_or(0);
+        let added = d
+            .add
+            .get(&(Family::Inet, "members4".to_string()))
+            .map(|s| s.len())
+            .unwrap_or(0);
         assert_eq!(added, 1, "new membership added in the same delta");
         // t3 was local: its chains go, new.1's (same IP, same interface) come.
         assert_eq!(d.chains.values().filter(|c| c.is_none()).count(), 2);
