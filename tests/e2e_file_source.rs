@@ -457,6 +457,59 @@ fn group_policy_end_to_end_with_real_packets() {
     assert_kernel_matches_intent(&w, 0);
     assert_kernel_matches_intent(&w, 1);
 
+    // 2a. groupctl: groups with their members, and the human tables.
+    let groups = w.groupctl(0, &["show", "groups"]);
+    let web = groups
+        .as_array()
+        .and_then(|g| g.iter().find(|r| r["group"] == "web"))
+        .expect("group web listed");
+    assert_eq!(
+        web["members"].as_array().map(|m| m.len()),
+        Some(2),
+        "web1 and web2: {web}"
+    );
+    assert_eq!(
+        web["local_members"],
+        serde_json::json!(["web1.task-1"]),
+        "only web1 is on a1: {web}"
+    );
+    let public = groups
+        .as_array()
+        .and_then(|g| g.iter().find(|r| r["group"] == "public"))
+        .expect("public");
+    assert_eq!(public["open"], true);
+    for args in [
+        &["show"][..],
+        &["show", "groups"],
+        &["show", "--all"],
+        &["status"],
+        &["ruleset"],
+    ] {
+        let out = Command::new(GROUPCTL)
+            .arg("--socket")
+            .arg(w.socket(0))
+            .args(args)
+            .output()
+            .expect("groupctl");
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "groupctl {args:?}"
+        );
+    }
+    let table = Command::new(GROUPCTL)
+        .arg("--socket")
+        .arg(w.socket(0))
+        .arg("show")
+        .output()
+        .expect("groupctl");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("TASK")
+            && table.contains("web1.task-1")
+            && !table.contains("web2.task-1"),
+        "{table}"
+    );
+
     // 2b. Health follows programming; metrics count what is enforced.
     for agent in 0..2 {
         let health = w.http(agent, "/healthz");
