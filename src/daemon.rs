@@ -55,6 +55,8 @@ pub struct Daemon {
     /// The tables are known to hold our desired state (after the first reconcile).
     synced: bool,
     metrics: crate::metrics::Shared,
+    /// The view changed since it was last written to `state_dir`.
+    dirty: bool,
 }
 
 impl Daemon {
@@ -76,6 +78,7 @@ impl Daemon {
             bindings: Bindings::default(),
             synced: false,
             metrics: Default::default(),
+            dirty: false,
         })
     }
 
@@ -225,6 +228,16 @@ impl Daemon {
                 self.health.last_sync_unix = Some(now_unix());
                 true
             }
+            SourceUpdate::Upsert(task) => {
+                for c in self.state.upsert_task(task) {
+                    warn!("{c}");
+                }
+                true
+            }
+            SourceUpdate::Remove(id) => {
+                self.state.remove_task(&id);
+                true
+            }
             SourceUpdate::Degraded(reason) => {
                 warn!("source degraded: {reason}; the last applied rules stay in force");
                 self.health.source_state = "degraded".into();
@@ -289,27 +302,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    // Start-up without removing protection. If our table is in the kernel
+    // (groupd restarted), it holds the newest state anyone applied: leave it
+    // untouched until the source answers, then reconcile. If it is not (the
+    // machine rebooted), re-apply the persisted view at once, or at least the
+    // skeleton, so unknown task interfaces are dropped (fail closed).
+    let kernel_has_table = tokio::task::block_in_place(|| {
+        d.nft
+            .read(crate::ruleset::Family::Inet, &config.daemon.table)
+    })
+    .map(|t| t.exists)
+    .unwrap_or(false);
     if let Some(view) = d.load_persisted() {
         info!(
             tasks = view.tasks.len(),
-            "re-applying the last known cluster view"
+            kernel_has_table, "loaded the last known cluster view"
         );
         d.on_source(SourceUpdate::Snapshot(view));
         d.health.source_state = "starting (persisted view)".into();
+    }
+    if !kernel_has_table {
         d.apply();
-    } else {
-        // No memory: keep whatever is in the kernel until the first snapshot,
-        // but make sure the table exists so unknown task interfaces are
-        // dropped (fail closed).
-        let exists = tokio::task::block_in_place(|| {
-            d.nft
-                .read(crate::ruleset::Family::Inet, &config.daemon.table)
-        })
-        .map(|t| t.exists)
-        .unwrap_or(false);
-        if !exists {
-            d.apply();
-        }
     }
 
     let (stx, mut srx) = mpsc::channel::<SourceUpdate>(16);
@@ -342,9 +355,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(update) = srx.recv() => {
+                let snapshot = matches!(update, SourceUpdate::Snapshot(_));
                 if d.on_source(update) {
                     d.apply();
-                    d.persist();
+                    // A snapshot is written at once (it is rare); events are
+                    // written at most once per verify interval.
+                    if snapshot {
+                        d.persist();
+                    } else {
+                        d.dirty = true;
+                    }
                 }
                 d.publish();
             }
@@ -356,6 +376,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = verify.tick() => {
                 d.verify();
+                // Written at most once per verify interval: events can
+                // arrive by the thousand per second.
+                if std::mem::take(&mut d.dirty) {
+                    d.persist();
+                }
                 d.publish();
                 // The watchdog follows programming progress, not mere liveness.
                 if d.synced {
@@ -368,6 +393,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = term.recv() => { info!("SIGTERM: exiting; the rules stay in force"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting; the rules stay in force"); break; }
         }
+    }
+    if d.dirty {
+        d.persist();
     }
     let _ = std::fs::remove_file(&config.daemon.socket);
     Ok(())

@@ -641,6 +641,57 @@ fn group_policy_end_to_end_with_real_packets() {
     assert_kernel_matches_intent(&w, 0);
     assert_kernel_matches_intent(&w, 1);
 
+    // 7b. Reboot without a master: the tables are gone and the source is
+    // unreadable; groupd re-applies the view it persisted in state_dir.
+    for agent in 0..2 {
+        if let Some(d) = w.daemons[agent].take() {
+            d.kill9().expect("kill -9 groupd");
+        }
+        let ns = w.cluster.agent(w.agents[agent]).ns.clone();
+        for family in ["inet", "bridge"] {
+            let out = w
+                .cluster
+                .exec(&ns, &["nft", "delete", "table", family, "groupd"]);
+            assert!(
+                out.status.success(),
+                "simulate reboot: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    std::fs::write(w.doc_path(), b"{\"apps\": [").expect("half-written document");
+    w.start(0);
+    w.start(1);
+    for agent in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = Command::new(GROUPCTL)
+                .arg("--socket")
+                .arg(w.socket(agent))
+                .args(["--json", "status"])
+                .output();
+            let degraded = st
+                .ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .is_some_and(|v| v["health"]["source_state"] == "degraded");
+            if degraded {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {agent} did not start degraded; log:\n{}",
+                w.log(agent)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    w.assert_matrix(
+        &all(),
+        "after a reboot with the master unreachable (persisted view)",
+    );
+    w.write_document();
+    w.wait_converged();
+
     // 8. Drift: somebody deletes an element; groupd repairs it.
     let ns = w.cluster.agent(w.agents[0]).ns.clone();
     let web1_v4 = w.cluster.task(w.tasks[web1_i]).ipv4.to_string();

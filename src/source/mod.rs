@@ -2,7 +2,7 @@
 //!
 //! A source only produces [`SourceUpdate`]s; it never touches the kernel.
 
-use crate::model::ClusterView;
+use crate::model::{ClusterView, Task};
 
 pub mod document;
 pub mod file;
@@ -13,6 +13,11 @@ pub mod wire;
 pub enum SourceUpdate {
     /// A complete, fully parsed view of the cluster: replaces the previous one.
     Snapshot(ClusterView),
+    /// One task appeared or changed (event streams). An IP another live task
+    /// owns stays with that task until the master says otherwise.
+    Upsert(Task),
+    /// One task is gone (terminal state, killed, its app deleted).
+    Remove(String),
     /// The source cannot deliver a fresh view (unreachable, malformed input...).
     /// The last applied rules stay in force (fail-static).
     Degraded(String),
