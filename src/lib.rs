@@ -10,6 +10,7 @@ pub mod binding;
 pub mod compile;
 pub mod config;
 pub mod daemon;
+pub mod explain;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -30,6 +30,14 @@ pub enum Request {
     Status,
     /// The ruleset groupd intends, in `nft` syntax (compare with `nft list table`).
     Ruleset,
+    /// What this agent does with a new flow from `src` to `dst` (IPs or task
+    /// IDs; `src` may be "host" for this agent itself).
+    Explain {
+        src: String,
+        dst: String,
+        proto: crate::explain::Proto,
+        port: Option<u16>,
+    },
 }
 
 /// One row of `groupctl show`.
@@ -166,6 +174,17 @@ pub fn answer(
     let value = match req {
         Request::Show { all } => serde_json::to_value(endpoint_rows(state, *all, counters)),
         Request::Groups => serde_json::to_value(group_rows(state)),
+        Request::Explain {
+            src,
+            dst,
+            proto,
+            port,
+        } => match resolve_pair(state, src, dst) {
+            Ok((from_host, s, d)) => serde_json::to_value(crate::explain::explain(
+                state, s, d, *proto, *port, from_host,
+            )),
+            Err(e) => Ok(serde_json::json!({ "error": e })),
+        },
         Request::Ruleset => {
             let (inet, bridge) = state.tables();
             serde_json::to_value(
@@ -180,6 +199,45 @@ pub fn answer(
         })),
     };
     value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// IPs or task IDs -> addresses of one family. "host" means this agent.
+fn resolve_pair(
+    state: &DesiredState,
+    src: &str,
+    dst: &str,
+) -> Result<(bool, IpAddr, IpAddr), String> {
+    let ips_of = |what: &str| -> Result<Vec<IpAddr>, String> {
+        if let Ok(ip) = what.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        match state.view().tasks.get(what) {
+            Some(t) if !t.ips.is_empty() => Ok(t.ips.iter().copied().collect()),
+            Some(_) => Err(format!("task {what:?} has no IP address")),
+            None => Err(format!(
+                "{what:?} is neither an IP address nor a known task ID (see groupctl show --all)"
+            )),
+        }
+    };
+    let dsts = ips_of(dst)?;
+    if src == "host" {
+        let d = dsts[0];
+        let any: IpAddr = if d.is_ipv4() {
+            [0u8, 0, 0, 0].into()
+        } else {
+            [0u16; 8].into()
+        };
+        return Ok((true, any, d));
+    }
+    let srcs = ips_of(src)?;
+    for s in &srcs {
+        if let Some(d) = dsts.iter().find(|d| d.is_ipv4() == s.is_ipv4()) {
+            return Ok((false, *s, *d));
+        }
+    }
+    Err(format!(
+        "{src:?} and {dst:?} have no address family in common"
+    ))
 }
 
 /// Listen on `path` (0600); every request is answered by the main loop.

@@ -510,6 +510,37 @@ fn group_policy_end_to_end_with_real_packets() {
         "{table}"
     );
 
+    // 2c. explain: the verdict, the deciding rule and the reason, in groups.
+    let e = w.groupctl(
+        0,
+        &["explain", "web1.task-1", "web2.task-1", "--port", "7001"],
+    );
+    assert_eq!(e["verdict"], "accept", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("R1") && r.contains("\"web\"")),
+        "{e}"
+    );
+    let e = w.groupctl(0, &["explain", "web1.task-1", "db1.task-1"]);
+    assert_eq!(e["verdict"], "drop", "{e}");
+    assert!(
+        e["deciding_rule"]["chain"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("ep_")),
+        "{e}"
+    );
+    let e = w.groupctl(0, &["explain", "host", "web1.task-1"]);
+    assert_eq!(e["verdict"], "accept", "{e}");
+    let human = Command::new(GROUPCTL)
+        .arg("--socket")
+        .arg(w.socket(0))
+        .args(["explain", "cache1.task-1", "lb.task-1", "--proto", "udp"])
+        .output()
+        .expect("groupctl");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.starts_with("ACCEPT\nR2"), "{human}");
+
     // 2b. Health follows programming; metrics count what is enforced.
     for agent in 0..2 {
         let health = w.http(agent, "/healthz");

@@ -35,6 +35,17 @@ enum Command {
     Status,
     /// The nftables ruleset groupd intends (what `nft list table` should show).
     Ruleset,
+    /// Verdict of this agent for a new flow SRC -> DST, and the rule that decides it.
+    Explain {
+        /// Source IP or task ID, or "host" for this agent.
+        src: String,
+        /// Destination IP or task ID.
+        dst: String,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"], default_value = "tcp")]
+        proto: String,
+    },
 }
 
 fn ask(socket: &PathBuf, req: &Request) -> Result<serde_json::Value, String> {
@@ -101,6 +112,13 @@ fn clean(s: &str) -> String {
     }
 }
 
+/// Like [`clean`] but without shortening (a reason is a sentence).
+fn clean_long(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let req = match &cli.command {
@@ -108,6 +126,21 @@ fn main() -> ExitCode {
         Command::Show { what: None, all } => Request::Show { all: *all },
         Command::Status => Request::Status,
         Command::Ruleset => Request::Ruleset,
+        Command::Explain {
+            src,
+            dst,
+            port,
+            proto,
+        } => Request::Explain {
+            src: src.clone(),
+            dst: dst.clone(),
+            port: *port,
+            proto: match proto.as_str() {
+                "udp" => groupd::explain::Proto::Udp,
+                "icmp" => groupd::explain::Proto::Icmp,
+                _ => groupd::explain::Proto::Tcp,
+            },
+        },
     };
     let v = match ask(&cli.socket, &req) {
         Ok(v) => v,
@@ -190,6 +223,20 @@ fn main() -> ExitCode {
             Err(e) => format!("unexpected answer: {e}"),
         },
         Request::Status => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Request::Explain { .. } => {
+            match serde_json::from_value::<groupd::explain::Explanation>(v) {
+                Ok(e) => {
+                    let mut out =
+                        format!("{}\n{}\n", e.verdict.to_uppercase(), clean_long(&e.reason));
+                    out.push_str("\npath through the ruleset:\n");
+                    for s in &e.steps {
+                        out.push_str(&format!("  {:<28} {}\n", s.chain, s.rule));
+                    }
+                    out
+                }
+                Err(e) => format!("unexpected answer: {e}"),
+            }
+        }
         Request::Ruleset => format!(
             "{}{}",
             v.get("inet").and_then(|x| x.as_str()).unwrap_or(""),
