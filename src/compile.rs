@@ -48,6 +48,7 @@ pub struct Policy {
     pub egress_allow: Vec<Cidr>,
     pub allow_from_host: bool,
     pub ingress_allow: Vec<Cidr>,
+    pub enforce_discovery_ports: bool,
 }
 
 impl Policy {
@@ -61,6 +62,7 @@ impl Policy {
             egress_allow: c.policy.egress_allow.clone(),
             allow_from_host: c.policy.allow_from_host,
             ingress_allow: c.policy.ingress_allow.clone(),
+            enforce_discovery_ports: c.policy.enforce_discovery_ports,
         }
     }
 }
@@ -86,6 +88,12 @@ pub fn chain_names(task_id: &str) -> (String, String) {
         .finalize();
     let h: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
     (format!("ep_{h}_out"), format!("ep_{h}_in"))
+}
+
+/// The chain that checks peers of an endpoint whose ports are restricted (R9).
+pub fn peers_chain_name(task_id: &str) -> String {
+    let (_, ingress) = chain_names(task_id);
+    format!("{}_peers", ingress.trim_end_matches("_in"))
 }
 
 /// groups(T) after R3: a task with no groups is isolated or joins the
@@ -455,8 +463,15 @@ pub fn contribution(task: &Task, local: &[LocalBinding], policy: &Policy) -> Con
     }
     let in_open = groups.iter().any(|g| policy.open.contains(g));
     c.chains.push(egress_chain(&out_chain, &ids, policy));
-    c.chains
-        .push(ingress_chain(&in_chain, &ids, in_open, policy));
+    if policy.enforce_discovery_ports && !task.discovery_ports.is_empty() {
+        let peers = peers_chain_name(&task.id);
+        c.chains
+            .push(port_gate_chain(&in_chain, &peers, task, policy));
+        c.chains.push(peers_chain(&peers, &ids, in_open));
+    } else {
+        c.chains
+            .push(ingress_chain(&in_chain, &ids, in_open, policy));
+    }
     c
 }
 
@@ -517,15 +532,10 @@ fn egress_chain(name: &str, ids: &BTreeMap<&String, GroupId>, policy: &Policy) -
     chain(name, None, rules)
 }
 
-/// R1, R2, R5 for traffic a local endpoint receives.
-fn ingress_chain(
-    name: &str,
-    ids: &BTreeMap<&String, GroupId>,
-    in_open: bool,
-    policy: &Policy,
-) -> Chain {
-    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
-    rules.extend(group_rules(ids, Dir::In));
+/// Who may reach a local endpoint: members of its groups (R1) and, if it is
+/// in an open group, every endpoint (R2).
+fn peer_rules(ids: &BTreeMap<&String, GroupId>, in_open: bool) -> Vec<Rule> {
+    let mut rules = group_rules(ids, Dir::In);
     if in_open {
         for (l3, set) in [(L3::Ip, ENDPOINTS4), (L3::Ip6, ENDPOINTS6)] {
             rules.push(ret(vec![Match::AddrInSet {
@@ -535,12 +545,61 @@ fn ingress_chain(
             }]));
         }
     }
-    for cidr in &policy.ingress_allow {
-        rules.push(ret(vec![Match::AddrPrefix {
-            dir: Dir::In,
-            prefix: *cidr,
-        }]));
+    rules
+}
+
+fn ingress_allow_rules(policy: &Policy) -> Vec<Rule> {
+    policy
+        .ingress_allow
+        .iter()
+        .map(|cidr| {
+            ret(vec![Match::AddrPrefix {
+                dir: Dir::In,
+                prefix: *cidr,
+            }])
+        })
+        .collect()
+}
+
+/// R1, R2, R5 for traffic a local endpoint receives.
+fn ingress_chain(
+    name: &str,
+    ids: &BTreeMap<&String, GroupId>,
+    in_open: bool,
+    policy: &Policy,
+) -> Chain {
+    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
+    rules.extend(peer_rules(ids, in_open));
+    rules.extend(ingress_allow_rules(policy));
+    rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
+    chain(name, None, rules)
+}
+
+/// R9: peers reach the endpoint only on its discovery ports (and ICMP);
+/// then [`peers_chain`] decides who the peers are. CIDR allowances (R5) are
+/// not limited by ports.
+fn port_gate_chain(name: &str, peers: &str, task: &Task, policy: &Policy) -> Chain {
+    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
+    rules.extend(ingress_allow_rules(policy));
+    let to_peers = || Verdict::Goto(peers.to_string());
+    for p in &task.discovery_ports {
+        let udp = p.protocol == crate::model::Protocol::Udp;
+        rules.push(Rule::verdict(
+            vec![Match::Dport {
+                udp,
+                port: p.number,
+            }],
+            to_peers(),
+        ));
     }
+    rules.push(Rule::verdict(vec![Match::L4Proto(1)], to_peers()));
+    rules.push(Rule::verdict(vec![Match::L4Proto(58)], to_peers()));
+    rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
+    chain(name, None, rules)
+}
+
+fn peers_chain(name: &str, ids: &BTreeMap<&String, GroupId>, in_open: bool) -> Chain {
+    let mut rules = peer_rules(ids, in_open);
     rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
     chain(name, None, rules)
 }

@@ -491,12 +491,6 @@ impl Config {
                 at("egress_allow")
             ));
         }
-        if self.policy.enforce_discovery_ports {
-            return Err(format!(
-                "{}policy.enforce_discovery_ports = true (R9) is not supported by this build yet; remove it or set it to false",
-                at("enforce_discovery_ports")
-            ));
-        }
         let d = &self.daemon;
         if !(d.verify_interval.is_finite() && d.verify_interval >= 0.1) {
             return Err(format!(
@@ -632,18 +626,6 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&main);
-    }
-
-    #[test]
-    fn unsupported_discovery_port_enforcement_is_refused_clearly() {
-        let err = Config::parse(
-            "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\nenforce_discovery_ports = true\n",
-        )
-        .expect_err("R9 not in this build");
-        assert!(
-            err.contains("line 5") && err.contains("not supported"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -137,6 +137,18 @@ impl Tracer<'_> {
             Match::Icmpv6Type(_) => false,
             // A new flow: neither established nor related.
             Match::CtState(bits) => bits & 8 != 0,
+            Match::L4Proto(p) => match self.pkt.proto {
+                Proto::Icmp => *p == if self.pkt.src.is_ipv4() { 1 } else { 58 },
+                Proto::Tcp => *p == 6,
+                Proto::Udp => *p == 17,
+            },
+            Match::Dport { udp, port } => {
+                let proto_ok = matches!(
+                    (self.pkt.proto, udp),
+                    (Proto::Udp, true) | (Proto::Tcp, false)
+                );
+                proto_ok && self.pkt.port == Some(*port)
+            }
         }
     }
 
@@ -333,6 +345,9 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
     }
     if rule.chain == "from_task" || rule.chain == "to_task" {
         return format!("R7/R8: the interface/address pair is not bound to a known task; dropped by {} `{text}`", rule.chain);
+    }
+    if rule.chain.ends_with("_in") && verdict == "drop" && state.policy().enforce_discovery_ports {
+        return format!("R9/R5: {dst} accepts peers only on its discovery ports, or nothing allows {src}; dropped by {} `{text}`", rule.chain);
     }
     if rule.chain.ends_with("_in") && verdict == "drop" {
         return format!(

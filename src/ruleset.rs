@@ -236,6 +236,10 @@ pub enum Match {
     Icmpv6Type(u8),
     /// `ct state established,related` (bits of NF_CT_STATE_*).
     CtState(u32),
+    /// `meta l4proto icmp` (an IP protocol number).
+    L4Proto(u8),
+    /// `tcp dport 80` / `udp dport 53`.
+    Dport { udp: bool, port: u16 },
 }
 
 /// What a rule does after its matches.
@@ -350,6 +354,8 @@ fn match_text(m: &Match) -> String {
             }
         }
         Match::Icmpv6Type(t) => format!("icmpv6 type {}", icmpv6_name(*t)),
+        Match::L4Proto(p) => format!("meta l4proto {}", l4proto_name(*p)),
+        Match::Dport { udp, port } => format!("{} dport {port}", if *udp { "udp" } else { "tcp" }),
         Match::CtState(bits) => {
             let names: Vec<&str> = [
                 (1, "invalid"),
@@ -364,6 +370,16 @@ fn match_text(m: &Match) -> String {
             .collect();
             format!("ct state {}", names.join(","))
         }
+    }
+}
+
+fn l4proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "ipv6-icmp".into(),
+        other => other.to_string(),
     }
 }
 

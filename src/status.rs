@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::binding::Bindings;
-use crate::compile::{chain_names, effective_groups};
+use crate::compile::{chain_names, effective_groups, peers_chain_name};
 use crate::daemon::Health;
 use crate::model::{GroupOrigin, NotEnforced};
 use crate::state::DesiredState;
@@ -118,7 +118,14 @@ pub fn endpoint_rows(
                 .and_then(|c| c.split_first().map(|(first, rest)| (*first, sum(rest))))
         };
         let (egress_new, egress_dropped) = split(&out_chain).unzip();
-        let (ingress_new, ingress_dropped) = split(&in_chain).unzip();
+        let (ingress_new, mut ingress_dropped) = split(&in_chain).unzip();
+        // With R9 the peer check has a chain of its own: its drops count too.
+        if let (Some((p, b)), Some(peers)) =
+            (ingress_dropped, counters.get(&peers_chain_name(&t.id)))
+        {
+            let (pp, pb) = sum(peers);
+            ingress_dropped = Some((p + pp, b + pb));
+        }
         rows.push(EndpointRow {
             task: t.id.clone(),
             app: t.app.clone(),

@@ -14,7 +14,7 @@ mod netns;
 
 use common::{blocks, normalise};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -111,6 +111,10 @@ struct World {
     version: Vec<u32>,
     /// Marathon app id (without the leading /) per task index.
     app: Vec<String>,
+    /// Discovery ports (number, "tcp"/"udp") per task index.
+    ports: BTreeMap<usize, Vec<(u16, &'static str)>>,
+    /// `policy.enforce_discovery_ports` (R9).
+    enforce_ports: bool,
     dir: PathBuf,
     daemons: Vec<Option<ManagedChild>>,
 }
@@ -141,6 +145,8 @@ impl World {
             present: (0..SPECS.len()).collect(),
             version: vec![1; SPECS.len()],
             app: SPECS.iter().map(|s| s.name.to_string()).collect(),
+            ports: BTreeMap::new(),
+            enforce_ports: false,
             cluster,
             agents,
             tasks,
@@ -172,7 +178,10 @@ impl World {
                 serde_json::json!({
                     "id": format!("/{}", self.app[i]),
                     "version": version,
-                    "ipAddress": { "groups": self.groups[i].iter().collect::<Vec<_>>() },
+                    "ipAddress": {
+                        "groups": self.groups[i].iter().collect::<Vec<_>>(),
+                        "discovery": { "ports": self.ports.get(&i).map(|ps| ps.iter().map(|(n, p)| serde_json::json!({"number": n, "name": format!("p{n}"), "protocol": p})).collect::<Vec<_>>()).unwrap_or_default() },
+                    },
                     "tasks": [{
                         "id": self.task_id(i),
                         "appId": format!("/{}", self.app[i]),
@@ -203,10 +212,11 @@ impl World {
     fn config(&self, agent: usize) -> PathBuf {
         let path = self.dir.join(format!("a{agent}.toml"));
         let text = format!(
-            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n[metrics]\nlisten = \"127.0.0.1:9490\"\n",
+            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n[policy]\nenforce_discovery_ports = {}\n[metrics]\nlisten = \"127.0.0.1:9490\"\n",
             self.doc_path(),
             self.socket(agent),
             self.dir.join(format!("state-a{agent}")),
+            self.enforce_ports,
         );
         std::fs::write(&path, text).expect("write config");
         path
@@ -317,6 +327,23 @@ impl World {
         a.intersection(&b).next().is_some() || b.contains("public")
     }
 
+    /// R9: with enforcement on, a task that declares ports accepts peers only
+    /// there (the probes use TCP 7001 and UDP 7002) and ICMP.
+    fn port_open(&self, dst: usize, proto: Proto) -> bool {
+        let Some(ports) = self
+            .ports
+            .get(&dst)
+            .filter(|p| self.enforce_ports && !p.is_empty())
+        else {
+            return true;
+        };
+        match proto {
+            Proto::Icmp => true,
+            Proto::Tcp => ports.contains(&(netns::TCP_PORT, "tcp")),
+            Proto::Udp => ports.contains(&(netns::UDP_PORT, "udp")),
+        }
+    }
+
     /// Probe every ordered pair with ICMP, TCP, UDP over IPv4 and IPv6 and
     /// return the mismatches against `expected`.
     fn matrix_mismatches(&self, among: &[usize]) -> Vec<String> {
@@ -339,7 +366,7 @@ impl World {
         let results = self.cluster.probe_many(probes);
         let mut bad = Vec::new();
         for ((s, d, v6, proto), got) in labels.into_iter().zip(results) {
-            let want = self.expected(s, d);
+            let want = self.expected(s, d) && self.port_open(d, proto);
             if got != want {
                 bad.push(format!(
                     "{} -> {} {:?} {}: got {}, want {}",
@@ -892,5 +919,42 @@ fn demo_shows_groupctl_and_a_measured_matrix() {
     assert!(
         mismatches.is_empty(),
         "measured matrix differs from R1-R3: {mismatches:?}"
+    );
+}
+
+/// R9: with `enforce_discovery_ports`, peers reach a task that declares
+/// discovery ports only on those ports (and ICMP).
+#[test]
+fn discovery_ports_limit_what_peers_reach() {
+    require_tools();
+    let mut w = World::build("r9");
+    w.enforce_ports = true;
+    w.ports
+        .insert(idx("lb"), vec![(netns::TCP_PORT, "tcp")]);
+    w.ports.insert(
+        idx("db2"),
+        vec![(netns::UDP_PORT, "udp"), (9999, "tcp")],
+    );
+    w.write_document();
+    w.start(0);
+    w.start(1);
+    w.wait_converged();
+    let some = vec![
+        idx("web2"),
+        idx("db1"),
+        idx("db2"),
+        idx("lb"),
+        idx("cache1"),
+        idx("lonely"),
+    ];
+    w.assert_matrix(&some, "discovery ports enforced");
+    let e = w.groupctl(
+        0,
+        &["explain", "db1.task-1", "db2.task-1", "--port", "7001"],
+    );
+    assert_eq!(e["verdict"], "drop", "{e}");
+    assert!(
+        e["reason"].as_str().is_some_and(|r| r.contains("R9")),
+        "{e}"
     );
 }

@@ -14,7 +14,7 @@ use groupd::nft::Nft;
 use groupd::state::DesiredState;
 
 fn policy() -> Policy {
-    let c = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\n").expect("config");
+    let c = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\nenforce_discovery_ports = true\n").expect("config");
     Policy::from_config(&c)
 }
 
@@ -53,7 +53,18 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
             &["web", "db"],
         ));
         view.insert(task("db.1", &["10.233.2.2"], &["db"]));
-        view.insert(task("pub.1", &["10.233.1.3"], &["public"]));
+        let mut lb = task("pub.1", &["10.233.1.3"], &["public"]);
+        lb.discovery_ports.insert(groupd::model::DiscoveryPort {
+            number: 80,
+            protocol: groupd::model::Protocol::Tcp,
+            name: None,
+        });
+        lb.discovery_ports.insert(groupd::model::DiscoveryPort {
+            number: 53,
+            protocol: groupd::model::Protocol::Udp,
+            name: Some("dns".into()),
+        });
+        view.insert(lb);
         view.insert(task("lonely.1", &["10.233.1.4"], &[]));
         view.insert(task(
             "quote\"; drop table;",

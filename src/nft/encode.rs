@@ -510,6 +510,16 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
                 out.push(payload(TRANSPORT_HEADER, 0, 1, Register::Reg1));
                 out.push(cmp(Operator::Equal, vec![*t]));
             }
+            Match::L4Proto(p) => {
+                out.push(meta(MetaKey::L4Proto, Register::Reg1));
+                out.push(cmp(Operator::Equal, vec![*p]));
+            }
+            Match::Dport { udp, port } => {
+                out.push(meta(MetaKey::L4Proto, Register::Reg1));
+                out.push(cmp(Operator::Equal, vec![if *udp { 17 } else { 6 }]));
+                out.push(payload(TRANSPORT_HEADER, 2, 2, Register::Reg1));
+                out.push(cmp(Operator::Equal, port.to_be_bytes().to_vec()));
+            }
             Match::CtState(bits) => {
                 out.push(ct_state());
                 out.push(bitwise(4, bits.to_ne_bytes().to_vec()));
