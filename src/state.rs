@@ -279,7 +279,10 @@ impl DesiredState {
         let old_names: BTreeSet<&String> = old.chains.iter().map(|c| &c.name).collect();
         for c in &new.chains {
             if self.chains.get(&c.name) != Some(c) {
-                if !self.chains.contains_key(&c.name) {
+                // A chain whose deletion is still pending exists in the
+                // kernel: it is rewritten (flushed), not created again.
+                let pending_delete = matches!(self.pending.chains.get(&c.name), Some(None));
+                if !self.chains.contains_key(&c.name) && !pending_delete {
                     self.pending.new_chains.insert(c.name.clone());
                 }
                 self.chains.insert(c.name.clone(), c.clone());
@@ -511,6 +514,25 @@ mod tests {
         assert_eq!(st.owner_of(&"10.233.16.1".parse().expect("ip")), Some("t0"));
         let d = st.take_delta();
         assert!(d.is_empty(), "nothing changes in the kernel: {d:?}");
+    }
+
+    #[test]
+    fn a_local_task_removed_and_readded_before_the_transaction_rewrites_its_chains() {
+        let mut st = big_state();
+        let t = st.view().tasks.get("t5").cloned().expect("t5");
+        st.remove_task("t5");
+        st.upsert_task(t);
+        let d = st.take_delta();
+        assert!(
+            d.new_chains.is_empty(),
+            "the chains exist in the kernel: {:?}",
+            d.new_chains
+        );
+        assert!(
+            d.chains.values().all(|c| c.is_some()),
+            "rewritten, not deleted"
+        );
+        assert_eq!(d.element_count(), 0, "{d:?}");
     }
 
     #[test]
