@@ -6,6 +6,8 @@ use crate::model::{ClusterView, Task};
 
 pub mod document;
 pub mod file;
+pub mod http;
+pub mod sse;
 pub mod wire;
 
 /// What a source tells the daemon.
