@@ -1,0 +1,169 @@
+//! Peak RSS of a real `groupd` holding the largest view: the file source
+//! reads a Marathon `/v2/apps?embed=apps.tasks` document of the whole
+//! cluster, inside a scratch namespace with 250 routed task interfaces (so
+//! the daemon also holds 250 local endpoints and their chains).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::full::LOCAL;
+use super::Scratch;
+use crate::common::netns::ScratchNs;
+use crate::common::stats::fmt_s;
+use crate::common::{cluster, pass, Rows};
+
+const GROUPD: &str = env!("CARGO_BIN_EXE_groupd");
+const GROUPCTL: &str = env!("CARGO_BIN_EXE_groupctl");
+const TARGET_RSS_MB: f64 = 40.0;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One app per task: groups are per app (version) in Marathon.
+fn marathon_doc(g: usize) -> String {
+    let mut s = String::from("{\"apps\":[");
+    for t in 0..cluster::task_count(g) {
+        let groups: Vec<String> = cluster::groups_of(t, g)
+            .into_iter()
+            .map(|k| format!("\"{}\"", cluster::group_name(k)))
+            .collect();
+        let _ = write!(
+            s,
+            "{}{{\"id\":\"/app{t}\",\"version\":\"v1\",\"ipAddress\":{{\"groups\":[{}]}},\
+             \"tasks\":[{{\"id\":\"{}\",\"appId\":\"/app{t}\",\"version\":\"v1\",\"state\":\"TASK_RUNNING\",\
+             \"ipAddresses\":[{{\"ipAddress\":\"{}\",\"protocol\":\"IPv4\"}}]}}]}}",
+            if t == 0 { "" } else { "," },
+            groups.join(","),
+            cluster::task_id(t),
+            cluster::task_ip(t)
+        );
+    }
+    s.push_str("]}\n");
+    s
+}
+
+/// veth-b<i> (peer vp-b<i> in the same namespace) with a /32 route to task i:
+/// what a routed (Calico-style) agent looks like to groupd's binding.
+fn task_interfaces(ns: &ScratchNs, dir: &Path) {
+    let mut batch = String::new();
+    for t in 0..LOCAL {
+        let (i, ip) = (t + 1, cluster::task_ip(t));
+        let _ = writeln!(batch, "link add veth-b{i} type veth peer name vp-b{i}");
+        let _ = writeln!(batch, "link set veth-b{i} up");
+        let _ = writeln!(batch, "link set vp-b{i} up");
+        let _ = writeln!(batch, "route add {ip}/32 dev veth-b{i} scope link");
+    }
+    let path = dir.join("links.batch");
+    std::fs::write(&path, batch).expect("write ip batch");
+    ns.ip(&["-batch", path.to_str().expect("utf-8 path")]);
+}
+
+fn status(socket: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(GROUPCTL)
+        .args(["--socket", socket.to_str()?, "--json", "status"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn proc_kb(pid: u32, key: &str) -> f64 {
+    let text =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing in /proc/{pid}/status"))
+}
+
+/// Kills the daemon when the measurement ends, however it ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SIGTERM first: groupd exits cleanly (its rules stay, the namespace goes).
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
+    let n = cluster::task_count(g);
+    eprintln!("[apply] G={g}: peak RSS of groupd holding {n} tasks");
+    let dir = scratch.dir.join("rss");
+    std::fs::create_dir_all(&dir).expect("create rss dir");
+    let ns = ScratchNs::new("rss");
+    task_interfaces(&ns, &dir);
+    let doc = dir.join("apps.json");
+    std::fs::write(&doc, marathon_doc(g)).expect("write marathon document");
+    let socket = dir.join("groupd.sock");
+    let config = dir.join("groupd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n\
+             [daemon]\nsocket = {:?}\nstate_dir = {:?}\n[metrics]\nlisten = \"\"\n",
+            doc,
+            socket,
+            dir.join("state")
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.join("groupd.log")).expect("create log");
+    let started = Instant::now();
+    let child = ns.run(move || {
+        Command::new(GROUPD)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start groupd")
+    });
+    let daemon = Daemon(child);
+    let pid = daemon.0.id();
+    let st = loop {
+        if let Some(v) = status(&socket) {
+            if v["tasks"].as_u64() == Some(n as u64) {
+                break v;
+            }
+        }
+        let log = std::fs::read_to_string(dir.join("groupd.log")).unwrap_or_default();
+        assert!(
+            started.elapsed() < STARTUP_TIMEOUT,
+            "groupd did not report {n} tasks within {STARTUP_TIMEOUT:?}; its log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ready = started.elapsed().as_secs_f64();
+    let (hwm, rss) = (
+        proc_kb(pid, "VmHWM:") / 1024.0,
+        proc_kb(pid, "VmRSS:") / 1024.0,
+    );
+    let apply_ms = st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN);
+    let ifaces = st["task_interfaces"].as_u64().unwrap_or(0);
+    drop(daemon);
+    rows.row([
+        &format!(
+            "groupd peak RSS (VmHWM), G={g}: {n} tasks, {ifaces} task interfaces, file source"
+        ),
+        &format!("{hwm:.1} MB (VmRSS {rss:.1} MB)"),
+        &format!(
+            "start to in sync {}; its last apply {:.0} ms",
+            fmt_s(ready),
+            apply_ms
+        ),
+        "",
+        &format!("< {TARGET_RSS_MB} MB"),
+        pass(hwm < TARGET_RSS_MB),
+    ]);
+}
