@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# run.sh        the whole benchmark (`make bench`): control plane + data plane
+#
+# Runs, in this order and as root, everything inside scratch network
+# namespaces named $GROUPD_BENCH_PREFIX-* (created and deleted here):
+#   1. benches/apply.rs      full apply / one-task changes vs `nft`, groupd's peak RSS
+#   2. benches/dataplane.sh  UDP and TCP request/response through groupd's policy vs no rules
+# then prints one markdown table and writes it to benches/results/latest.md.
+# About 5 minutes; env knobs of both parts pass through (GROUPD_BENCH_RUNS,
+# GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
+. "$ROOT/benches/dp/lib.sh"
+[ "$(id -u)" = 0 ] || die "run as root (sudo make bench): it creates network namespaces"
+
+WORK=$(mktemp -d "/tmp/$P-run.XXXXXX")
+export GROUPD_BENCH_ROWS="$WORK/rows.md"
+: > "$GROUPD_BENCH_ROWS"
+
+# Whatever a killed part left behind: only namespaces with this run's prefix,
+# and only processes inside them (all started by this run).
+cleanup() {
+  local rc=$? ns pids
+  trap - EXIT INT TERM
+  for ns in $(ip netns list | awk -v p="$P-" 'index($1, p) == 1 { print $1 }'); do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -z "$pids" ] || kill $pids 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$WORK" "/tmp/$P-files"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+APPLY=$(bench_exe apply)
+DP_POLICY_BIN=$(bench_exe dp_policy)
+export DP_POLICY_BIN
+[ -x "$APPLY" ] && [ -x "$DP_POLICY_BIN" ] || die "bench binaries missing: cargo build --release --benches"
+
+started=$SECONDS
+log "control plane ($APPLY)"
+if ! "$APPLY" > "$WORK/apply.out"; then
+  echo "| control plane: FAILED (apply exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+fi
+log "data plane (benches/dataplane.sh)"
+if ! "$ROOT/benches/dataplane.sh" > "$WORK/dataplane.out"; then
+  echo "| data plane: FAILED (dataplane.sh exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+fi
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+{
+  echo "# groupd benchmark"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/'),"
+  echo "kernel $(uname -r), $(nft --version), $(nproc) CPUs ($cpu), $(( SECONDS - started )) s."
+  echo "Cluster: G groups × 10 members, each task in 3 groups (⌈10G/3⌉ tasks), 250 local endpoints."
+  echo "Ratio = groupd / the comparison column (times: lower is better; rates: higher is better)."
+  echo
+  echo "| measurement | groupd | comparison | ratio | target | result |"
+  echo "|---|---|---|---|---|---|"
+  cat "$GROUPD_BENCH_ROWS"
+} > "$WORK/latest.md"
+mkdir -p "$ROOT/benches/results"
+cp "$WORK/latest.md" "$ROOT/benches/results/latest.md"
+echo
+cat "$WORK/latest.md"
+echo
+echo "(written to benches/results/latest.md)"
