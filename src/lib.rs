@@ -16,6 +16,7 @@ pub mod model;
 pub mod net;
 pub mod nft;
 pub mod ruleset;
+pub mod sim;
 pub mod source;
 pub mod state;
 pub mod status;
