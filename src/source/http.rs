@@ -106,6 +106,10 @@ pub enum HttpError {
     Setup(String),
     #[error("{url}: cannot connect: {detail} (is the master up and the URL right?)")]
     Connect { url: String, detail: String },
+    /// Connected, but the answer was not usable HTTP (or the connection
+    /// was reset before the headers).
+    #[error("{url}: request failed: {detail} (not an HTTP master, or the connection was reset)")]
+    Protocol { url: String, detail: String },
     #[error("{url}: no response within {} (master hung or overloaded)", secs(*.after))]
     HeadersTimeout { url: String, after: Duration },
     #[error("{url}: body not complete within {} after {got} bytes (master too slow or stuck)", secs(*.after))]
@@ -168,6 +172,7 @@ impl HttpError {
     pub fn is_failover(&self) -> bool {
         match self {
             HttpError::Connect { .. }
+            | HttpError::Protocol { .. }
             | HttpError::HeadersTimeout { .. }
             | HttpError::BodyTimeout { .. }
             | HttpError::Truncated { .. }
@@ -224,6 +229,16 @@ pub fn redact_url(s: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A URL as errors show it: redacted, and a long query (the event filter
+/// list) elided so that the reason stays readable in `groupctl status`.
+pub fn shown_url(url: &str) -> String {
+    let url = redact_url(url);
+    match url.split_once('?') {
+        Some((head, query)) if query.len() > 40 => format!("{head}?…"),
+        _ => url,
+    }
 }
 
 /// A secret string that never prints.
@@ -439,12 +454,12 @@ impl MasterClient {
     ) -> Result<(reqwest::Response, String), HttpError> {
         let text = format!("{base}{path}");
         let mut url = Url::parse(&text).map_err(|e| HttpError::Connect {
-            url: redact_url(&text),
+            url: shown_url(&text),
             detail: format!("not a valid URL ({e}); fix source.urls"),
         })?;
         let mut chain = vec![url.clone()];
         loop {
-            let shown = redact_url(url.as_str());
+            let shown = shown_url(url.as_str());
             let response = self.send_once(&url, &shown, accept).await?;
             let status = response.status();
             if !is_followed_redirect(status) {
@@ -474,7 +489,11 @@ impl MasterClient {
                 url: shown.to_string(),
                 after: self.timeouts.headers,
             }),
-            Ok(Err(e)) => Err(HttpError::Connect {
+            Ok(Err(e)) if e.is_connect() => Err(HttpError::Connect {
+                url: shown.to_string(),
+                detail: describe(&e),
+            }),
+            Ok(Err(e)) => Err(HttpError::Protocol {
                 url: shown.to_string(),
                 detail: describe(&e),
             }),
@@ -511,21 +530,21 @@ impl MasterClient {
         if url.scheme() == "https" && next.scheme() != "https" && !matches!(self.auth, Auth::None) {
             return Err(fail(format!(
                 "refusing to follow a redirect from https to {} with credentials",
-                redact_url(next.as_str())
+                shown_url(next.as_str())
             )));
         }
         if chain.contains(&next) {
             let hops: Vec<String> = chain
                 .iter()
                 .chain(std::iter::once(&next))
-                .map(|u| redact_url(u.as_str()))
+                .map(|u| shown_url(u.as_str()))
                 .collect();
             return Err(fail(format!("redirect loop: {}", hops.join(" -> "))));
         }
         if chain.len() > MAX_REDIRECTS {
             return Err(fail(format!(
                 "more than {MAX_REDIRECTS} redirects (last to {})",
-                redact_url(next.as_str())
+                shown_url(next.as_str())
             )));
         }
         Ok(next)
@@ -771,6 +790,18 @@ mod tests {
         assert_eq!(redact_url("no url here"), "no url here");
         // Passwords with @ or : inside: everything up to the last @ goes.
         assert_eq!(redact_url("http://u:p@ss:w@rd@m1:1/"), "http://***@m1:1/");
+    }
+
+    #[test]
+    fn long_queries_are_elided_short_ones_kept() {
+        assert_eq!(
+            shown_url("http://u:p@m1:8080/v2/events?event_type=status_update_event&event_type=app_terminated_event"),
+            "http://***@m1:8080/v2/events?…"
+        );
+        assert_eq!(
+            shown_url("http://m1/v2/apps?embed=apps.tasks"),
+            "http://m1/v2/apps?embed=apps.tasks"
+        );
     }
 
     #[test]
