@@ -336,6 +336,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let groups = config.groups.clone();
             tokio::spawn(source::file::run(path, groups, stx));
         }
+        SourceKind::Marathon => {
+            tokio::spawn(source::marathon::run(
+                config.source.clone(),
+                config.groups.clone(),
+                stx,
+            ));
+        }
         other => anyhow::bail!(
             "source kind {other:?} is not implemented in this build; use kind = \"file\""
         ),

@@ -548,6 +548,25 @@ pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache
     converted
 }
 
+/// One task of `app` reported on its own (a Marathon status event), with the
+/// configuration of the version that launched it as `versions` knows it.
+/// Unlike [`convert_app`] it neither learns nor forgets versions: the
+/// caller learns the launching version first (and other tasks of the app
+/// still need theirs).
+pub fn convert_event_task(
+    app: &App,
+    task: &MarathonTask,
+    groups: &GroupsConfig,
+    versions: &VersionCache,
+) -> Task {
+    let current = app.config();
+    let launch = match task.version.as_deref() {
+        None => Ok(&current),
+        Some(v) => versions.lookup(&app.id, v).ok_or(v),
+    };
+    convert_task(app, task, launch, &current, groups)
+}
+
 /// One task. `launch` is the configuration of the launching version, or the
 /// version string when it is unknown.
 fn convert_task(
