@@ -85,7 +85,6 @@ pub async fn stream(
     {
         return;
     }
-    let _attached = Attached::new(shared.clone());
     if budget == Some(0) {
         return;
     }
@@ -93,6 +92,9 @@ pub async fn stream(
         event_type: "event_stream_attached".into(),
         data: render::event_stream_attached(&peer.ip().to_string(), &render::now_iso()),
     }]);
+    // Counted only now: whoever waits for a client to attach (and then
+    // emits) must find the attach event already in the stream.
+    let _attached = Attached::new(shared.clone());
     let period = shared
         .options
         .keepalive
