@@ -100,6 +100,8 @@ pub async fn stream(
         .keepalive
         .max(std::time::Duration::from_millis(1));
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // After a slow (trickled) write, one keep-alive, not a burst of them.
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sink = [0u8; 512];
     loop {
         tokio::select! {
