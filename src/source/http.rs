@@ -128,6 +128,8 @@ pub enum HttpError {
     },
     #[error("{url}: response larger than {limit} bytes; refusing to buffer it (is this really the master?)")]
     TooLarge { url: String, limit: usize },
+    #[error("{url}: event stream broken: {detail}")]
+    StreamBroken { url: String, detail: String },
     #[error("{url}: no data for {} (stream stalled)", secs(*.after))]
     Stalled { url: String, after: Duration },
     #[error("{url}: HTTP {}{}", status_text(*.status), status_hint(*.status))]
@@ -177,6 +179,7 @@ impl HttpError {
             | HttpError::BodyTimeout { .. }
             | HttpError::Truncated { .. }
             | HttpError::Stalled { .. }
+            | HttpError::StreamBroken { .. }
             | HttpError::Redirect { .. } => true,
             HttpError::Status { status, .. } => *status >= 500,
             HttpError::Setup(_)
@@ -292,9 +295,8 @@ impl ByteStream {
                 url: self.url.clone(),
                 after: period,
             }),
-            Ok(Err(e)) => Err(HttpError::Truncated {
+            Ok(Err(e)) => Err(HttpError::StreamBroken {
                 url: self.url.clone(),
-                got: 0,
                 detail: describe(&e),
             }),
             Ok(Ok(chunk)) => Ok(chunk),

@@ -111,6 +111,9 @@ pub async fn run_with(
     tuning: Tuning,
 ) {
     tracing::info!(urls = ?cfg.urls.iter().map(|u| super::http::redact_url(u)).collect::<Vec<_>>(), "marathon source: starting");
+    if !cfg.tls_verify {
+        tracing::warn!("marathon source: source.tls_verify = false: the masters' TLS certificates are NOT checked");
+    }
     Source::new(&cfg, groups, tx, tuning).run().await;
     tracing::debug!("marathon source: receiver gone, stopping");
 }
