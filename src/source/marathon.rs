@@ -1204,9 +1204,11 @@ mod tests {
         Tuning {
             timeouts: Timeouts {
                 connect: Duration::from_millis(500),
-                headers: Duration::from_millis(400),
-                body: Duration::from_millis(400),
-                stall: Duration::from_millis(400),
+                // Shorter than the stall: a snapshot failure must not race
+                // the stream's stall timer in the tests that expect it.
+                headers: Duration::from_millis(300),
+                body: Duration::from_millis(300),
+                stall: Duration::from_millis(500),
                 max_body: 1024 * 1024,
             },
             backoff_base: Duration::from_millis(10),
@@ -1364,7 +1366,7 @@ mod tests {
         m.hub.push(": x");
         let reason = degraded(&mut rx).await;
         assert!(
-            reason.contains("no data for 0.4 s (stream stalled)"),
+            reason.contains("no data for 0.5 s (stream stalled)"),
             "{reason}"
         );
         snapshot(&mut rx).await;
@@ -1372,7 +1374,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_during_the_snapshot_are_folded_into_it() {
-        let m = fake_with(one_app_one_task(), vec![], Duration::from_millis(200)).await;
+        let m = fake_with(one_app_one_task(), vec![], Duration::from_millis(150)).await;
         let mut rx = start(config(vec![m.server.base.clone()]));
         // Wait until the snapshot request is in flight, then send an event.
         while m.server.requests(APPS_PATH).is_empty() {
@@ -1635,8 +1637,8 @@ mod tests {
     #[tokio::test]
     async fn hanging_and_trickling_masters_time_out() {
         for (reply, expect) in [
-            (0, "no response within 0.4 s"),
-            (1, "body not complete within 0.4 s"),
+            (0, "no response within 0.3 s"),
+            (1, "body not complete within 0.3 s"),
         ] {
             let hub = Hub::default();
             let h = hub.clone();
