@@ -6,6 +6,7 @@
 //! - [`Nft::cleanup`]: delete groupd's tables.
 
 pub mod encode;
+pub mod nla;
 pub mod readback;
 pub mod socket;
 pub mod udata;

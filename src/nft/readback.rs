@@ -3,15 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use netlink_packet_core::Nla;
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, DataAttribute, Hook, HookNumber, InetHookNumber, ListAttribute,
-    NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute, SetElementList,
-    SetElementMessage, SetMessage, TableAttribute, TableMessage, Verdict as NlVerdict,
-    VerdictAttribute,
+    ChainAttribute, ChainMessage, Hook, HookNumber, InetHookNumber, NfTablesMessage, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementList, SetElementMessage, SetMessage, TableAttribute,
+    TableMessage,
 };
-use netlink_packet_netfilter::nftables::{ChainMessage, ExpressionAttribute, Expressions};
 
+use super::nla;
 use super::socket::{NfSocket, NftError};
 use super::udata;
 use crate::ruleset::{Element, Family, Hook as RHook, Verdict};
@@ -105,10 +103,11 @@ pub fn read_table(
             ],
         });
         let mut elements = BTreeSet::new();
-        for m in sock.dump(fam, req)? {
-            if let NfTablesMessage::NewSetElement(e) = m {
-                parse_elements(&e, &mut elements);
-            }
+        for raw in sock.dump_raw(fam, req)? {
+            parse_elements(
+                raw.get(nla::NFT_HEADER..).unwrap_or_default(),
+                &mut elements,
+            );
         }
         if let Some(s) = out.sets.get_mut(&set_name) {
             s.elements = elements;
@@ -126,15 +125,15 @@ pub fn read_table(
             }
         }
     }
-    for m in sock.dump(
-        fam,
-        NfTablesMessage::GetRule(RuleMessage {
-            attributes: vec![RuleAttribute::Table(name.to_string())],
-        }),
-    )? {
-        if let NfTablesMessage::NewRule(r) = m {
-            parse_rule(&r, name, &mut out.chains);
-        }
+    let rules = NfTablesMessage::GetRule(RuleMessage {
+        attributes: vec![RuleAttribute::Table(name.to_string())],
+    });
+    for raw in sock.dump_raw(fam, rules)? {
+        parse_rule(
+            raw.get(nla::NFT_HEADER..).unwrap_or_default(),
+            name,
+            &mut out.chains,
+        );
     }
     Ok(out)
 }
@@ -161,49 +160,40 @@ fn parse_set(s: &SetMessage, table: &str) -> Option<(String, KernelSet)> {
     name.map(|n| (n, set))
 }
 
-fn parse_elements(m: &SetElementMessage, out: &mut BTreeSet<Element>) {
-    for a in &m.attributes {
-        let SetElementList::Elements(list) = a else {
+/// Elements of one NEWSETELEM message (raw attributes after the header).
+fn parse_elements(msg: &[u8], out: &mut BTreeSet<Element>) {
+    const ELEMENTS: u16 = 3;
+    const KEY: u16 = 1;
+    const DATA: u16 = 2;
+    const DATA_VALUE: u16 = 1;
+    const DATA_VERDICT: u16 = 2;
+    let Some(list) = nla::find(msg, ELEMENTS) else {
+        return;
+    };
+    for (_, elem) in nla::attrs(list) {
+        let Some(key) = nla::find(elem, KEY).and_then(|k| nla::find(k, DATA_VALUE)) else {
             continue;
         };
-        for item in list {
-            let ListAttribute::Element(attrs) = item else {
-                continue;
-            };
-            let mut key = None;
-            let mut verdict = None;
-            for ea in attrs {
-                match ea {
-                    SetElementAttribute::Key(DataAttribute::Value(v)) => key = Some(v.clone()),
-                    SetElementAttribute::Data(DataAttribute::Verdict(v)) => {
-                        verdict = parse_verdict(v)
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(key) = key {
-                out.insert(Element { key, verdict });
-            }
-        }
+        let verdict = nla::find(elem, DATA)
+            .and_then(|d| nla::find(d, DATA_VERDICT))
+            .and_then(parse_verdict);
+        out.insert(Element {
+            key: key.to_vec(),
+            verdict,
+        });
     }
 }
 
-pub(crate) fn parse_verdict(attrs: &[VerdictAttribute]) -> Option<Verdict> {
-    let mut code = None;
-    let mut chain = None;
-    for a in attrs {
-        match a {
-            VerdictAttribute::Code(c) => code = Some(*c),
-            VerdictAttribute::Chain(n) => chain = Some(n.clone()),
-            _ => {}
-        }
-    }
-    match (code?, chain) {
-        (NlVerdict::Jump, Some(c)) => Some(Verdict::Jump(c)),
-        (NlVerdict::Goto, Some(c)) => Some(Verdict::Goto(c)),
-        (NlVerdict::Return, _) => Some(Verdict::Return),
-        (NlVerdict::Other(1), _) => Some(Verdict::Accept),
-        (NlVerdict::Other(0), _) => Some(Verdict::Drop),
+/// A verdict (NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN).
+fn parse_verdict(attrs: &[u8]) -> Option<Verdict> {
+    let code = nla::find(attrs, 1).and_then(nla::u32_be)?;
+    let chain = nla::find(attrs, 2).map(nla::string);
+    match (code as i32, chain) {
+        (-3, Some(c)) => Some(Verdict::Jump(c)),
+        (-4, Some(c)) => Some(Verdict::Goto(c)),
+        (-5, _) => Some(Verdict::Return),
+        (1, _) => Some(Verdict::Accept),
+        (0, _) => Some(Verdict::Drop),
         _ => None,
     }
 }
@@ -251,68 +241,38 @@ fn inet_hook(n: &InetHookNumber) -> Option<RHook> {
     })
 }
 
-fn parse_rule(r: &RuleMessage, table: &str, chains: &mut BTreeMap<String, KernelChain>) {
-    let mut in_table = false;
-    let mut chain = None;
-    let mut handle = 0;
-    let mut tag = None;
-    let mut counter = None;
-    for a in &r.attributes {
-        match a {
-            RuleAttribute::Table(t) => in_table = t == table,
-            RuleAttribute::Chain(c) => chain = Some(c.clone()),
-            RuleAttribute::Handle(h) => handle = *h,
-            RuleAttribute::UserData(u) => tag = udata::rule_comment(u),
-            RuleAttribute::Expressions(exprs) => counter = exprs.iter().find_map(counter_of),
-            _ => {}
-        }
-    }
-    if !in_table {
+/// One NEWRULE message: its chain, handle, comment tag and counter.
+fn parse_rule(msg: &[u8], table: &str, chains: &mut BTreeMap<String, KernelChain>) {
+    const TABLE: u16 = 1;
+    const CHAIN: u16 = 2;
+    const HANDLE: u16 = 3;
+    const EXPRESSIONS: u16 = 4;
+    const USERDATA: u16 = 7;
+    if nla::find(msg, TABLE).map(nla::string).as_deref() != Some(table) {
         return;
     }
-    if let Some(c) = chain {
-        let chain = chains.entry(c).or_default();
-        chain.rules.push((handle, tag));
-        chain.rule_counters.push(counter);
-    }
+    let Some(chain) = nla::find(msg, CHAIN).map(nla::string) else {
+        return;
+    };
+    let handle = nla::find(msg, HANDLE).and_then(nla::u64_be).unwrap_or(0);
+    let tag = nla::find(msg, USERDATA).and_then(udata::rule_comment);
+    let counter = nla::find(msg, EXPRESSIONS).and_then(counter_of);
+    let chain = chains.entry(chain).or_default();
+    chain.rules.push((handle, tag));
+    chain.rule_counters.push(counter);
 }
 
-/// (packets, bytes) of a `counter` expression.
-fn counter_of(e: &ListAttribute<ExpressionAttribute>) -> Option<(u64, u64)> {
-    let ListAttribute::Element(attrs) = e else {
-        return None;
-    };
-    let mut is_counter = false;
-    let mut values = None;
-    for a in attrs {
-        match a {
-            ExpressionAttribute::Name(n) => is_counter = n == "counter",
-            ExpressionAttribute::Data(Expressions::Other { attributes, .. })
-            | ExpressionAttribute::Data(Expressions::Unknown(attributes)) => {
-                let mut bytes = 0;
-                let mut packets = 0;
-                for nla in attributes {
-                    let mut buf = vec![0u8; nla.value_len()];
-                    nla.emit_value(&mut buf);
-                    let v = buf
-                        .get(..8)
-                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    match nla.kind() {
-                        1 => bytes = v,
-                        2 => packets = v,
-                        _ => {}
-                    }
-                }
-                values = Some((packets, bytes));
-            }
-            _ => {}
+/// (packets, bytes) of the rule's `counter` expression, if it has one.
+fn counter_of(exprs: &[u8]) -> Option<(u64, u64)> {
+    const NAME: u16 = 1;
+    const DATA: u16 = 2;
+    nla::attrs(exprs).find_map(|(_, e)| {
+        if nla::find(e, NAME).map(nla::string).as_deref() != Some("counter") {
+            return None;
         }
-    }
-    if is_counter {
-        values
-    } else {
-        None
-    }
+        let data = nla::find(e, DATA)?;
+        let bytes = nla::find(data, 1).and_then(nla::u64_be).unwrap_or(0);
+        let packets = nla::find(data, 2).and_then(nla::u64_be).unwrap_or(0);
+        Some((packets, bytes))
+    })
 }

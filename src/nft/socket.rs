@@ -157,6 +157,29 @@ impl NfSocket {
         family: NetfilterProtoFamily,
         message: NfTablesMessage,
     ) -> Result<Vec<NfTablesMessage>, NftError> {
+        let mut out = Vec::new();
+        for raw in self.dump_raw(family, message)? {
+            let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(&raw)
+                .map_err(|e| NftError::Decode(e.to_string()))?;
+            if let NetlinkPayload::InnerMessage(m) = parsed.payload {
+                if let netlink_packet_netfilter::NetfilterMessageInner::NfTables(t) = m.inner {
+                    out.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dump objects and return each answer as raw netlink message bytes.
+    /// Large dumps (set elements, rules) are decoded with [`super::nla`]:
+    /// the typed decoder of netlink-packet-netfilter 0.4 formats the whole
+    /// buffer into every attribute's error context, which makes a 10,000
+    /// element dump take seconds.
+    pub fn dump_raw(
+        &mut self,
+        family: NetfilterProtoFamily,
+        message: NfTablesMessage,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         let seq = self.seq();
         let mut buf = Vec::with_capacity(128);
         emit_nft(&mut buf, family, message, NLM_F_REQUEST | NLM_F_DUMP, seq);
@@ -168,12 +191,13 @@ impl NfSocket {
                 if u32::from_ne_bytes(copy4(&raw[8..])) != seq {
                     continue;
                 }
-                let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(raw)
-                    .map_err(|e| NftError::Decode(e.to_string()))?;
-                match parsed.payload {
-                    NetlinkPayload::Done(_) => return Ok(out),
-                    NetlinkPayload::Error(e) => {
-                        let code = e.code.map(|c| c.get()).unwrap_or(0);
+                match u16::from_ne_bytes([raw[4], raw[5]]) {
+                    netlink_packet_core::NLMSG_DONE => return Ok(out),
+                    netlink_packet_core::NLMSG_ERROR => {
+                        let code = raw
+                            .get(16..20)
+                            .map(|b| i32::from_ne_bytes(copy4(b)))
+                            .unwrap_or(0);
                         if code == 0 {
                             return Ok(out);
                         }
@@ -184,14 +208,7 @@ impl NfSocket {
                         }
                         return Err(NftError::Io(err));
                     }
-                    NetlinkPayload::InnerMessage(m) => {
-                        if let netlink_packet_netfilter::NetfilterMessageInner::NfTables(t) =
-                            m.inner
-                        {
-                            out.push(t);
-                        }
-                    }
-                    _ => {}
+                    _ => out.push(raw.to_vec()),
                 }
             }
         }
