@@ -50,6 +50,9 @@ pub struct DesiredState {
     refcounts: HashMap<(Family, String, Element), u32>,
     chains: BTreeMap<String, Chain>,
     pending: Delta,
+    /// Tasks (as the source described them) that claim an IP another live
+    /// task still owns.
+    waiting: BTreeMap<String, Task>,
     /// Interfaces that are bridges, and ports of ignored bridges.
     bridges: BTreeSet<String>,
     ignored_ports: BTreeSet<String>,
@@ -66,6 +69,7 @@ impl DesiredState {
             refcounts: HashMap::new(),
             chains: BTreeMap::new(),
             pending: Delta::default(),
+            waiting: BTreeMap::new(),
             bridges: BTreeSet::new(),
             ignored_ports: BTreeSet::new(),
         }
@@ -91,7 +95,8 @@ impl DesiredState {
     /// stay with their previous owner (or with nobody if none of the
     /// claimants had it): returns one message per conflict.
     pub fn set_view(&mut self, mut view: ClusterView) -> Vec<String> {
-        let conflicts = self.resolve_conflicts(&mut view);
+        let (conflicts, waiting) = self.resolve_conflicts(&mut view);
+        self.waiting = waiting;
         let old = std::mem::take(&mut self.view.tasks);
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for (id, t) in &view.tasks {
@@ -114,7 +119,21 @@ impl DesiredState {
 
     /// Insert or replace one task (event sources): touches only that task.
     /// An IP another live task already owns stays with that task.
-    pub fn upsert_task(&mut self, mut task: Task) -> Vec<String> {
+    pub fn upsert_task(&mut self, task: Task) -> Vec<String> {
+        let original = task.clone();
+        let (messages, lost_ips) = self.insert_task(task);
+        if lost_ips {
+            // Remember the claim: the IP goes to this task once its owner is gone.
+            self.waiting.insert(original.id.clone(), original);
+        } else {
+            self.waiting.remove(&original.id);
+        }
+        let mut messages = messages;
+        messages.extend(self.hand_over_released());
+        messages
+    }
+
+    fn insert_task(&mut self, mut task: Task) -> (Vec<String>, bool) {
         let mut messages = Vec::new();
         if task.is_endpoint() {
             let taken: Vec<IpAddr> = task
@@ -123,15 +142,23 @@ impl DesiredState {
                 .filter(|ip| self.owners.get(*ip).is_some_and(|o| o != &task.id))
                 .copied()
                 .collect();
+            let lost = !taken.is_empty();
             for ip in taken {
                 task.ips.remove(&ip);
                 messages.push(format!(
-                    "IP {ip} of task {:?} is owned by live task {:?}; not given to the newcomer",
+                    "IP {ip} of task {:?} is owned by live task {:?}; it is given to the newcomer when that task is gone",
                     task.id,
                     self.owners.get(&ip)
                 ));
             }
+            self.place(task);
+            return (messages, lost);
         }
+        self.place(task);
+        (messages, false)
+    }
+
+    fn place(&mut self, task: Task) {
         let id = task.id.clone();
         self.release_ips(&id);
         if task.is_endpoint() {
@@ -141,14 +168,40 @@ impl DesiredState {
         }
         self.view.tasks.insert(id.clone(), task);
         self.recompute(&id);
-        messages
     }
 
     /// Forget one task (terminal, killed, app deleted).
     pub fn remove_task(&mut self, id: &str) {
+        self.waiting.remove(id);
         self.release_ips(id);
         self.view.tasks.remove(id);
         self.recompute(id);
+        for m in self.hand_over_released() {
+            tracing::info!("{m}");
+        }
+    }
+
+    /// Give IPs that became free to the tasks that were waiting for them
+    /// (in the same transaction as the removal that freed them).
+    fn hand_over_released(&mut self) -> Vec<String> {
+        let ready: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, t)| t.ips.iter().any(|ip| !self.owners.contains_key(ip)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut messages = Vec::new();
+        for id in ready {
+            if let Some(t) = self.waiting.remove(&id) {
+                messages.push(format!("task {id:?} now gets the IP(s) it claimed"));
+                let original = t.clone();
+                let (_, still_lost) = self.insert_task(t);
+                if still_lost {
+                    self.waiting.insert(id, original);
+                }
+            }
+        }
+        messages
     }
 
     fn release_ips(&mut self, id: &str) {
@@ -161,7 +214,10 @@ impl DesiredState {
         }
     }
 
-    fn resolve_conflicts(&self, view: &mut ClusterView) -> Vec<String> {
+    /// Returns the messages and the tasks (as given) that lost an IP to its
+    /// previous owner: they get it when that owner is gone.
+    fn resolve_conflicts(&self, view: &mut ClusterView) -> (Vec<String>, BTreeMap<String, Task>) {
+        let mut waiting = BTreeMap::new();
         let mut claims: HashMap<IpAddr, Vec<String>> = HashMap::new();
         for t in view.endpoints() {
             for ip in &t.ips {
@@ -181,6 +237,9 @@ impl DesiredState {
             for id in &claimants {
                 if Some(id) != keeper.as_ref() {
                     if let Some(t) = view.tasks.get_mut(id) {
+                        if keeper.is_some() && !waiting.contains_key(id) {
+                            waiting.insert(id.clone(), t.clone());
+                        }
                         t.ips.remove(&ip);
                     }
                 }
@@ -191,7 +250,7 @@ impl DesiredState {
             });
         }
         messages.sort();
-        messages
+        (messages, waiting)
     }
 
     fn reindex_owners(&mut self) {
@@ -533,6 +592,29 @@ mod tests {
             "rewritten, not deleted"
         );
         assert_eq!(d.element_count(), 0, "{d:?}");
+    }
+
+    #[test]
+    fn a_claimed_ip_is_handed_over_when_its_owner_goes() {
+        let mut st = big_state();
+        let ip: IpAddr = "10.233.16.1".parse().expect("ip");
+        st.upsert_task(task("successor", "10.233.16.1", &["web"]));
+        assert_eq!(st.owner_of(&ip), Some("t0"), "the live owner keeps it");
+        let _ = st.take_delta();
+        st.remove_task("t0");
+        assert_eq!(st.owner_of(&ip), Some("successor"), "handed over");
+        let d = st.take_delta();
+        let endpoints = (Family::Inet, "endpoints4".to_string());
+        assert!(
+            d.del.get(&endpoints).is_none_or(|s| s.is_empty()),
+            "the IP stays an endpoint: {d:?}"
+        );
+        assert!(
+            d.add
+                .get(&(Family::Inet, "members4".to_string()))
+                .is_some_and(|s| s.len() == 1),
+            "web membership in the same delta"
+        );
     }
 
     #[test]
