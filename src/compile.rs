@@ -161,11 +161,22 @@ fn neighbour_discovery_rules() -> Vec<Rule> {
 /// conntrack does not track it, so a group policy would drop the answer to a
 /// neighbour solicitation between two tasks that may talk only one way (R2).
 /// Sources are still anti-spoof checked at the task interface.
-fn neighbour_discovery_accept() -> Vec<Rule> {
-    (133u8..=137)
+fn neighbour_discovery_chain() -> Chain {
+    let rules = (133u8..=137)
         .map(|t| Rule::verdict(vec![Match::Icmpv6Type(t)], Verdict::Accept))
-        .collect()
+        .collect();
+    chain(NEIGHBOUR_DISCOVERY, None, rules)
 }
+
+/// One cheap test in the hot path; the ND types are checked only for ICMPv6.
+fn neighbour_discovery_jump() -> Rule {
+    Rule::verdict(
+        vec![Match::L4Proto(58)],
+        Verdict::Jump(NEIGHBOUR_DISCOVERY.into()),
+    )
+}
+
+const NEIGHBOUR_DISCOVERY: &str = "neighbour_discovery";
 
 fn per_pattern(dir: Dir, patterns: &[IfacePattern], target: &str) -> Vec<Rule> {
     patterns
@@ -211,11 +222,8 @@ fn inet_skeleton(policy: &Policy) -> Table {
     }
 
     // R7 + R8 at the task interface (routed task networks).
+    // The common case (a bound pair) first: this runs for every packet.
     let mut from_task = vec![
-        ret(vec![Match::IfnameInSet {
-            dir: Dir::In,
-            set: BRIDGES.into(),
-        }]),
         ret(vec![Match::IfAddrInSet {
             dir: Dir::In,
             l3: L3::Ip,
@@ -225,6 +233,10 @@ fn inet_skeleton(policy: &Policy) -> Table {
             dir: Dir::In,
             l3: L3::Ip6,
             set: BOUND6.into(),
+        }]),
+        ret(vec![Match::IfnameInSet {
+            dir: Dir::In,
+            set: BRIDGES.into(),
         }]),
     ];
     from_task.extend(neighbour_discovery_rules());
@@ -232,10 +244,6 @@ fn inet_skeleton(policy: &Policy) -> Table {
     t.chains.push(chain("from_task", None, from_task));
 
     let to_task = vec![
-        ret(vec![Match::IfnameInSet {
-            dir: Dir::Out,
-            set: BRIDGES.into(),
-        }]),
         ret(vec![Match::IfAddrInSet {
             dir: Dir::Out,
             l3: L3::Ip,
@@ -245,6 +253,10 @@ fn inet_skeleton(policy: &Policy) -> Table {
             dir: Dir::Out,
             l3: L3::Ip6,
             set: BOUND6.into(),
+        }]),
+        ret(vec![Match::IfnameInSet {
+            dir: Dir::Out,
+            set: BRIDGES.into(),
         }]),
         ret(vec![prefix(Dir::Out, "fe80::/10")]),
         ret(vec![prefix(Dir::Out, "ff02::/16")]),
@@ -263,7 +275,8 @@ fn inet_skeleton(policy: &Policy) -> Table {
             },
         )
     };
-    let mut policy_rules = neighbour_discovery_accept();
+    t.chains.push(neighbour_discovery_chain());
+    let mut policy_rules = vec![neighbour_discovery_jump()];
     policy_rules.extend([
         vmap(Dir::In, L3::Ip, OUT4),
         vmap(Dir::In, L3::Ip6, OUT6),
@@ -292,6 +305,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
         base(Hook::Input, 0),
         vec![
             established(),
+            neighbour_discovery_jump(),
             vmap(Dir::In, L3::Ip, OUT4),
             vmap(Dir::In, L3::Ip6, OUT6),
         ],
@@ -302,6 +316,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
     } else {
         vec![
             established(),
+            neighbour_discovery_jump(),
             vmap(Dir::Out, L3::Ip, IN4),
             vmap(Dir::Out, L3::Ip6, IN6),
         ]
@@ -480,10 +495,12 @@ fn group_rules(ids: &BTreeMap<&String, GroupId>, dir: Dir) -> Vec<Rule> {
     // Sorted by id, not name: the chain's layout reveals nothing about names.
     let mut sorted: Vec<&GroupId> = ids.values().collect();
     sorted.sort();
-    for gid in sorted {
-        for (l3, set) in [(L3::Ip, MEMBERS4), (L3::Ip6, MEMBERS6)] {
+    // One family after the other: a packet skips the other family's rules
+    // only after it found no group of its own, not between every group.
+    for (l3, set) in [(L3::Ip, MEMBERS4), (L3::Ip6, MEMBERS6)] {
+        for gid in &sorted {
             rules.push(ret(vec![Match::GroupAddrInSet {
-                group: *gid,
+                group: **gid,
                 dir,
                 l3,
                 set: set.into(),
