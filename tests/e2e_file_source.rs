@@ -929,12 +929,9 @@ fn discovery_ports_limit_what_peers_reach() {
     require_tools();
     let mut w = World::build("r9");
     w.enforce_ports = true;
+    w.ports.insert(idx("lb"), vec![(netns::TCP_PORT, "tcp")]);
     w.ports
-        .insert(idx("lb"), vec![(netns::TCP_PORT, "tcp")]);
-    w.ports.insert(
-        idx("db2"),
-        vec![(netns::UDP_PORT, "udp"), (9999, "tcp")],
-    );
+        .insert(idx("db2"), vec![(netns::UDP_PORT, "udp"), (9999, "tcp")]);
     w.write_document();
     w.start(0);
     w.start(1);
