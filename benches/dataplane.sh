@@ -153,6 +153,9 @@ ROWS=$(awk -F'\t' -v g="$G" -v dur="$DUR" -v target="$TARGET_UDP" '
     printf "| UDP 64 B one-way, task1 -> task2, G=%d (sockperf, %d s; mean of %d runs vs %d no-rule runs) | %s pps [%s–%s]; %.0f CPU ns/pkt | %s pps [%s–%s]; %.0f CPU ns/pkt | %.2f | >= %.2f | %s |\n",
       g, dur, n["groupd:udp_pps"], n["none:udp_pps"], kf(b), kf(lo["groupd:udp_pps"]), kf(hi["groupd:udp_pps"]), m("groupd:udp_cpu_ns"),
       kf(a), kf(lo["none:udp_pps"]), kf(hi["none:udp_pps"]), m("none:udp_cpu_ns"), r, target, (r >= target) ? "PASS" : "MISS"
+    a = m("none:udp_cpu_ns"); b = m("groupd:udp_cpu_ns")
+    printf "| … UDP CPU time per packet (sender, forwarding path, ksoftirqd: steadier than the rate on a shared machine) | %.0f ns (+%.0f ns) | %.0f ns | %.2f | | |\n",
+      b, b - a, a, (a > 0) ? b / a : 0
     a = m("none:rr_tps"); b = m("groupd:rr_tps")
     printf "| TCP request/response 64 B, G=%d (sockperf ping-pong, %d s) | %s tps, p50 %.1f µs | %s tps, p50 %.1f µs | %.2f | | |\n",
       g, dur, kf(b), m("groupd:rr_p50_us"), kf(a), m("none:rr_p50_us"), (a > 0) ? b / a : 0
