@@ -9,7 +9,7 @@
 //! of groups of the local task, never on the size of the cluster, and a
 //! task's change touches only that task's elements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
@@ -37,12 +37,17 @@ pub const OUT6: &str = "out6";
 pub const IN4: &str = "in4";
 pub const IN6: &str = "in6";
 
+/// A set name: always one of the constants above.
+pub type SetName = &'static str;
+
 /// The policy knobs the compiler needs, derived once from the config.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub table: String,
     pub patterns: Vec<IfacePattern>,
     pub open: BTreeSet<String>,
+    /// Ids of the open groups.
+    pub open_ids: BTreeSet<GroupId>,
     pub ungrouped: Ungrouped,
     pub egress: EgressNonEndpoint,
     pub egress_allow: Vec<Cidr>,
@@ -57,6 +62,7 @@ impl Policy {
             table: c.daemon.table.clone(),
             patterns: c.interfaces.patterns(),
             open: c.groups.open.iter().cloned().collect(),
+            open_ids: c.groups.open.iter().map(|g| group_id(g)).collect(),
             ungrouped: c.groups.ungrouped_policy(),
             egress: c.policy.egress_non_endpoint,
             egress_allow: c.policy.egress_allow.clone(),
@@ -78,6 +84,16 @@ pub fn group_id(name: &str) -> GroupId {
     let mut g = [0u8; 16];
     g.copy_from_slice(&d[..16]);
     g
+}
+
+/// The group ids of a task's effective groups.
+pub fn group_ids(task: &Task, policy: &Policy) -> Vec<GroupId> {
+    let mut ids: Vec<GroupId> = effective_groups(task, policy)
+        .iter()
+        .map(|g| group_id(g))
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Per-endpoint chain names: from a hash of the task ID (never the ID itself).
@@ -419,27 +435,38 @@ pub struct LocalBinding {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contribution {
     /// (family, set, element)
-    pub elements: BTreeSet<(Family, String, Element)>,
+    pub elements: BTreeSet<(Family, SetName, Element)>,
     /// Chains of a local endpoint (inet table).
     pub chains: Vec<Chain>,
 }
 
 /// The elements and chains task `task` contributes. `local` lists its IPs
 /// that are bound to task interfaces of this agent (empty: remote task).
-pub fn contribution(task: &Task, local: &[LocalBinding], policy: &Policy) -> Contribution {
+///
+/// Group memberships are listed only for `relevant` groups: the groups of
+/// this agent's endpoints and the open groups. A group nobody here belongs to
+/// is never looked up, so its members cost the kernel nothing.
+///
+/// `gids` are the task's group ids, sorted ([`group_ids`]; callers cache them).
+pub fn contribution(
+    task: &Task,
+    gids: &[GroupId],
+    local: &[LocalBinding],
+    policy: &Policy,
+    relevant: &dyn Fn(&GroupId) -> bool,
+) -> Contribution {
     let mut c = Contribution::default();
     if !task.is_endpoint() {
         return c;
     }
-    let groups = effective_groups(task, policy);
-    let ids: BTreeMap<&String, GroupId> = groups.iter().map(|g| (g, group_id(g))).collect();
-    let inet = |set: &str, e: Element| (Family::Inet, set.to_string(), e);
+    let ids = gids;
+    let inet = |set: SetName, e: Element| (Family::Inet, set, e);
     for ip in &task.ips {
         c.elements.insert(inet(
             v4v6(ip, ENDPOINTS4, ENDPOINTS6),
             Element::set(&[KeyValue::Ip(*ip)]),
         ));
-        for gid in ids.values() {
+        for gid in ids.iter().filter(|g| !local.is_empty() || relevant(g)) {
             c.elements.insert(inet(
                 v4v6(ip, MEMBERS4, MEMBERS6),
                 Element::set(&[KeyValue::Group(gid), KeyValue::Ip(*ip)]),
@@ -455,10 +482,10 @@ pub fn contribution(task: &Task, local: &[LocalBinding], policy: &Policy) -> Con
         let bound = v4v6(&b.ip, BOUND4, BOUND6);
         c.elements.insert(inet(bound, pair.clone()));
         if b.bridged {
-            c.elements.insert((Family::Bridge, bound.to_string(), pair));
+            c.elements.insert((Family::Bridge, bound, pair));
             c.elements.insert((
                 Family::Bridge,
-                PORTS.to_string(),
+                PORTS,
                 Element::set(&[KeyValue::Ifname(&b.iface)]),
             ));
         }
@@ -476,24 +503,24 @@ pub fn contribution(task: &Task, local: &[LocalBinding], policy: &Policy) -> Con
             Element::map(&key, Verdict::Jump(in_chain.clone())),
         ));
     }
-    let in_open = groups.iter().any(|g| policy.open.contains(g));
-    c.chains.push(egress_chain(&out_chain, &ids, policy));
+    let in_open = ids.iter().any(|g| policy.open_ids.contains(g));
+    c.chains.push(egress_chain(&out_chain, ids, policy));
     if policy.enforce_discovery_ports && !task.discovery_ports.is_empty() {
         let peers = peers_chain_name(&task.id);
         c.chains
             .push(port_gate_chain(&in_chain, &peers, task, policy));
-        c.chains.push(peers_chain(&peers, &ids, in_open));
+        c.chains.push(peers_chain(&peers, ids, in_open));
     } else {
         c.chains
-            .push(ingress_chain(&in_chain, &ids, in_open, policy));
+            .push(ingress_chain(&in_chain, ids, in_open, policy));
     }
     c
 }
 
-fn group_rules(ids: &BTreeMap<&String, GroupId>, dir: Dir) -> Vec<Rule> {
+fn group_rules(ids: &[GroupId], dir: Dir) -> Vec<Rule> {
     let mut rules = Vec::new();
     // Sorted by id, not name: the chain's layout reveals nothing about names.
-    let mut sorted: Vec<&GroupId> = ids.values().collect();
+    let mut sorted: Vec<&GroupId> = ids.iter().collect();
     sorted.sort();
     // One family after the other: a packet skips the other family's rules
     // only after it found no group of its own, not between every group.
@@ -511,14 +538,14 @@ fn group_rules(ids: &BTreeMap<&String, GroupId>, dir: Dir) -> Vec<Rule> {
 }
 
 /// R1, R2, R4 for traffic a local endpoint sends.
-fn egress_chain(name: &str, ids: &BTreeMap<&String, GroupId>, policy: &Policy) -> Chain {
+fn egress_chain(name: &str, ids: &[GroupId], policy: &Policy) -> Chain {
     let mut rules = vec![Rule::new(vec![], Action::None).counted()];
     rules.extend(group_rules(ids, Dir::Out));
-    let open: BTreeMap<&String, GroupId> = policy
-        .open
+    let open: Vec<GroupId> = policy
+        .open_ids
         .iter()
-        .filter(|o| !ids.contains_key(o))
-        .map(|o| (o, group_id(o)))
+        .filter(|o| !ids.contains(o))
+        .copied()
         .collect();
     rules.extend(group_rules(&open, Dir::Out));
     for (l3, set) in [(L3::Ip, ENDPOINTS4), (L3::Ip6, ENDPOINTS6)] {
@@ -551,7 +578,7 @@ fn egress_chain(name: &str, ids: &BTreeMap<&String, GroupId>, policy: &Policy) -
 
 /// Who may reach a local endpoint: members of its groups (R1) and, if it is
 /// in an open group, every endpoint (R2).
-fn peer_rules(ids: &BTreeMap<&String, GroupId>, in_open: bool) -> Vec<Rule> {
+fn peer_rules(ids: &[GroupId], in_open: bool) -> Vec<Rule> {
     let mut rules = group_rules(ids, Dir::In);
     if in_open {
         for (l3, set) in [(L3::Ip, ENDPOINTS4), (L3::Ip6, ENDPOINTS6)] {
@@ -579,12 +606,7 @@ fn ingress_allow_rules(policy: &Policy) -> Vec<Rule> {
 }
 
 /// R1, R2, R5 for traffic a local endpoint receives.
-fn ingress_chain(
-    name: &str,
-    ids: &BTreeMap<&String, GroupId>,
-    in_open: bool,
-    policy: &Policy,
-) -> Chain {
+fn ingress_chain(name: &str, ids: &[GroupId], in_open: bool, policy: &Policy) -> Chain {
     let mut rules = vec![Rule::new(vec![], Action::None).counted()];
     rules.extend(peer_rules(ids, in_open));
     rules.extend(ingress_allow_rules(policy));
@@ -615,7 +637,7 @@ fn port_gate_chain(name: &str, peers: &str, task: &Task, policy: &Policy) -> Cha
     chain(name, None, rules)
 }
 
-fn peers_chain(name: &str, ids: &BTreeMap<&String, GroupId>, in_open: bool) -> Chain {
+fn peers_chain(name: &str, ids: &[GroupId], in_open: bool) -> Chain {
     let mut rules = peer_rules(ids, in_open);
     rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
     chain(name, None, rules)

@@ -5,18 +5,18 @@
 //! difference to its previous one becomes the pending [`Delta`], so a
 //! transaction carries messages proportional to the change, not the table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::compile::{self, Contribution, LocalBinding, Policy};
+use crate::compile::{self, Contribution, LocalBinding, Policy, SetName};
 use crate::model::{ClusterView, Task};
-use crate::ruleset::{Chain, Element, Family, Table};
+use crate::ruleset::{Chain, Element, Family, GroupId, Table};
 
 /// What must change in the kernel.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delta {
-    pub add: BTreeMap<(Family, String), BTreeSet<Element>>,
-    pub del: BTreeMap<(Family, String), BTreeSet<Element>>,
+    pub add: BTreeMap<(Family, SetName), BTreeSet<Element>>,
+    pub del: BTreeMap<(Family, SetName), BTreeSet<Element>>,
     /// Chain name -> new content (`None`: delete the chain).
     pub chains: BTreeMap<String, Option<Chain>>,
     /// Chains that do not exist in the kernel yet.
@@ -47,9 +47,19 @@ pub struct DesiredState {
     /// IP -> where it is bound on this agent.
     bindings: HashMap<IpAddr, LocalBinding>,
     contributions: HashMap<String, Contribution>,
-    refcounts: HashMap<(Family, String, Element), u32>,
+    refcounts: HashMap<(Family, SetName, Element), u32>,
     chains: BTreeMap<String, Chain>,
     pending: Delta,
+    /// Per task: its group ids and whether it is a local endpoint.
+    task_groups: HashMap<String, (Vec<GroupId>, bool)>,
+    /// Group id -> tasks in it (to refresh when the group starts or stops mattering).
+    group_index: HashMap<GroupId, HashSet<String>>,
+    /// Group id -> number of local endpoints in it.
+    local_groups: HashMap<GroupId, usize>,
+    /// Ids of the open groups (always relevant: every endpoint may reach them).
+    open_ids: HashSet<GroupId>,
+    /// Group name -> id (hashing is the costly part of a full compile).
+    gid_cache: HashMap<String, GroupId>,
     /// Tasks (as the source described them) that claim an IP another live
     /// task still owns.
     waiting: BTreeMap<String, Task>,
@@ -60,6 +70,7 @@ pub struct DesiredState {
 
 impl DesiredState {
     pub fn new(policy: Policy) -> DesiredState {
+        let open_ids = policy.open.iter().map(|g| compile::group_id(g)).collect();
         DesiredState {
             policy,
             view: ClusterView::default(),
@@ -70,6 +81,11 @@ impl DesiredState {
             chains: BTreeMap::new(),
             pending: Delta::default(),
             waiting: BTreeMap::new(),
+            task_groups: HashMap::new(),
+            group_index: HashMap::new(),
+            local_groups: HashMap::new(),
+            open_ids,
+            gid_cache: HashMap::new(),
             bridges: BTreeSet::new(),
             ignored_ports: BTreeSet::new(),
         }
@@ -300,7 +316,7 @@ impl DesiredState {
         }
     }
 
-    fn sync_names(&mut self, family: Family, set: &str, new: BTreeSet<String>, bridges: bool) {
+    fn sync_names(&mut self, family: Family, set: SetName, new: BTreeSet<String>, bridges: bool) {
         let old = if bridges {
             self.bridges.clone()
         } else {
@@ -323,10 +339,109 @@ impl DesiredState {
             .collect()
     }
 
+    /// A task changed: update which groups matter here, then its elements
+    /// and chains, then the memberships of groups that started or stopped
+    /// mattering (proportional to those groups, not to the cluster).
     fn recompute(&mut self, id: &str) {
-        let new = match self.view.tasks.get(id) {
-            Some(t) => compile::contribution(t, &self.local_bindings(t), &self.policy),
-            None => Contribution::default(),
+        let info = self
+            .view
+            .tasks
+            .get(id)
+            .filter(|t| t.is_endpoint())
+            .map(|t| {
+                (
+                    compile::effective_groups(t, &self.policy),
+                    !self.local_bindings(t).is_empty(),
+                )
+            });
+        let (new_gids, new_local) = match info {
+            Some((names, local)) => (self.group_ids(names), local),
+            None => (Vec::new(), false),
+        };
+        let (old_gids, old_local) = self.task_groups.remove(id).unwrap_or_default();
+        for g in old_gids.iter().filter(|g| !new_gids.contains(g)) {
+            if let Some(members) = self.group_index.get_mut(g) {
+                members.remove(id);
+                if members.is_empty() {
+                    self.group_index.remove(g);
+                }
+            }
+        }
+        for g in new_gids.iter().filter(|g| !old_gids.contains(g)) {
+            self.group_index
+                .entry(*g)
+                .or_default()
+                .insert(id.to_string());
+        }
+        let touched: BTreeSet<GroupId> = old_gids.iter().chain(new_gids.iter()).copied().collect();
+        let before: Vec<bool> = touched.iter().map(|g| self.is_relevant(g)).collect();
+        if old_local {
+            for g in &old_gids {
+                if let Some(n) = self.local_groups.get_mut(g) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.local_groups.remove(g);
+                    }
+                }
+            }
+        }
+        if new_local {
+            for g in &new_gids {
+                *self.local_groups.entry(*g).or_insert(0) += 1;
+            }
+        }
+        let flipped: Vec<GroupId> = touched
+            .iter()
+            .zip(before)
+            .filter(|(g, b)| self.is_relevant(g) != *b)
+            .map(|(g, _)| *g)
+            .collect();
+        if !new_gids.is_empty() {
+            self.task_groups
+                .insert(id.to_string(), (new_gids, new_local));
+        }
+        self.refresh(id);
+        let mut others: BTreeSet<String> = BTreeSet::new();
+        for g in &flipped {
+            if let Some(members) = self.group_index.get(g) {
+                others.extend(members.iter().filter(|m| m.as_str() != id).cloned());
+            }
+        }
+        for m in others {
+            self.refresh(&m);
+        }
+    }
+
+    /// The task's sorted group ids; names are hashed once per name.
+    fn group_ids(&mut self, names: BTreeSet<String>) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = names
+            .into_iter()
+            .map(|n| {
+                *self
+                    .gid_cache
+                    .entry(n)
+                    .or_insert_with_key(|n| compile::group_id(n))
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn is_relevant(&self, g: &GroupId) -> bool {
+        self.local_groups.contains_key(g) || self.open_ids.contains(g)
+    }
+
+    /// Recompute one task's elements and chains and queue the difference.
+    fn refresh(&mut self, id: &str) {
+        let new = match (self.view.tasks.get(id), self.task_groups.get(id)) {
+            (Some(t), Some((gids, _))) => {
+                let local = self.local_bindings(t);
+                compile::contribution(t, gids, &local, &self.policy, &|g| self.is_relevant(g))
+            }
+            (Some(t), None) => {
+                compile::contribution(t, &[], &self.local_bindings(t), &self.policy, &|_| false)
+            }
+            (None, _) => Contribution::default(),
         };
         let old = self.contributions.remove(id).unwrap_or_default();
         for (f, s, e) in old.elements.difference(&new.elements) {
@@ -363,14 +478,11 @@ impl DesiredState {
         }
     }
 
-    fn add_element(&mut self, family: Family, set: &str, e: Element) {
-        let count = self
-            .refcounts
-            .entry((family, set.to_string(), e.clone()))
-            .or_insert(0);
+    fn add_element(&mut self, family: Family, set: SetName, e: Element) {
+        let count = self.refcounts.entry((family, set, e.clone())).or_insert(0);
         *count += 1;
         if *count == 1 {
-            let key = (family, set.to_string());
+            let key = (family, set);
             let cancelled = self.pending.del.get_mut(&key).is_some_and(|d| d.remove(&e));
             if !cancelled {
                 self.pending.add.entry(key).or_default().insert(e);
@@ -378,15 +490,15 @@ impl DesiredState {
         }
     }
 
-    fn del_element(&mut self, family: Family, set: &str, e: Element) {
-        let k = (family, set.to_string(), e.clone());
+    fn del_element(&mut self, family: Family, set: SetName, e: Element) {
+        let k = (family, set, e.clone());
         let Some(count) = self.refcounts.get_mut(&k) else {
             return;
         };
         *count -= 1;
         if *count == 0 {
             self.refcounts.remove(&k);
-            let key = (family, set.to_string());
+            let key = (family, set);
             let cancelled = self.pending.add.get_mut(&key).is_some_and(|a| a.remove(&e));
             if !cancelled {
                 self.pending.del.entry(key).or_default().insert(e);
@@ -517,11 +629,28 @@ mod tests {
     #[test]
     fn a_remote_task_change_touches_only_its_own_elements() {
         let mut st = big_state();
-        st.upsert_task(task("t1500", "10.233.22.1", &["other"]));
+        // t1400 is in g0, g1, g2 (groups of local tasks); it moves to g5.
+        st.upsert_task(task("t1400", "10.233.21.151", &["g5"]));
         let d = st.take_delta();
         // 3 group memberships out, 1 in; endpoints unchanged; no chain.
         assert_eq!(d.element_count(), 4, "{d:?}");
         assert!(d.chains.is_empty());
+    }
+
+    #[test]
+    fn groups_no_local_task_is_in_cost_nothing() {
+        let mut st = big_state();
+        // g600 has no local member: its members are not in the kernel.
+        st.upsert_task(task("t1500", "10.233.22.1", &["g600", "g601"]));
+        let d = st.take_delta();
+        assert_eq!(d.element_count(), 0, "{d:?}");
+        // A local task joins g600: its 10 members (+ the task's own
+        // membership) come in, proportional to the group.
+        st.upsert_task(task("t7", "10.233.16.8", &["g600"]));
+        let d = st.take_delta();
+        let members = (Family::Inet, "members4");
+        let added = d.add.get(&members).map(|s| s.len()).unwrap_or(0);
+        assert!(added >= 10, "the group's members are added: {added}");
     }
 
     #[test]
@@ -548,13 +677,13 @@ mod tests {
         let d = st.take_delta();
         let members = d
             .del
-            .get(&(Family::Inet, "members4".to_string()))
+            .get(&(Family::Inet, "members4"))
             .map(|s| s.len())
             .unwrap_or(0);
         assert_eq!(members, 3, "old memberships removed");
         let added = d
             .add
-            .get(&(Family::Inet, "members4".to_string()))
+            .get(&(Family::Inet, "members4"))
             .map(|s| s.len())
             .unwrap_or(0);
         assert_eq!(added, 1, "new membership added in the same delta");
@@ -604,14 +733,14 @@ mod tests {
         st.remove_task("t0");
         assert_eq!(st.owner_of(&ip), Some("successor"), "handed over");
         let d = st.take_delta();
-        let endpoints = (Family::Inet, "endpoints4".to_string());
+        let endpoints = (Family::Inet, "endpoints4");
         assert!(
             d.del.get(&endpoints).is_none_or(|s| s.is_empty()),
             "the IP stays an endpoint: {d:?}"
         );
         assert!(
             d.add
-                .get(&(Family::Inet, "members4".to_string()))
+                .get(&(Family::Inet, "members4"))
                 .is_some_and(|s| s.len() == 1),
             "web membership in the same delta"
         );
