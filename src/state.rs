@@ -519,7 +519,7 @@ impl DesiredState {
             for e in set {
                 let cancelled = self.pending.del.get_mut(&k).is_some_and(|d| d.remove(&e));
                 if !cancelled {
-                    self.pending.add.entry(k.clone()).or_default().insert(e);
+                    self.pending.add.entry(k).or_default().insert(e);
                 }
             }
         }
@@ -527,7 +527,7 @@ impl DesiredState {
             for e in set {
                 let cancelled = self.pending.add.get_mut(&k).is_some_and(|a| a.remove(&e));
                 if !cancelled {
-                    self.pending.del.entry(k.clone()).or_default().insert(e);
+                    self.pending.del.entry(k).or_default().insert(e);
                 }
             }
         }
