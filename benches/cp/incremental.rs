@@ -1,31 +1,34 @@
 //! One-task changes on the loaded largest table, the way the daemon applies
-//! an event: DesiredState::upsert_task / remove_task, take_delta,
-//! Nft::apply_delta (one transaction). Next to it, `nft add element` /
-//! `nft delete element` of one member of the flat table.
+//! an event: DesiredState::upsert_task / remove_task, take_delta and, when
+//! the delta is not empty, Nft::apply_delta (one transaction). Next to it,
+//! `nft add element` / `nft delete element` of one member of the flat table.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Instant;
 
-use groupd::compile::group_id;
-use groupd::model::{GroupOrigin, Task};
 use groupd::state::DesiredState;
 
+use super::changes::{local_groups, member_in_kernel, new_task, swap_into};
 use super::full::LOCAL;
-use super::{nft_cli, nft_status, Loaded};
+use super::{nft_cli, Loaded};
 use crate::common::cluster::{self, Bindings};
 use crate::common::stats::{fmt_s, summary, Summary};
 use crate::common::{pass, Rows};
 
 const TARGET_CHANGE_S: f64 = 1e-3;
-/// `nft` invocations per kind: each costs tens of ms at G=10,000.
+/// `nft` invocations per kind: each costs milliseconds at G=10,000.
 const NFT_RUNS: usize = 20;
+/// New tasks get addresses 10.233.200.0 + i, which must stay in the /16.
+const MAX_NEW: usize = 14_000;
 
-/// Wall time of (state update + take_delta + apply_delta) and of apply_delta alone.
+/// Wall time of (state update + take_delta + apply_delta), of apply_delta
+/// alone, and how many changes needed no transaction at all.
 #[derive(Default)]
 struct Samples {
     total: Vec<f64>,
     kernel: Vec<f64>,
+    empty: usize,
 }
 
 fn apply(l: &mut Loaded, s: &mut Samples, update: impl FnOnce(&mut DesiredState)) {
@@ -34,100 +37,76 @@ fn apply(l: &mut Loaded, s: &mut Samples, update: impl FnOnce(&mut DesiredState)
     update(&mut l.state);
     let delta = l.state.take_delta();
     let t1 = Instant::now();
+    if delta.is_empty() {
+        // The daemon sends nothing for an empty delta either.
+        s.empty += 1;
+        s.total.push((t1 - t0).as_secs_f64());
+        return;
+    }
     l.nft
         .apply_delta(&table, &delta)
         .expect("incremental transaction");
     let t2 = Instant::now();
-    assert!(!delta.is_empty(), "the change produced no delta");
     s.total.push((t2 - t0).as_secs_f64());
     s.kernel.push((t2 - t1).as_secs_f64());
-}
-
-/// The task with its last group (by name) swapped for another group; also
-/// returns the old and the new group.
-fn swapped(l: &Loaded, t: usize) -> (Task, String, String) {
-    let g = l.groups;
-    let mut task = l.state.view().tasks[&cluster::task_id(t)].clone();
-    let old = task.groups.keys().last().cloned().expect("task has groups");
-    let mut k = (t * 7 + g / 2) % g;
-    while task.groups.contains_key(&cluster::group_name(k)) {
-        k = (k + 1) % g;
-    }
-    let new = cluster::group_name(k);
-    task.groups.remove(&old);
-    task.add_group(&new, GroupOrigin::NetworkInfo);
-    (task, old, new)
-}
-
-/// Is (group, ip) in groupd's members4 set in the kernel? Asked with `nft
-/// get element` (group ids are typed ipv6_addr): an independent check that
-/// the measured transactions really changed the kernel.
-fn member_in_kernel(l: &Loaded, group: &str, ip: Ipv4Addr) -> bool {
-    let gid = Ipv6Addr::from(group_id(group));
-    let elem = format!("{{ {gid} . {ip} }}");
-    let table = l.state.policy().table.clone();
-    nft_status(
-        &l._ns,
-        &["get", "element", "inet", &table, "members4", &elem],
-    )
-}
-
-fn new_task(l: &Loaded, i: usize) -> (Task, IpAddr) {
-    // 10.233.200.0/24 is above every generated task address (G <= 10,000).
-    let ip = IpAddr::V4(Ipv4Addr::new(
-        10,
-        233,
-        200 + (i / 256) as u8,
-        (i % 256) as u8,
-    ));
-    let groups: Vec<String> = cluster::groups_of(i * 13 % 1000, l.groups)
-        .into_iter()
-        .map(cluster::group_name)
-        .collect();
-    (
-        cluster::task(&format!("bench-new-{i}.task"), ip, &groups),
-        ip,
-    )
 }
 
 pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
     let g = l.groups;
     let n = cluster::task_count(g);
     eprintln!("[apply] G={g}: {changes} incremental changes of each kind");
-    let base: Bindings = (0..LOCAL)
-        .map(|t| {
-            let ip = IpAddr::V4(cluster::task_ip(t));
-            (ip, cluster::binding(&cluster::local_iface(t), ip))
-        })
+    let local: BTreeSet<String> = local_groups(g);
+    let local_list: Vec<String> = local.iter().cloned().collect();
+    let all: Vec<String> = (0..g).map(cluster::group_name).collect();
+    let remote_only: Vec<String> = all
+        .iter()
+        .filter(|k| !local.contains(*k))
+        .cloned()
         .collect();
-    let no_bridges = || (BTreeSet::new(), BTreeSet::new());
+    let remote_tasks: Vec<usize> = (LOCAL..n).collect();
 
-    let mut remote = Samples::default();
+    // A remote task joins a group of a local endpoint: must reach the kernel.
+    let mut joins = Samples::default();
     let mut last = None;
     for i in 0..changes {
-        let t = LOCAL + (i * 7919) % (n - LOCAL);
-        let (task, old, new) = swapped(l, t);
-        apply(l, &mut remote, |st| {
+        let t = remote_tasks[(i * 7919) % remote_tasks.len()];
+        let (task, old, new) = swap_into(l, t, i, &local_list);
+        apply(l, &mut joins, |st| {
             st.upsert_task(task);
         });
         last = Some((t, old, new));
     }
-    if let Some((t, old, new)) = last {
-        let ip = cluster::task_ip(t);
-        assert!(
-            member_in_kernel(l, &new, ip) && !member_in_kernel(l, &old, ip),
-            "the kernel does not show the last change ({old} -> {new} for {ip})"
-        );
+    let check = match last {
+        Some((t, old, new)) => {
+            let ip = cluster::task_ip(t);
+            member_in_kernel(l, &new, ip) && !member_in_kernel(l, &old, ip)
+        }
+        None => true,
+    };
+    // A remote task moves between groups nobody on this agent is in.
+    let unrelated_tasks: Vec<usize> = (LOCAL..n)
+        .filter(|t| {
+            let task = &l.state.view().tasks[&cluster::task_id(*t)];
+            task.groups.keys().all(|k| !local.contains(k))
+        })
+        .collect();
+    let mut unrelated = Samples::default();
+    for i in 0..changes.min(unrelated_tasks.len()) {
+        let t = unrelated_tasks[(i * 7919) % unrelated_tasks.len()];
+        let (task, _, _) = swap_into(l, t, i * 7919, &remote_only);
+        apply(l, &mut unrelated, |st| {
+            st.upsert_task(task);
+        });
     }
-    let mut local = Samples::default();
+    let mut locals = Samples::default();
     for i in 0..changes {
-        let (task, _, _) = swapped(l, i % LOCAL);
-        apply(l, &mut local, |st| {
+        let (task, _, _) = swap_into(l, i % LOCAL, i * 7919, &all);
+        apply(l, &mut locals, |st| {
             st.upsert_task(task);
         });
     }
     let (mut add, mut del) = (Samples::default(), Samples::default());
-    for i in 0..changes.min(256 * 50) {
+    for i in 0..changes.min(MAX_NEW) {
         let (task, _) = new_task(l, i);
         let id = task.id.clone();
         apply(l, &mut add, |st| {
@@ -135,28 +114,7 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
         });
         apply(l, &mut del, |st| st.remove_task(&id));
     }
-    // A new local task: its interface appears first (binding, untimed), then
-    // the master reports the task: elements plus two new chains.
-    let (mut ladd, mut ldel) = (Samples::default(), Samples::default());
-    for i in 0..changes.min(256 * 50) {
-        let (task, ip) = new_task(l, i);
-        let id = task.id.clone();
-        let mut b = base.clone();
-        b.insert(ip, cluster::binding(&format!("veth-n{i}"), ip));
-        let (br, ign) = no_bridges();
-        l.state.set_bindings(b, br, ign);
-        assert!(
-            l.state.take_delta().is_empty(),
-            "a binding without a task changed the table"
-        );
-        apply(l, &mut ladd, |st| {
-            st.upsert_task(task);
-        });
-        apply(l, &mut ldel, |st| st.remove_task(&id));
-        let (br, ign) = no_bridges();
-        l.state.set_bindings(base.clone(), br, ign);
-        let _ = l.state.take_delta();
-    }
+    let (ladd, ldel) = local_add_remove(l, changes.min(MAX_NEW));
 
     // The nft CLI on the flat table: one member of one local task.
     let elem = "{ \"gw-task1\" . 10.233.250.1 }";
@@ -169,56 +127,117 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
     }
     let (nadd, ndel) = (summary(&nadd), summary(&ndel));
 
-    let cell = |s: &Samples| {
-        let (t, k) = (summary(&s.total), summary(&s.kernel));
-        format!(
-            "p50 {} / p99 {} (apply_delta p50 {})",
-            fmt_s(t.median),
-            fmt_s(t.p99),
-            fmt_s(k.median)
-        )
+    let mut out = Report {
+        rows,
+        g,
+        nadd,
+        ndel,
     };
-    let nft_cell = |what: &str, s: &Summary| {
-        format!(
-            "`nft {what} element`: {} (median of {})",
-            fmt_s(s.median),
-            s.n
-        )
-    };
-    let ratio = |s: &Samples, n: &Summary| format!("{:.3}", summary(&s.total).median / n.median);
-    let target = |s: &Samples| pass(summary(&s.total).median < TARGET_CHANGE_S);
-    let mut line = |what: &str, s: &Samples, peer: &str, nft: &Summary, tgt: bool| {
-        rows.row([
-            &format!("{what}, G={g} ({} changes)", s.total.len()),
-            &cell(s),
-            &nft_cell(peer, nft),
-            &ratio(s, nft),
-            if tgt { "< 1 ms median" } else { "" },
-            if tgt { target(s) } else { "" },
-        ]);
-    };
-    line(
-        "one-task change: swap a group of a remote task",
-        &remote,
-        "add",
-        &nadd,
+    let joined = "one-task change: a remote task leaves one of its groups and joins a group of a local endpoint";
+    out.line(joined, &joins, true, true);
+    rows_check(out.rows, g, check);
+    let moved = "one-task change: a remote task moves between groups no local endpoint is in";
+    out.line(moved, &unrelated, true, false);
+    let swapped = "one-task change: a local task swaps a group (rewrites its 2 chains)";
+    out.line(swapped, &locals, true, true);
+    out.line(
+        "add a remote task (in the groups of a local endpoint)",
+        &add,
         true,
-    );
-    line(
-        "one-task change: swap a group of a local task (rewrites its 2 chains)",
-        &local,
-        "add",
-        &nadd,
-        true,
-    );
-    line("add a remote task (3 groups)", &add, "add", &nadd, false);
-    line("remove a remote task", &del, "delete", &ndel, false);
-    line(
-        "add a local task (3 groups, 2 new chains)",
-        &ladd,
-        "add",
-        &nadd,
         false,
     );
-    line("remove a local task", &ldel, "delete", &ndel, false);
+    out.line("remove that remote task", &del, false, false);
+    out.line(
+        "add a local task (3 groups, 2 new chains)",
+        &ladd,
+        true,
+        false,
+    );
+    out.line("remove that local task", &ldel, false, false);
+}
+
+/// A new local task: its interface appears first (a binding, untimed), then
+/// the master reports the task (timed): elements plus two new chains.
+fn local_add_remove(l: &mut Loaded, count: usize) -> (Samples, Samples) {
+    let base: Bindings = (0..LOCAL)
+        .map(|t| {
+            let ip = IpAddr::V4(cluster::task_ip(t));
+            (ip, cluster::binding(&cluster::local_iface(t), ip))
+        })
+        .collect();
+    let table = l.state.policy().table.clone();
+    let untimed = |l: &mut Loaded, b: Bindings| {
+        l.state.set_bindings(b, BTreeSet::new(), BTreeSet::new());
+        let d = l.state.take_delta();
+        l.nft.apply_delta(&table, &d).expect("binding change");
+    };
+    let (mut add, mut del) = (Samples::default(), Samples::default());
+    for i in 0..count {
+        let (task, ip) = new_task(l, i);
+        let id = task.id.clone();
+        let mut b = base.clone();
+        b.insert(ip, cluster::binding(&format!("veth-n{i}"), ip));
+        untimed(l, b);
+        apply(l, &mut add, |st| {
+            st.upsert_task(task);
+        });
+        apply(l, &mut del, |st| st.remove_task(&id));
+        untimed(l, base.clone());
+    }
+    (add, del)
+}
+
+fn rows_check(rows: &mut Rows, g: usize, ok: bool) {
+    rows.row([
+        &format!("… `nft get element` shows the last join and not the group left, G={g}"),
+        if ok { "as expected" } else { "kernel differs" },
+        "",
+        "",
+        "must hold",
+        pass(ok),
+    ]);
+}
+
+/// Formats one row per kind of change.
+struct Report<'a> {
+    rows: &'a mut Rows,
+    g: usize,
+    nadd: Summary,
+    ndel: Summary,
+}
+
+impl Report<'_> {
+    fn line(&mut self, what: &str, s: &Samples, adds: bool, target: bool) {
+        let (t, nft) = (
+            summary(&s.total),
+            if adds { &self.nadd } else { &self.ndel },
+        );
+        let kernel = if s.kernel.is_empty() {
+            "no transaction needed".to_string()
+        } else {
+            format!("apply_delta p50 {}", fmt_s(summary(&s.kernel).median))
+        };
+        let empty = if s.empty > 0 && !s.kernel.is_empty() {
+            format!(", {} needed no transaction", s.empty)
+        } else {
+            String::new()
+        };
+        self.rows.row([
+            &format!("{what}, G={} ({} changes{empty})", self.g, s.total.len()),
+            &format!("p50 {} / p99 {} ({kernel})", fmt_s(t.median), fmt_s(t.p99)),
+            &format!(
+                "`nft {} element`: {} (median of {})",
+                if adds { "add" } else { "delete" },
+                fmt_s(nft.median),
+                nft.n
+            ),
+            &format!("{:.3}", t.median / nft.median),
+            if target { "< 1 ms median" } else { "" },
+            if target {
+                pass(t.median < TARGET_CHANGE_S)
+            } else {
+                ""
+            },
+        ]);
+    }
 }

@@ -1,5 +1,6 @@
 //! The control-plane measurements of the `apply` benchmark.
 
+pub mod changes;
 pub mod full;
 pub mod incremental;
 pub mod rss;
