@@ -855,7 +855,8 @@ fn redirects_carry_the_right_location() {
         assert_eq!(resp.header("location"), Some(location));
     }
     sim.behave();
-    // Standby (1.7+): the event stream redirects to the leader, the rest is served.
+    // Standby (1.7+): the event stream and every other /v2/* request
+    // redirect to the leader; /ping is answered.
     sim.set_standby(Some("http://10.233.0.9:8080".into()));
     let resp = request(
         sim.addr(),
@@ -869,8 +870,15 @@ fn redirects_carry_the_right_location() {
         resp.header("location"),
         Some("http://10.233.0.9:8080/v2/events?event_type=status_update_event")
     );
-    assert_eq!(get(sim.addr(), target).status, 200);
+    let resp = get(sim.addr(), target);
+    assert_eq!(resp.status, 307);
+    assert_eq!(
+        resp.header("location"),
+        Some("http://10.233.0.9:8080/v2/apps?embed=apps.tasks")
+    );
+    assert_eq!(get(sim.addr(), "/ping").status, 200);
     sim.set_standby(None);
+    assert_eq!(get(sim.addr(), target).status, 200);
     Events::open(sim.addr(), "");
 }
 

@@ -614,8 +614,10 @@ impl SimController {
         lock(&self.shared.rules).clear();
     }
 
-    /// Standby mode (Marathon 1.7+): `/v2/events` answers 307 to
-    /// `leader` + the request's path and query. `None`: leader again.
+    /// Standby mode (Marathon 1.7+): every `/v2/*` request answers 307 to
+    /// `leader` + the request's path and query (a real standby proxies all
+    /// but `/v2/events`; redirecting keeps the simulator stateless about
+    /// the leader). `None`: leader again.
     pub fn set_standby(&self, leader: Option<String>) {
         *lock(&self.shared.standby) = leader;
     }

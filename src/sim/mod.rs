@@ -79,7 +79,9 @@
 //! for `times` requests): `Hang`, `DropStream { after_events }`,
 //! `Status(code)`, `Garbage`, `Truncated`, `Trickle { bytes_per_sec }`,
 //! `RedirectTo(url)`, `Reset`. Standby ([`SimController::set_standby`]):
-//! `/v2/events` answers 307 to the leader, the rest is served.
+//! every `/v2/*` request answers 307 to the leader (a real 1.7+ standby
+//! redirects `/v2/events` and proxies the rest; a redirect is what a client
+//! can tell apart and follow). `/ping` and `/_sim/*` are still served.
 //!
 //! # Control API (`/_sim/…`, no auth, never misbehaves)
 //!

@@ -154,7 +154,11 @@ async fn handle(
     if let Some(denied) = check_auth(request, shared) {
         return write(stream, &denied, pace).await;
     }
-    if events {
+    // A standby Marathon 1.7+ proxies every API request to the leader (and
+    // redirects `/v2/events`). The simulator redirects them all: clients
+    // follow redirects, and a standby that answered from its own (empty)
+    // state would tell them every task is gone.
+    if request.path == "/v2" || request.path.starts_with("/v2/") {
         let standby = lock(&shared.standby).clone();
         if let Some(leader) = standby {
             let location = redirect_location(&leader, &request.target);
@@ -162,6 +166,8 @@ async fn handle(
                 Response::new(307, "text/plain", Vec::new()).header("Location", &location);
             return write(stream, &response, pace).await;
         }
+    }
+    if events {
         let accepts = request
             .header("accept")
             .is_some_and(|a| a.to_ascii_lowercase().contains("text/event-stream"));
