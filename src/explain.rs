@@ -374,26 +374,11 @@ mod tests {
     use super::*;
     use crate::compile::{LocalBinding, Policy};
     use crate::config::Config;
-    use crate::model::{ClusterView, GroupOrigin, Task, TaskState};
+    use crate::model::{ClusterView, Task};
     use std::collections::{BTreeSet, HashMap};
 
     fn task(id: &str, ip: &str, groups: &[&str]) -> Task {
-        let mut t = Task {
-            id: id.into(),
-            app: "/a".into(),
-            agent: None,
-            state: TaskState::Running,
-            ips: BTreeSet::from([ip.parse().expect("ip")]),
-            groups: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            discovery_ports: BTreeSet::new(),
-            not_enforced: None,
-            note: None,
-        };
-        for g in groups {
-            t.add_group(g, GroupOrigin::NetworkInfo);
-        }
-        t
+        Task::running(id, "/a", [ip.parse().expect("ip")], groups)
     }
 
     fn state() -> DesiredState {

@@ -167,6 +167,32 @@ pub struct Task {
 }
 
 impl Task {
+    /// A running task with IPs of its own in `groups` (origin NetworkInfo):
+    /// the shape simulators, benchmarks and tests need most.
+    pub fn running(
+        id: &str,
+        app: &str,
+        ips: impl IntoIterator<Item = IpAddr>,
+        groups: &[&str],
+    ) -> Task {
+        let mut t = Task {
+            id: id.to_string(),
+            app: app.to_string(),
+            agent: None,
+            state: TaskState::Running,
+            ips: ips.into_iter().collect(),
+            groups: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            discovery_ports: BTreeSet::new(),
+            not_enforced: None,
+            note: None,
+        };
+        for g in groups {
+            t.add_group(g, GroupOrigin::NetworkInfo);
+        }
+        t
+    }
+
     /// An endpoint is a live task with IPs of its own.
     pub fn is_endpoint(&self) -> bool {
         self.not_enforced.is_none() && !self.ips.is_empty() && !self.state.is_terminal()

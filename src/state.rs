@@ -566,8 +566,7 @@ impl DesiredState {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::model::{GroupOrigin, TaskState};
-    use std::collections::BTreeMap;
+    use crate::model::Task;
 
     fn policy() -> Policy {
         Policy::from_config(
@@ -576,22 +575,7 @@ mod tests {
     }
 
     fn task(id: &str, ip: &str, groups: &[&str]) -> Task {
-        let mut t = Task {
-            id: id.into(),
-            app: "/a".into(),
-            agent: None,
-            state: TaskState::Running,
-            ips: BTreeSet::from([ip.parse().expect("ip")]),
-            groups: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            discovery_ports: BTreeSet::new(),
-            not_enforced: None,
-            note: None,
-        };
-        for g in groups {
-            t.add_group(g, GroupOrigin::NetworkInfo);
-        }
-        t
+        Task::running(id, "/a", [ip.parse().expect("ip")], groups)
     }
 
     /// 2,000 tasks in 3 groups each, 50 of them local.

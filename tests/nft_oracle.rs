@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use common::{blocks, normalise, require_nft, ScratchNs};
 use groupd::compile::{LocalBinding, Policy};
 use groupd::config::Config;
-use groupd::model::{ClusterView, GroupOrigin, Task, TaskState};
+use groupd::model::{ClusterView, Task};
 use groupd::nft::Nft;
 use groupd::state::DesiredState;
 
@@ -19,25 +19,12 @@ fn policy() -> Policy {
 }
 
 fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
-    let mut t = Task {
-        id: id.into(),
-        app: "/app".into(),
-        agent: None,
-        state: TaskState::Running,
-        ips: ips
-            .iter()
-            .map(|i| i.parse::<IpAddr>().expect("ip"))
-            .collect(),
-        groups: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        discovery_ports: BTreeSet::new(),
-        not_enforced: None,
-        note: None,
-    };
-    for g in groups {
-        t.add_group(g, GroupOrigin::NetworkInfo);
-    }
-    t
+    Task::running(
+        id,
+        "/app",
+        ips.iter().map(|i| i.parse::<IpAddr>().expect("ip")),
+        groups,
+    )
 }
 
 #[test]
