@@ -9,6 +9,8 @@
 //! while probes run, and `nft` reads the kernel back as the oracle.
 
 mod common;
+#[path = "common/matrix.rs"]
+mod matrix;
 #[path = "netns/mod.rs"]
 mod netns;
 
@@ -316,15 +318,7 @@ impl World {
         if !self.present.contains(&src) || !self.present.contains(&dst) {
             return false;
         }
-        let clean = |i: usize| -> BTreeSet<String> {
-            self.groups[i]
-                .iter()
-                .filter(|g| !g.trim().is_empty())
-                .cloned()
-                .collect()
-        };
-        let (a, b) = (clean(src), clean(dst));
-        a.intersection(&b).next().is_some() || b.contains("public")
+        matrix::allowed_by_groups(&self.groups[src], &self.groups[dst], &["public"])
     }
 
     /// R9: with enforcement on, a task that declares ports accepts peers only
@@ -347,39 +341,13 @@ impl World {
     /// Probe every ordered pair with ICMP, TCP, UDP over IPv4 and IPv6 and
     /// return the mismatches against `expected`.
     fn matrix_mismatches(&self, among: &[usize]) -> Vec<String> {
-        let mut probes = Vec::new();
-        let mut labels = Vec::new();
-        for &s in among {
-            for &d in among {
-                if s == d {
-                    continue;
-                }
-                for v6 in [false, true] {
-                    for proto in [Proto::Icmp, Proto::Tcp, Proto::Udp] {
-                        let to = self.cluster.task(self.tasks[d]).ip(v6);
-                        probes.push(Probe::new(self.tasks[s], to, proto));
-                        labels.push((s, d, v6, proto));
-                    }
-                }
-            }
-        }
-        let results = self.cluster.probe_many(probes);
-        let mut bad = Vec::new();
-        for ((s, d, v6, proto), got) in labels.into_iter().zip(results) {
-            let want = self.expected(s, d) && self.port_open(d, proto);
-            if got != want {
-                bad.push(format!(
-                    "{} -> {} {:?} {}: got {}, want {}",
-                    SPECS[s].name,
-                    SPECS[d].name,
-                    proto,
-                    if v6 { "v6" } else { "v4" },
-                    if got { "allowed" } else { "blocked" },
-                    if want { "allowed" } else { "blocked" }
-                ));
-            }
-        }
-        bad
+        let nodes: Vec<(&str, TaskId)> = among
+            .iter()
+            .map(|&i| (SPECS[i].name, self.tasks[i]))
+            .collect();
+        matrix::mismatches(&self.cluster, &nodes, |s, d, proto| {
+            self.expected(among[s], among[d]) && self.port_open(among[d], proto)
+        })
     }
 
     fn assert_matrix(&self, among: &[usize], when: &str) {
@@ -856,39 +824,18 @@ fn demo_shows_groupctl_and_a_measured_matrix() {
     w.wait_converged();
     let mut report = String::new();
     let order = all();
-    let mut probes = Vec::new();
-    for &s in &order {
-        for &d in &order {
-            let to = w.cluster.task(w.tasks[d]).ipv4.into();
-            probes.push(Probe::new(w.tasks[s], to, Proto::Tcp));
-        }
-    }
-    let results = w.cluster.probe_many(probes);
+    let nodes: Vec<(&str, TaskId)> = order.iter().map(|&i| (SPECS[i].name, w.tasks[i])).collect();
+    let grid = matrix::tcp_grid(&w.cluster, &nodes);
     report.push_str("\nTCP connectivity measured with real packets (row = from, column = to; Y allowed, . blocked):\n");
-    let width = SPECS.iter().map(|s| s.name.len()).max().unwrap_or(6) + 2;
-    report.push_str(&format!("{:width$}", ""));
-    for &d in &order {
-        report.push_str(&format!("{:>8}", SPECS[d].name));
-    }
-    report.push('\n');
+    let labels: Vec<&str> = nodes.iter().map(|n| n.0).collect();
+    report.push_str(&matrix::render(&labels, &grid, None));
     let mut mismatches = Vec::new();
     for (row, &s) in order.iter().enumerate() {
-        report.push_str(&format!("{:width$}", SPECS[s].name));
         for (col, &d) in order.iter().enumerate() {
-            let got = results[row * order.len() + col];
-            let cell = if s == d {
-                "-"
-            } else if got {
-                "Y"
-            } else {
-                "."
-            };
-            report.push_str(&format!("{cell:>8}"));
-            if s != d && got != w.expected(s, d) {
+            if s != d && grid[row][col] != w.expected(s, d) {
                 mismatches.push(format!("{} -> {}", SPECS[s].name, SPECS[d].name));
             }
         }
-        report.push('\n');
     }
     report.push_str("\nWhy: ");
     for &s in &order {
