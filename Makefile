@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := nftables iproute2 iputils-ping procps
 BENCH_PACKAGES := sockperf iperf3
 
-.PHONY: all build deps bench-deps test lint demo bench deb clean
+.PHONY: all build deps bench-deps test lint demo demo-marathon bench deb clean
 
 all: build
 
@@ -35,9 +35,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# MODE=file (default) or MODE=marathon (against the simulated Marathon).
 demo: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root"; exit 1; fi
-	./demo/demo.sh
+	./demo/demo.sh $(or $(MODE),file)
+
+demo-marathon:
+	$(MAKE) demo MODE=marathon
 
 bench: bench-deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root"; exit 1; fi
