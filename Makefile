@@ -28,8 +28,9 @@ bench-deps: deps
 # Every test runs, including the network-namespace suite (root required).
 test: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root (it creates network namespaces); run: sudo make test" >&2; exit 1; fi
-	$(CARGO) build --bins
-	$(CARGO) test --all-targets -- --test-threads=4
+	$(CARGO) build --bins --benches
+	$(CARGO) test --lib --bins --tests -- --test-threads=4
+	$(CARGO) test --doc
 
 lint:
 	$(CARGO) fmt --all -- --check
