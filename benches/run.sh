@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # run.sh        the whole benchmark (`make bench`): control plane + data plane
+#               + Marathon source
+# run.sh PART…  only these parts (apply, dataplane, marathon); their rows are
+#               appended to benches/results/latest.md as a section of its own
 #
 # Runs, in this order and as root, everything inside scratch network
 # namespaces named $GROUPD_BENCH_PREFIX-* (created and deleted here):
 #   1. benches/apply.rs      full apply / one-task changes vs `nft`, groupd's peak RSS
 #   2. benches/dataplane.sh  UDP and TCP request/response through groupd's policy vs no rules
+#   3. benches/marathon.rs   simulated Marathon event -> kernel latency; CPU and RSS under 1,000 events/s
 # then prints one markdown table and writes it to benches/results/latest.md.
-# About 5 minutes; env knobs of both parts pass through (GROUPD_BENCH_RUNS,
-# GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS).
+# About 7 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
+# GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
+# GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -28,42 +33,82 @@ cleanup() {
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK" "/tmp/$P-files"
+  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-APPLY=$(bench_exe apply)
-DP_POLICY_BIN=$(bench_exe dp_policy)
-export DP_POLICY_BIN
-[ -x "$APPLY" ] && [ -x "$DP_POLICY_BIN" ] || die "bench binaries missing: cargo build --release --benches"
+ALL="apply dataplane marathon"
+PARTS=${*:-$ALL}
+for part in $PARTS; do
+  [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
+done
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 started=$SECONDS
-log "control plane ($APPLY)"
-if ! "$APPLY" > "$WORK/apply.out"; then
-  echo "| control plane: FAILED (apply exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+if want apply; then
+  APPLY=$(bench_exe apply)
+  [ -x "$APPLY" ] || die "bench binary apply missing: cargo build --release --benches"
+  log "control plane ($APPLY)"
+  if ! "$APPLY" > "$WORK/apply.out"; then
+    echo "| control plane: FAILED (apply exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
 fi
-log "data plane (benches/dataplane.sh)"
-if ! "$ROOT/benches/dataplane.sh" > "$WORK/dataplane.out"; then
-  echo "| data plane: FAILED (dataplane.sh exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+if want dataplane; then
+  DP_POLICY_BIN=$(bench_exe dp_policy)
+  export DP_POLICY_BIN
+  [ -x "$DP_POLICY_BIN" ] || die "bench binary dp_policy missing: cargo build --release --benches"
+  log "data plane (benches/dataplane.sh)"
+  if ! "$ROOT/benches/dataplane.sh" > "$WORK/dataplane.out"; then
+    echo "| data plane: FAILED (dataplane.sh exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+fi
+if want marathon; then
+  MARATHON=$(bench_exe marathon)
+  [ -x "$MARATHON" ] || die "bench binary marathon missing: cargo build --release --benches"
+  log "Marathon source ($MARATHON)"
+  if ! "$MARATHON" > "$WORK/marathon.out"; then
+    echo "| Marathon source: FAILED (marathon exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
 fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-{
-  echo "# groupd benchmark"
-  echo
+when() {
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/'),"
   echo "kernel $(uname -r), $(nft --version), $(nproc) CPUs ($cpu), $(( SECONDS - started )) s."
-  echo "Cluster: G groups × 10 members, each task in 3 groups (⌈10G/3⌉ tasks), 250 local endpoints."
-  echo "Ratio = groupd / the comparison column (times: lower is better; rates: higher is better)."
-  echo
+}
+table() {
   echo "| measurement | groupd | comparison | ratio | target | result |"
   echo "|---|---|---|---|---|---|"
   cat "$GROUPD_BENCH_ROWS"
-} > "$WORK/latest.md"
+}
 mkdir -p "$ROOT/benches/results"
-cp "$WORK/latest.md" "$ROOT/benches/results/latest.md"
+LATEST="$ROOT/benches/results/latest.md"
+if [ "$PARTS" = "$ALL" ] || [ ! -f "$LATEST" ]; then
+  {
+    echo "# groupd benchmark"
+    echo
+    when
+    echo "Cluster: G groups × 10 members, each task in 3 groups (⌈10G/3⌉ tasks), 250 local endpoints."
+    echo "Ratio = groupd / the comparison column (times: lower is better; rates: higher is better)."
+    echo
+    table
+  } > "$WORK/latest.md"
+  cp "$WORK/latest.md" "$LATEST"
+else
+  # A partial run adds its rows under a heading of its own: the table above
+  # comes from another run (other commit, other time).
+  {
+    echo
+    echo "## $PARTS (run on its own)"
+    echo
+    when
+    echo
+    table
+  } > "$WORK/latest.md"
+  cat "$WORK/latest.md" >> "$LATEST"
+fi
 echo
 cat "$WORK/latest.md"
 echo
