@@ -51,7 +51,7 @@ fn main() {
             &format!(
                 "Marathon event -> kernel, {} tasks known: `status_update_event` with the IP of a new remote task \
                  (in the groups of a local one) written to the stream -> its `endpoints4` element committed \
-                 (nf_tables notification), one at a time, {} events{}",
+                 (nf_tables notification), one at a time 10 ms apart, {} events{}",
                 mara::KNOWN,
                 c.latency.n,
                 if c.overruns > 0 { format!("; {} notification overruns", c.overruns) } else { String::new() }
