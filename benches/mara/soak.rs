@@ -40,12 +40,13 @@ fn transactions(agent: &Agent) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn run(agent: &Agent, rate: usize, secs: u64, warmup: u64) -> Result {
+/// `up`: how many `/new` tasks convergence brought up (at `new_ip`); only
+/// those are moved.
+pub fn run(agent: &Agent, up: usize, rate: usize, secs: u64, warmup: u64) -> Result {
     let pid = agent.pid();
     let tx0 = transactions(agent);
     let requests0 = agent.sim.requests();
-    let n = agent.new_tasks.len();
-    // Each task starts at new_ip (converge brought them all up).
+    let n = up.clamp(1, agent.new_tasks.len());
     let mut moved = vec![false; n];
     let total = rate * secs as usize;
     let start = Instant::now();
