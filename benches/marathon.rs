@@ -45,8 +45,8 @@ fn main() {
             WARMUP_S,
         )
     };
-    let dir = std::env::temp_dir().join(format!("{}-mara", common::netns::prefix()));
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    let scratch = Scratch::new();
+    let dir = scratch.0.clone();
     {
         eprintln!("[marathon] loading the simulator and starting groupd");
         let agent = mara::Agent::start(&dir);
@@ -68,7 +68,23 @@ fn main() {
             report(&c, &s, events);
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The run's files (config, log, state); removed however the run ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("{}-mara", common::netns::prefix()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn report(c: &mara::converge::Result, s: &mara::soak::Result, events: usize) {
