@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, LOCATION};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 
@@ -395,7 +395,7 @@ impl MasterClient {
     /// GET a whole document (`path` includes the query), failing over.
     pub async fn get(&self, path: &str, accept: &str) -> Result<Body, HttpError> {
         self.with_failover(|base| async move {
-            let (response, url) = self.send(base, path, accept).await?;
+            let (response, url) = self.send(base, path, accept, None).await?;
             let bytes = self.read_body(&url, response).await?;
             Ok(Body { url, bytes })
         })
@@ -406,7 +406,24 @@ impl MasterClient {
     /// read by the caller.
     pub async fn open_stream(&self, path: &str, accept: &str) -> Result<ByteStream, HttpError> {
         self.with_failover(|base| async move {
-            let (response, url) = self.send(base, path, accept).await?;
+            let (response, url) = self.send(base, path, accept, None).await?;
+            Ok(ByteStream { url, response })
+        })
+        .await
+    }
+
+    /// POST `json` (`Content-Type: application/json`) and return the body
+    /// as a stream read by the caller (Mesos `SUBSCRIBE`), failing over.
+    /// Redirects re-send the POST with its body: Mesos redirects to the
+    /// leader with 307, which keeps the method.
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        accept: &str,
+        json: &[u8],
+    ) -> Result<ByteStream, HttpError> {
+        self.with_failover(|base| async move {
+            let (response, url) = self.send(base, path, accept, Some(json)).await?;
             Ok(ByteStream { url, response })
         })
         .await
@@ -446,13 +463,14 @@ impl MasterClient {
         Err(HttpError::AllFailed(failures))
     }
 
-    /// Send one GET to `base` + `path` and follow redirects; returns a 2xx
-    /// response and the redacted URL that gave it.
+    /// Send one GET (or a POST of `json`) to `base` + `path` and follow
+    /// redirects; returns a 2xx response and the redacted URL that gave it.
     async fn send(
         &self,
         base: &str,
         path: &str,
         accept: &str,
+        json: Option<&[u8]>,
     ) -> Result<(reqwest::Response, String), HttpError> {
         let text = format!("{base}{path}");
         let mut url = Url::parse(&text).map_err(|e| HttpError::Connect {
@@ -462,7 +480,7 @@ impl MasterClient {
         let mut chain = vec![url.clone()];
         loop {
             let shown = shown_url(url.as_str());
-            let response = self.send_once(&url, &shown, accept).await?;
+            let response = self.send_once(&url, &shown, accept, json).await?;
             let status = response.status();
             if !is_followed_redirect(status) {
                 return check_status(response, shown);
@@ -479,8 +497,17 @@ impl MasterClient {
         url: &Url,
         shown: &str,
         accept: &str,
+        json: Option<&[u8]>,
     ) -> Result<reqwest::Response, HttpError> {
-        let mut request = self.http.get(url.clone()).header(ACCEPT, accept);
+        let mut request = match json {
+            None => self.http.get(url.clone()),
+            Some(body) => self
+                .http
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_vec()),
+        }
+        .header(ACCEPT, accept);
         request = match &self.auth {
             Auth::None => request,
             Auth::Basic { user, password } => request.basic_auth(user, Some(&password.0)),
