@@ -343,9 +343,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 stx,
             ));
         }
-        other => anyhow::bail!(
-            "source kind {other:?} is not implemented in this build; use kind = \"file\""
-        ),
+        SourceKind::Mesos => {
+            tokio::spawn(source::mesos::run(
+                config.source.clone(),
+                config.groups.clone(),
+                stx,
+            ));
+        }
     }
 
     if !config.metrics.listen.is_empty() {

@@ -8,6 +8,7 @@ pub mod document;
 pub mod file;
 pub mod http;
 pub mod marathon;
+pub mod mesos;
 pub mod recordio;
 pub mod sse;
 pub mod wire;
