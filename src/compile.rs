@@ -301,49 +301,41 @@ fn inet_skeleton(policy: &Policy) -> Table {
     ]);
     t.chains.push(chain("policy", None, policy_rules));
 
+    // The interface checks (R7, R8) run in the hooks the policy runs in
+    // anyway: two fewer base chains on every packet's path than separate
+    // prerouting/postrouting chains would cost.
     let established = || Rule::verdict(vec![Match::CtState(2 | 4)], Verdict::Accept);
-    t.chains.push(chain(
-        "prerouting",
-        base(Hook::Prerouting, -150),
-        per_pattern(Dir::In, &policy.patterns, "from_task"),
-    ));
-    t.chains.push(chain(
-        "forward",
-        base(Hook::Forward, 0),
-        vec![
-            established(),
-            Rule::verdict(vec![], Verdict::Jump("policy".into())),
-        ],
-    ));
+    let from_task = || per_pattern(Dir::In, &policy.patterns, "from_task");
+    let to_task = || per_pattern(Dir::Out, &policy.patterns, "to_task");
+    let mut forward = from_task();
+    forward.extend(to_task());
+    forward.extend([
+        established(),
+        Rule::verdict(vec![], Verdict::Jump("policy".into())),
+    ]);
+    t.chains
+        .push(chain("forward", base(Hook::Forward, 0), forward));
     // Endpoint -> this host: the endpoint's egress rules (the host is not an endpoint, R4).
-    t.chains.push(chain(
-        "input",
-        base(Hook::Input, 0),
-        vec![
-            established(),
-            neighbour_discovery_jump(),
-            vmap(Dir::In, L3::Ip, OUT4),
-            vmap(Dir::In, L3::Ip6, OUT6),
-        ],
-    ));
+    let mut input = from_task();
+    input.extend([
+        established(),
+        neighbour_discovery_jump(),
+        vmap(Dir::In, L3::Ip, OUT4),
+        vmap(Dir::In, L3::Ip6, OUT6),
+    ]);
+    t.chains.push(chain("input", base(Hook::Input, 0), input));
     // This host -> endpoint (R5): allowed, or the endpoint's ingress rules.
-    let output = if policy.allow_from_host {
-        vec![]
-    } else {
-        vec![
+    let mut output = to_task();
+    if !policy.allow_from_host {
+        output.extend([
             established(),
             neighbour_discovery_jump(),
             vmap(Dir::Out, L3::Ip, IN4),
             vmap(Dir::Out, L3::Ip6, IN6),
-        ]
-    };
+        ]);
+    }
     t.chains
         .push(chain("output", base(Hook::Output, 0), output));
-    t.chains.push(chain(
-        "postrouting",
-        base(Hook::Postrouting, 100),
-        per_pattern(Dir::Out, &policy.patterns, "to_task"),
-    ));
     t
 }
 

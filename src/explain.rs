@@ -206,9 +206,9 @@ impl Tracer<'_> {
 /// sends, or one it forwards (to or from a task, or through it).
 fn hooks_for(from_host: bool) -> Vec<Hook> {
     if from_host {
-        vec![Hook::Output, Hook::Postrouting]
+        vec![Hook::Output]
     } else {
-        vec![Hook::Prerouting, Hook::Forward, Hook::Postrouting]
+        vec![Hook::Forward]
     }
 }
 
@@ -493,7 +493,7 @@ mod tests {
             pkt: &pkt,
             steps: Vec::new(),
         };
-        assert!(matches!(t.run("prerouting", 0), Some(Outcome::Drop)));
+        assert!(matches!(t.run("forward", 0), Some(Outcome::Drop)));
         assert_eq!(t.steps.last().map(|s| s.chain.as_str()), Some("from_task"));
     }
 
