@@ -735,3 +735,674 @@ fn parse_master_state(bytes: &[u8], groups: &GroupsConfig) -> Result<ClusterView
     }
     Ok(parsed.view)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against small raw-TCP masters written here: each speaks just enough
+    //! HTTP/1.1 (one request per connection) to misbehave precisely.
+
+    use super::*;
+    use crate::config::SourceKind;
+    use crate::model::NotEnforced;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    #[derive(Debug, Clone)]
+    struct Req {
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Req {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    enum Reply {
+        Json(u16, String),
+        Redirect(String),
+        /// A chunked 200 whose HTTP chunks are what the receiver yields;
+        /// the body ends properly when the sender goes.
+        Stream(mpsc::UnboundedReceiver<Vec<u8>>),
+    }
+
+    struct Server {
+        base: String,
+        port: u16,
+        log: Arc<Mutex<Vec<Req>>>,
+    }
+
+    impl Server {
+        fn requests(&self, path: &str) -> Vec<Req> {
+            let log = self.log.lock().expect("log");
+            log.iter().filter(|r| r.path == path).cloned().collect()
+        }
+    }
+
+    async fn serve(handler: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let handler = Arc::new(handler);
+        let conn_log = log.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (handler, log) = (handler.clone(), conn_log.clone());
+                tokio::spawn(async move {
+                    let mut sock = sock;
+                    let Some(req) = read_request(&mut sock).await else {
+                        return;
+                    };
+                    log.lock().expect("log").push(req.clone());
+                    let _ = write_reply(sock, handler(&req)).await;
+                });
+            }
+        });
+        Server {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            log,
+        }
+    }
+
+    async fn read_request(sock: &mut TcpStream) -> Option<Req> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 2048];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let text = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = text.split("\r\n");
+        let mut first = lines.next()?.split(' ');
+        let method = first.next()?.to_string();
+        let path = first.next()?.to_string();
+        let headers: Vec<(String, String)> = lines
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < length {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(Req {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    async fn write_reply(mut sock: TcpStream, reply: Reply) -> std::io::Result<()> {
+        match reply {
+            Reply::Json(status, body) => {
+                let head = format!("HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(body.as_bytes()).await?;
+            }
+            Reply::Redirect(location) => {
+                let head = format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                sock.write_all(head.as_bytes()).await?;
+            }
+            Reply::Stream(mut rx) => {
+                sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await?;
+                while let Some(bytes) = rx.recv().await {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    sock.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
+                        .await?;
+                    sock.write_all(&bytes).await?;
+                    sock.write_all(b"\r\n").await?;
+                    sock.flush().await?;
+                }
+                sock.write_all(b"0\r\n\r\n").await?;
+            }
+        }
+        sock.shutdown().await
+    }
+
+    /// RecordIO framing of one record.
+    fn frame(record: &str) -> Vec<u8> {
+        [format!("{}\n", record.len()).as_bytes(), record.as_bytes()].concat()
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mesos");
+        std::fs::read(path.join(name)).expect("fixture")
+    }
+
+    /// The records of a dcos-net capture (one JSON record per line).
+    fn ndjson(name: &str) -> Vec<String> {
+        String::from_utf8(fixture(name))
+            .expect("utf-8")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The streams a fake master has open; each new one gets `first`.
+    #[derive(Clone, Default)]
+    struct Hub(Arc<Mutex<Vec<mpsc::UnboundedSender<Vec<u8>>>>>);
+
+    impl Hub {
+        fn attach(&self, first: &[Vec<u8>]) -> Reply {
+            let (tx, rx) = mpsc::unbounded_channel();
+            for chunk in first {
+                let _ = tx.send(chunk.clone());
+            }
+            self.0.lock().expect("hub").push(tx);
+            Reply::Stream(rx)
+        }
+
+        fn push(&self, bytes: &[u8]) {
+            self.0
+                .lock()
+                .expect("hub")
+                .retain(|tx| tx.send(bytes.to_vec()).is_ok());
+        }
+    }
+
+    /// A leader whose every SUBSCRIBE stream starts with `first` (chunks).
+    async fn fake_master(first: Vec<Vec<u8>>) -> (Server, Hub) {
+        let hub = Hub::default();
+        let h = hub.clone();
+        let server = serve(move |req| {
+            if req.path == API_PATH && req.method == "POST" {
+                h.attach(&first)
+            } else {
+                Reply::Json(404, "no such path".into())
+            }
+        })
+        .await;
+        (server, hub)
+    }
+
+    fn config(urls: Vec<String>) -> SourceConfig {
+        SourceConfig {
+            kind: SourceKind::Mesos,
+            urls,
+            path: None,
+            resync_interval: 300.0,
+            username: None,
+            password_file: None,
+            token_file: None,
+            ca_file: None,
+            tls_verify: true,
+        }
+    }
+
+    fn fast() -> Tuning {
+        Tuning {
+            timeouts: Timeouts {
+                connect: Duration::from_millis(500),
+                headers: Duration::from_millis(500),
+                body: Duration::from_millis(500),
+                stall: Duration::from_millis(500),
+                max_body: 1024 * 1024,
+            },
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(80),
+            heartbeat_misses: 3,
+            silence: Some(Duration::from_millis(400)),
+            max_record: 1024 * 1024,
+        }
+    }
+
+    fn start(cfg: SourceConfig) -> mpsc::Receiver<SourceUpdate> {
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(run_with(cfg, GroupsConfig::default(), tx, fast()));
+        rx
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<SourceUpdate>) -> SourceUpdate {
+        tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .expect("an update in time")
+            .expect("the source is running")
+    }
+
+    async fn snapshot(rx: &mut mpsc::Receiver<SourceUpdate>) -> ClusterView {
+        match next(rx).await {
+            SourceUpdate::Snapshot(view) => view,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    async fn degraded(rx: &mut mpsc::Receiver<SourceUpdate>) -> String {
+        match next(rx).await {
+            SourceUpdate::Degraded(reason) => reason,
+            other => panic!("expected degraded, got {other:?}"),
+        }
+    }
+
+    async fn upsert(rx: &mut mpsc::Receiver<SourceUpdate>) -> crate::model::Task {
+        match next(rx).await {
+            SourceUpdate::Upsert(task) => task,
+            other => panic!("expected an upsert, got {other:?}"),
+        }
+    }
+
+    async fn silence(rx: &mut mpsc::Receiver<SourceUpdate>, for_: Duration) {
+        if let Ok(Some(update)) = tokio::time::timeout(for_, rx.recv()).await {
+            panic!("expected nothing, got {update:?}");
+        }
+    }
+
+    fn ips(task: &crate::model::Task) -> Vec<String> {
+        task.ips.iter().map(ToString::to_string).collect()
+    }
+
+    fn groups_of(task: &crate::model::Task) -> Vec<String> {
+        task.groups.keys().cloned().collect()
+    }
+
+    const FW: &str = "fw-marathon";
+
+    /// A v1 task on the `dcos` overlay with `groups` (Marathon <= 1.4
+    /// `ipAddress.groups`, carried in the TaskInfo's NetworkInfo).
+    fn task_json(id: &str, state: &str, ip: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+        format!(
+            r#"{{"task_id":{{"value":"{id}"}},"name":"web","framework_id":{{"value":"{FW}"}},"agent_id":{{"value":"S1"}},"state":"{state}","container":{{"type":"MESOS","network_infos":[{{"name":"dcos","groups":[{}]}}]}},"statuses":[{{"task_id":{{"value":"{id}"}},"state":"{state}","container_status":{{"network_infos":[{{"name":"dcos","ip_addresses":[{{"ip_address":"{ip}"}}]}}]}}}}]}}"#,
+            groups.join(",")
+        )
+    }
+
+    /// SUBSCRIBED with `tasks`; `type` last, as Mesos 1.9 writes it.
+    fn subscribed(tasks: &[String], heartbeat: f64) -> String {
+        format!(
+            r#"{{"subscribed":{{"get_state":{{"get_tasks":{{"tasks":[{}]}},"get_frameworks":{{"frameworks":[{{"framework_info":{{"id":{{"value":"{FW}"}},"name":"marathon"}}}}]}},"get_agents":{{}}}},"heartbeat_interval_seconds":{heartbeat}}},"type":"SUBSCRIBED"}}"#,
+            tasks.join(",")
+        )
+    }
+
+    fn task_added(task: &str) -> String {
+        format!(r#"{{"type":"TASK_ADDED","task_added":{{"task":{task}}}}}"#)
+    }
+
+    fn task_updated(id: &str, state: &str) -> String {
+        format!(
+            r#"{{"type":"TASK_UPDATED","task_updated":{{"framework_id":{{"value":"{FW}"}},"state":"{state}","status":{{"task_id":{{"value":"{id}"}},"agent_id":{{"value":"S1"}},"state":"{state}","uuid":"AAEC\/w=="}}}}}}"#
+        )
+    }
+
+    const HEARTBEAT: &str = r#"{"type":"HEARTBEAT"}"#;
+
+    #[tokio::test]
+    async fn subscribed_capture_is_one_snapshot_then_events_upsert_and_remove() {
+        let records =
+            ndjson("operator-api/mesos-1.5.0-subscribe-stream-sdk-hello-world.dcos-net.ndjson");
+        let (server, hub) = fake_master(vec![frame(&records[0])]).await;
+        let mut rx = start(config(vec![server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        let req = &server.requests(API_PATH)[0];
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.body, SUBSCRIBE);
+        assert_eq!(req.header("content-type"), Some(JSON));
+        assert_eq!(req.header("accept"), Some(JSON));
+        assert_eq!(view.tasks.len(), 4);
+        let hello = &view.tasks["hello-world.e26a1fe7-28d9-11e8-964a-70b3d5800003"];
+        assert_eq!(hello.app, "marathon:hello-world");
+        assert_eq!(ips(hello), ["172.17.0.4"]);
+        // Host networking in the capture: shown, not enforced, no groups.
+        assert_eq!(hello.not_enforced, Some(NotEnforced::HostNetwork));
+        assert!(view.tasks.values().all(|t| t.groups.is_empty()));
+        assert_eq!(
+            view.tasks["world-0-server__deb2e5df-d33e-43cd-a41b-10f1ea5c88b3"].app,
+            "hello-world:world-0-server"
+        );
+
+        for r in &records[1..] {
+            hub.push(&frame(r));
+        }
+        let killing = upsert(&mut rx).await;
+        assert_eq!(killing.state, TaskState::Killing);
+        let expect_remove = |u: SourceUpdate, id: &str| match u {
+            SourceUpdate::Remove(got) => assert_eq!(got, id),
+            other => panic!("expected Remove({id}), got {other:?}"),
+        };
+        expect_remove(next(&mut rx).await, &killing.id);
+        let staging = upsert(&mut rx).await;
+        assert_eq!(
+            (staging.id.as_str(), &staging.state),
+            (
+                "hello-world.60bcc4e8-28dc-11e8-964a-70b3d5800003",
+                &TaskState::Staging
+            )
+        );
+        assert!(staging.ips.is_empty(), "no IP at STAGING (§8.3)");
+        expect_remove(
+            next(&mut rx).await,
+            "hello-0-server__7830c08b-f769-45d8-8be2-0004ff825dea",
+        );
+        assert_eq!(upsert(&mut rx).await.state, TaskState::Starting);
+        let running = upsert(&mut rx).await;
+        assert_eq!(
+            (&running.state, ips(&running)),
+            (&TaskState::Running, vec!["172.17.0.3".to_string()])
+        );
+        expect_remove(
+            next(&mut rx).await,
+            "world-1-server__25f16dc3-0494-4bcf-a9d7-318d75f58c15",
+        );
+        expect_remove(
+            next(&mut rx).await,
+            "world-0-server__deb2e5df-d33e-43cd-a41b-10f1ea5c88b3",
+        );
+        // FRAMEWORK_REMOVED of hello-world: its tasks are already gone.
+        assert_eq!(upsert(&mut rx).await.state, TaskState::Killing);
+        expect_remove(next(&mut rx).await, &running.id);
+        silence(&mut rx, Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test]
+    async fn mixed_capture_split_into_odd_chunks_converges() {
+        // The whole RecordIO capture, re-chunked every 13 bytes: lengths
+        // and records split everywhere (§8.11: parse by length, not chunk).
+        let bytes =
+            fixture("operator-api/mesos-1.5.0-subscribe-stream-mixed-networking.DERIVED.recordio");
+        let chunks: Vec<Vec<u8>> = bytes.chunks(13).map(<[u8]>::to_vec).collect();
+        let (server, _hub) = fake_master(chunks).await;
+        let mut rx = start(config(vec![server.base.clone()]));
+        assert!(snapshot(&mut rx).await.tasks.is_empty(), "get_tasks: {{}}");
+        let mut tasks = std::collections::BTreeMap::new();
+        for _ in 0..36 {
+            let task = upsert(&mut rx).await;
+            tasks.insert(task.id.clone(), task);
+        }
+        silence(&mut rx, Duration::from_millis(200)).await;
+        let get = |prefix: &str| {
+            tasks
+                .values()
+                .find(|t| t.id.starts_with(prefix))
+                .expect("task")
+        };
+        // §8.3: the Docker user-network task's STARTING status reports the
+        // agent's IP; only RUNNING has the container's.
+        assert_eq!(ips(get("docker-on-dcos.")), ["9.0.2.130"]);
+        assert!(get("docker-on-dcos.").is_endpoint());
+        // §8.4: IPv4 and IPv6 from several NetworkInfos.
+        assert_eq!(
+            ips(get("docker-on-ipv6.")),
+            ["172.19.0.2", "fd01:b::2:8000:0:2"]
+        );
+        assert!(get("ucr-on-dcos.").is_endpoint());
+        assert!(get("pod-on-dcos.").is_endpoint());
+        // §8.7: host and NAT bridge networking are not endpoints.
+        assert_eq!(
+            get("docker-on-bridge.").not_enforced,
+            Some(NotEnforced::NatBridge)
+        );
+        assert_eq!(
+            get("ucr-on-host.").not_enforced,
+            Some(NotEnforced::HostNetwork)
+        );
+        assert_eq!(tasks.len(), 12);
+    }
+
+    #[tokio::test]
+    async fn failover_capture_drops_tasks_re_added_as_terminal() {
+        // §8.12: after a master failover a dead task re-appears as a
+        // TASK_ADDED in TASK_FAILED; it is never upserted. AGENT_ADDED,
+        // FRAMEWORK_* and HEARTBEAT change nothing by themselves.
+        let records = ndjson(
+            "operator-api/mesos-1.9.0-subscribe-stream-recovered-agents-heartbeat.dcos-net.ndjson",
+        );
+        let framed: Vec<Vec<u8>> = records.iter().map(|r| frame(r)).collect();
+        let (server, _hub) = fake_master(framed).await;
+        let mut rx = start(config(vec![server.base.clone()]));
+        assert!(snapshot(&mut rx).await.tasks.is_empty());
+        let states: Vec<(String, TaskState)> = [
+            upsert(&mut rx).await,
+            upsert(&mut rx).await,
+            upsert(&mut rx).await,
+        ]
+        .into_iter()
+        .map(|t| (t.id, t.state))
+        .collect();
+        let id = "web.instance-8b38cc52-c951-11e9-8d5b-70b3d5800001._app.2".to_string();
+        assert_eq!(
+            states,
+            [
+                (id.clone(), TaskState::Staging),
+                (id.clone(), TaskState::Starting),
+                (id, TaskState::Running)
+            ]
+        );
+        silence(&mut rx, Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test]
+    async fn task_events_with_groups_and_an_ip_handover() {
+        let a = task_json("web.a", "TASK_RUNNING", "10.233.0.1", &["web"]);
+        let (server, hub) = fake_master(vec![frame(&subscribed(&[a], 15.0))]).await;
+        let mut rx = start(config(vec![server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(groups_of(&view.tasks["web.a"]), ["web"]);
+        assert_eq!(ips(&view.tasks["web.a"]), ["10.233.0.1"]);
+        assert_eq!(view.tasks["web.a"].app, "marathon:web");
+
+        let b = task_json("db.b", "TASK_RUNNING", "10.233.0.2", &["db", "public"]);
+        hub.push(&frame(&task_added(&b)));
+        let added = upsert(&mut rx).await;
+        assert_eq!(
+            (added.id.as_str(), groups_of(&added), ips(&added)),
+            (
+                "db.b",
+                vec!["db".to_string(), "public".to_string()],
+                vec!["10.233.0.2".to_string()]
+            )
+        );
+        // An update without IPs keeps the task's groups and its IP (the
+        // master's status history does).
+        hub.push(&frame(&task_updated("db.b", "TASK_KILLING")));
+        let killing = upsert(&mut rx).await;
+        assert_eq!(killing.state, TaskState::Killing);
+        assert_eq!(ips(&killing), ["10.233.0.2"]);
+        assert_eq!(groups_of(&killing), ["db", "public"]);
+        hub.push(&frame(&task_updated("db.b", "TASK_FAILED")));
+        assert!(matches!(next(&mut rx).await, SourceUpdate::Remove(id) if id == "db.b"));
+        // Unknown tasks' updates and AGENT_REMOVED: nothing.
+        hub.push(&frame(&task_updated("nobody", "TASK_RUNNING")));
+        hub.push(&frame(
+            r#"{"type":"AGENT_REMOVED","agent_removed":{"agent_id":{"value":"S1"}}}"#,
+        ));
+        hub.push(&frame(HEARTBEAT));
+        silence(&mut rx, Duration::from_millis(150)).await;
+
+        // A new task reports web.a's IP; web.a dies: one snapshot moves it.
+        let c = task_json("web.c", "TASK_RUNNING", "10.233.0.1", &["web2"]);
+        hub.push(&frame(&task_added(&c)));
+        assert_eq!(upsert(&mut rx).await.id, "web.c");
+        hub.push(&frame(&task_updated("web.a", "TASK_KILLED")));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(view.tasks.keys().collect::<Vec<_>>(), ["web.c"]);
+        assert!(view.conflicts.is_empty());
+        // The framework goes: all its tasks in one snapshot.
+        hub.push(&frame(&format!(
+            r#"{{"type":"FRAMEWORK_REMOVED","framework_removed":{{"framework_info":{{"id":{{"value":"{FW}"}},"name":"marathon"}}}}}}"#
+        )));
+        assert!(snapshot(&mut rx).await.tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn silence_resubscribes_and_replaces_the_view() {
+        // heartbeat_interval_seconds 0.2: dead after 3 x 0.2 s without a record.
+        let a = task_json("web.a", "TASK_RUNNING", "10.233.0.1", &["web"]);
+        let (server, hub) = fake_master(vec![frame(&subscribed(&[a], 0.2))]).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let tuning = Tuning {
+            silence: None,
+            ..fast()
+        };
+        tokio::spawn(run_with(
+            config(vec![server.base.clone()]),
+            GroupsConfig::default(),
+            tx,
+            tuning,
+        ));
+        assert_eq!(snapshot(&mut rx).await.tasks.len(), 1);
+        // Heartbeats keep it alive well past 0.6 s.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            hub.push(&frame(HEARTBEAT));
+        }
+        assert!(rx.try_recv().is_err(), "nothing while heartbeats come");
+        assert_eq!(server.requests(API_PATH).len(), 1);
+        // A task added meanwhile is forgotten by the next SUBSCRIBED.
+        let b = task_json("web.b", "TASK_RUNNING", "10.233.0.2", &["web"]);
+        hub.push(&frame(&task_added(&b)));
+        assert_eq!(upsert(&mut rx).await.id, "web.b");
+        let reason = degraded(&mut rx).await;
+        assert!(
+            reason.contains("no event or heartbeat for 0.6 s"),
+            "{reason}"
+        );
+        let view = snapshot(&mut rx).await;
+        assert_eq!(view.tasks.keys().collect::<Vec<_>>(), ["web.a"]);
+        assert_eq!(server.requests(API_PATH).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn leader_redirect_with_protocol_relative_location_is_followed() {
+        let a = task_json("web.a", "TASK_RUNNING", "10.233.0.1", &["web"]);
+        let (leader, _hub) = fake_master(vec![frame(&subscribed(&[a], 15.0))]).await;
+        let port = leader.port;
+        let follower =
+            serve(move |_| Reply::Redirect(format!("//127.0.0.1:{port}{API_PATH}"))).await;
+        let mut rx = start(config(vec![follower.base.clone()]));
+        assert_eq!(snapshot(&mut rx).await.tasks.len(), 1);
+        let req = &leader.requests(API_PATH)[0];
+        assert_eq!(
+            (req.method.as_str(), req.body.as_slice()),
+            ("POST", SUBSCRIBE)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_503_master_hands_over_to_the_next_url() {
+        let a = task_json("web.a", "TASK_RUNNING", "10.233.0.1", &["web"]);
+        let (leader, _hub) = fake_master(vec![frame(&subscribed(&[a], 15.0))]).await;
+        let standby = serve(|_| Reply::Json(503, "not the leader".into())).await;
+        let mut rx = start(config(vec![standby.base.clone(), leader.base.clone()]));
+        assert_eq!(snapshot(&mut rx).await.tasks.len(), 1);
+        assert_eq!(standby.requests(API_PATH).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn masters_without_the_operator_api_are_polled() {
+        let state = String::from_utf8(fixture(
+            "master-state/mesos-1.8.0-master-state.dcos-net.json",
+        ))
+        .expect("utf-8");
+        for status in [404, 405, 501] {
+            let doc = state.clone();
+            let server = serve(move |req| match req.path.as_str() {
+                STATE_PATH => Reply::Json(200, doc.clone()),
+                _ => Reply::Json(status, "no such endpoint".into()),
+            })
+            .await;
+            let mut cfg = config(vec![server.base.clone()]);
+            cfg.resync_interval = 0.2;
+            let mut rx = start(cfg);
+            let first = snapshot(&mut rx).await;
+            assert!(!first.tasks.is_empty(), "{status}");
+            assert_eq!(snapshot(&mut rx).await, first, "{status}: polled again");
+            assert!(server.requests(STATE_PATH).len() >= 2);
+            assert_eq!(server.requests(API_PATH).len(), 1, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncated_records_are_degraded_never_applied() {
+        let good = subscribed(
+            &[task_json("a", "TASK_RUNNING", "10.233.0.1", &["x"])],
+            15.0,
+        );
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"<html>proxy error</html>".to_vec(), "non-digit"),
+            (frame("this is not json"), "not a v1 event"),
+            (frame(HEARTBEAT), "not SUBSCRIBED"),
+            (
+                frame(r#"{"type":"SUBSCRIBED","subscribed":{}}"#),
+                "without get_state",
+            ),
+            // The SUBSCRIBED record cut short, then the body ends.
+            (frame(&good)[..200].to_vec(), "ended inside a record"),
+            (b"2000000\n{".to_vec(), "exceeds the limit"),
+        ];
+        for (bytes, want) in cases {
+            // These bytes, then the end of the body.
+            let server = serve(move |_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(bytes.clone());
+                Reply::Stream(rx)
+            })
+            .await;
+            let (tx, mut rx) = mpsc::channel(64);
+            let tuning = Tuning {
+                max_record: 1024 * 1024,
+                ..fast()
+            };
+            tokio::spawn(run_with(
+                config(vec![server.base.clone()]),
+                GroupsConfig::default(),
+                tx,
+                tuning,
+            ));
+            let reason = degraded(&mut rx).await;
+            assert!(reason.contains(want), "{want}: {reason}");
+            // Retries keep failing the same way: reported once, nothing applied.
+            silence(&mut rx, Duration::from_millis(300)).await;
+            assert!(server.requests(API_PATH).len() >= 2, "{want}: retried");
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_sent_and_never_reported() {
+        let dir = std::env::temp_dir().join(format!("groupd-mesos-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "hunter22-secret\n").expect("write");
+        let server = serve(|_| Reply::Json(401, "unauthorized".into())).await;
+        let mut cfg = config(vec![server
+            .base
+            .replace("http://", "http://ops:hunter22-secret@")]);
+        cfg.username = Some("ops".into());
+        cfg.password_file = Some(pw);
+        let mut rx = start(cfg);
+        let reason = degraded(&mut rx).await;
+        assert!(reason.contains("401"), "{reason}");
+        assert!(!reason.contains("hunter22"), "{reason}");
+        let req = &server.requests(API_PATH)[0];
+        assert!(req
+            .header("authorization")
+            .is_some_and(|h| h.starts_with("Basic ")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
