@@ -1,4 +1,5 @@
 //! A simulated Marathon for the tests, `make demo` and the benchmarks.
+//! (The simulated Mesos master is [`mesos`]; it shares the HTTP pieces.)
 //!
 //! It serves apps, tasks and an event stream in the real wire shapes
 //! (FORMATS.md §1–§3, the fixtures under `tests/fixtures/marathon/`), changes
@@ -112,6 +113,7 @@ mod cluster;
 mod control;
 mod http;
 mod marathon;
+pub mod mesos;
 mod render;
 mod server;
 mod sse;

@@ -202,7 +202,7 @@ async fn write(
 }
 
 /// Hold the connection without answering until the client gives up.
-async fn hang(mut stream: TcpStream) {
+pub(crate) async fn hang(mut stream: TcpStream) {
     let mut sink = [0u8; 1024];
     while let Ok(n) = stream.read(&mut sink).await {
         if n == 0 {
