@@ -465,7 +465,8 @@ fn mesos_source_end_to_end_with_a_follower_and_a_leader_failover() {
     w.tasks[cache1].removed = true;
     w.wait_converged(Duration::from_secs(10));
 
-    failover(&mut w);
+    // 4. Master 1's stream ends; master 2 takes over with the same state.
+    failover(&mut w, 0, 1, StreamFault::Close);
 
     // 5. A change on the new leader is applied.
     let api1 = w.add_task("api1", "api", 0, true, Via::NetworkInfo);
@@ -478,15 +479,30 @@ fn mesos_source_end_to_end_with_a_follower_and_a_leader_failover() {
     assert!(w.tasks[api1].known == Known::Running);
     w.assert_matrix("api1 launched and web1 killed on the new leader");
 
+    // 6. Fail back, the hard way: master 2 goes silent (a half-open
+    // stream, no heartbeats) and master 1, which has caught up, leads. Only
+    // heartbeat silence (3 missed 1 s heartbeats) tells the agents; they
+    // demote the silent master and subscribe to master 1.
+    let spec = w.spec(api1, &["db", "public"], true);
+    w.masters[0].launch_task(spec).expect("catch up: launch");
+    w.masters[0].kill_task(&id).expect("catch up: kill");
+    failover(&mut w, 1, 0, StreamFault::Silence);
+    let db2 = w.idx("db2");
+    let id = w.tasks[db2].id.clone();
+    w.masters[0].kill_task(&id).expect("kill on master 1");
+    w.tasks[db2].known = Known::Gone;
+    w.wait_converged(Duration::from_secs(10));
+    w.assert_matrix("db2 killed on master 1, leading again");
+
     let total = test_started.elapsed();
     eprintln!("[e2e_mesos] whole scenario {total:?}");
 }
 
-/// Step 4: master 1's stream closes; master 1 now redirects to master 2,
-/// which leads with the same state. The agents re-subscribe (master 2 is
-/// first in their list and now answers) and get a snapshot equal to what
+/// A leader failover from master `from` to master `to`: `from`'s open
+/// streams get `fault` and `from` now redirects to `to`, which leads with
+/// the same state. The agents re-subscribe and get a snapshot equal to what
 /// they had: no rule changes, no probe changes its verdict.
-fn failover(w: &mut World) {
+fn failover(w: &mut World, from: usize, to: usize, fault: StreamFault) {
     let before = [w.tables(0), w.tables(1)];
     let (db1, db2) = (w.idx("db1"), w.idx("db2"));
     let (lonely, web2) = (w.idx("lonely"), w.idx("web2"));
@@ -497,10 +513,10 @@ fn failover(w: &mut World) {
     let denied = ContinuousProbe::start(&w.cluster, w.tasks[lonely].node, to_web2, Proto::Udp, 100);
 
     let started = Instant::now();
-    let new_leader = base(&w.masters[1]);
-    w.masters[1].set_leadership(Leadership::Leader);
-    w.masters[0].set_leadership(Leadership::Redirect(new_leader));
-    w.masters[0].disrupt_streams(StreamFault::Close);
+    let new_leader = base(&w.masters[to]);
+    w.masters[to].set_leadership(Leadership::Leader);
+    w.masters[from].set_leadership(Leadership::Redirect(new_leader));
+    w.masters[from].disrupt_streams(fault);
 
     // Watch the tables until both agents stream from the new leader and
     // report in sync, and a little longer.
@@ -519,11 +535,12 @@ fn failover(w: &mut World) {
                 w.log(agent)
             );
         }
-        let on_new = w.masters[1].subscribers() == 2 && w.masters[0].subscribers() == 0;
+        let on_new = w.masters[to].subscribers() == 2 && w.masters[from].subscribers() == 0;
         if settled.is_none() && on_new && (0..2).all(|a| w.difference(a).is_none()) {
             settled = Some(Instant::now());
             eprintln!(
-                "[e2e_mesos] both agents on the new leader, in sync, {:?} after the failover",
+                "[e2e_mesos] {fault:?}: both agents on master {}, in sync, {:?} after the failover",
+                to + 1,
                 started.elapsed()
             );
         }
@@ -532,9 +549,10 @@ fn failover(w: &mut World) {
         }
         assert!(
             started.elapsed() < Duration::from_secs(15),
-            "no re-subscription to the new leader within 15 s: {:?} / {:?}\nlog a1:\n{}\nlog a2:\n{}",
-            w.masters[0].stats(),
-            w.masters[1].stats(),
+            "{fault:?}: no re-subscription to master {} within 15 s: {:?} / {:?}\nlog a1:\n{}\nlog a2:\n{}",
+            to + 1,
+            w.masters[from].stats(),
+            w.masters[to].stats(),
             w.log(0),
             w.log(1)
         );
@@ -544,18 +562,21 @@ fn failover(w: &mut World) {
     let denied = denied.stop();
     assert!(
         allowed.len() >= 10 && allowed.iter().all(|(_, ok)| *ok),
-        "db2 -> db1 (allowed) failed {} of {} times during the failover",
+        "{fault:?}: db2 -> db1 (allowed) failed {} of {} times during the failover",
         allowed.iter().filter(|(_, ok)| !ok).count(),
         allowed.len()
     );
     assert!(
         denied.len() >= 3 && denied.iter().all(|(_, ok)| !ok),
-        "lonely -> web2 (denied) got through during the failover"
+        "{fault:?}: lonely -> web2 (denied) got through during the failover"
     );
     eprintln!(
-        "[e2e_mesos] failover: {checks} table listings unchanged, {} + {} continuous probes kept their verdicts",
+        "[e2e_mesos] {fault:?} failover: {checks} table listings unchanged, {} + {} continuous probes kept their verdicts",
         allowed.len(),
         denied.len()
     );
-    w.assert_matrix("after the leader failover");
+    w.assert_matrix(&format!(
+        "after the failover to master {} ({fault:?})",
+        to + 1
+    ));
 }
