@@ -46,6 +46,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::http::{Backoff, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::outbox::{self, Change, Degraded};
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
 use super::wire::marathon::VersionCache;
 use super::wire::marathon::{convert_apps, convert_event_task, App, MarathonTask, TaskIpAddress};
@@ -530,13 +531,6 @@ async fn fetch_snapshot(
 
 /// What one event changes, for the daemon.
 #[derive(Debug)]
-enum Change {
-    None,
-    Upsert(Task),
-    Remove(String),
-    /// Several tasks at once: send the whole view (one transaction).
-    Whole,
-}
 
 struct Source {
     settings: MasterSettings,
@@ -556,8 +550,8 @@ struct Source {
     /// The master accepts `event_type` filters (until a 4xx says otherwise).
     filters: bool,
     backoff: Backoff,
-    /// The last reason reported as degraded (without the retry delay).
-    reported: Option<String>,
+    /// Degraded reasons already reported.
+    degraded: Degraded,
     last_snapshot: Instant,
     next_resync: Instant,
 }
@@ -584,7 +578,7 @@ impl Source {
             view: ClusterView::default(),
             missing: HashSet::new(),
             filters: true,
-            reported: None,
+            degraded: Degraded::new("marathon"),
             last_snapshot: now,
             next_resync: now,
         }
@@ -713,7 +707,7 @@ impl Source {
             // The whole view is sent below; single changes do not matter.
             self.apply(client, &events.url(), event).await?;
         }
-        let view = self.current_view();
+        let view = outbox::snapshot(&self.view);
         tracing::info!(
             url = %url,
             tasks = view.tasks.len(),
@@ -723,7 +717,7 @@ impl Source {
         );
         self.send(SourceUpdate::Snapshot(view)).await?;
         self.backoff.reset();
-        self.reported = None;
+        self.degraded.clear();
         let now = Instant::now();
         self.last_snapshot = now;
         self.next_resync = now + self.resync_every;
@@ -900,21 +894,10 @@ impl Source {
         }
     }
 
-    fn current_view(&self) -> ClusterView {
-        let mut view = self.view.clone();
-        view.conflicts = view.ip_conflicts();
-        view
-    }
-
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
-        match change {
-            Change::None => Ok(()),
-            Change::Upsert(task) => self.send(SourceUpdate::Upsert(task)).await,
-            Change::Remove(id) => self.send(SourceUpdate::Remove(id)).await,
-            Change::Whole => {
-                let view = self.current_view();
-                self.send(SourceUpdate::Snapshot(view)).await
-            }
+        match outbox::update_for(change, &self.view) {
+            Some(update) => self.send(update).await,
+            None => Ok(()),
         }
     }
 
@@ -924,19 +907,13 @@ impl Source {
 
     /// Tell the daemon once per distinct reason; `false` when it is gone.
     async fn report(&mut self, failure: &Failure, delay: Duration) -> bool {
-        let text = failure.to_string();
-        let base = match &self.client {
-            Some(client) => client.scrub(&text),
-            None => super::http::redact_url(&text),
-        };
-        if self.reported.as_deref() == Some(base.as_str()) {
-            tracing::debug!("marathon source: still failing: {base}");
-            return true;
+        match self
+            .degraded
+            .update(&failure.to_string(), self.client.as_deref(), delay)
+        {
+            Some(update) => self.tx.send(update).await.is_ok(),
+            None => true,
         }
-        let reason = format!("{base}; retrying in {:.1} s", delay.as_secs_f64());
-        tracing::warn!("marathon source: {reason}; the last applied rules stay in force");
-        self.reported = Some(base);
-        self.tx.send(SourceUpdate::Degraded(reason)).await.is_ok()
     }
 }
 

@@ -49,6 +49,7 @@ use tokio::time::Instant;
 
 use super::document::{parse_document_kind, DocumentKind};
 use super::http::{secs, Backoff, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::outbox::{self, Change, Degraded};
 use super::recordio::{RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
 use super::wire::marathon::VersionCache;
 use super::wire::mesos::{
@@ -317,13 +318,6 @@ impl RecordReader {
 
 /// What one event changes, for the daemon.
 #[derive(Debug)]
-enum Change {
-    None,
-    Upsert(crate::model::Task),
-    Remove(String),
-    /// Several tasks at once: send the whole view (one transaction).
-    Whole,
-}
 
 struct Source {
     settings: MasterSettings,
@@ -341,8 +335,8 @@ struct Source {
     /// What the daemon was told: the last snapshot plus the events since.
     view: ClusterView,
     backoff: Backoff,
-    /// The last reason reported as degraded (without the retry delay).
-    reported: Option<String>,
+    /// Degraded reasons already reported.
+    degraded: Degraded,
     /// The polling fallback was announced (once, not every session).
     polling_announced: bool,
 }
@@ -366,7 +360,7 @@ impl Source {
             tasks: HashMap::new(),
             ctx: Context::default(),
             view: ClusterView::default(),
-            reported: None,
+            degraded: Degraded::new("mesos"),
             polling_announced: false,
         }
     }
@@ -470,7 +464,7 @@ impl Source {
         let heartbeat = heartbeat_interval(subscribed.heartbeat_interval_seconds);
         reader.silence = self.tuning.silence_for(heartbeat);
         self.install_subscribed(state);
-        let view = self.current_view();
+        let view = outbox::snapshot(&self.view);
         tracing::info!(
             url = %url,
             tasks = view.tasks.len(),
@@ -530,7 +524,7 @@ impl Source {
             // Events never come in this mode; nothing to keep for them.
             self.tasks.clear();
             self.view = view;
-            let view = self.current_view();
+            let view = outbox::snapshot(&self.view);
             self.send(SourceUpdate::Snapshot(view)).await?;
             self.healthy();
             tokio::select! {
@@ -679,24 +673,13 @@ impl Source {
     /// A snapshot went out: the next failure is news again.
     fn healthy(&mut self) {
         self.backoff.reset();
-        self.reported = None;
-    }
-
-    fn current_view(&self) -> ClusterView {
-        let mut view = self.view.clone();
-        view.conflicts = view.ip_conflicts();
-        view
+        self.degraded.clear();
     }
 
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
-        match change {
-            Change::None => Ok(()),
-            Change::Upsert(task) => self.send(SourceUpdate::Upsert(task)).await,
-            Change::Remove(id) => self.send(SourceUpdate::Remove(id)).await,
-            Change::Whole => {
-                let view = self.current_view();
-                self.send(SourceUpdate::Snapshot(view)).await
-            }
+        match outbox::update_for(change, &self.view) {
+            Some(update) => self.send(update).await,
+            None => Ok(()),
         }
     }
 
@@ -706,19 +689,13 @@ impl Source {
 
     /// Tell the daemon once per distinct reason; `false` when it is gone.
     async fn report(&mut self, failure: &Failure, delay: Duration) -> bool {
-        let text = failure.to_string();
-        let base = match &self.client {
-            Some(client) => client.scrub(&text),
-            None => super::http::redact_url(&text),
-        };
-        if self.reported.as_deref() == Some(base.as_str()) {
-            tracing::debug!("mesos source: still failing: {base}");
-            return true;
+        match self
+            .degraded
+            .update(&failure.to_string(), self.client.as_deref(), delay)
+        {
+            Some(update) => self.tx.send(update).await.is_ok(),
+            None => true,
         }
-        let reason = format!("{base}; retrying in {:.1} s", delay.as_secs_f64());
-        tracing::warn!("mesos source: {reason}; the last applied rules stay in force");
-        self.reported = Some(base);
-        self.tx.send(SourceUpdate::Degraded(reason)).await.is_ok()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod file;
 pub mod http;
 pub mod marathon;
 pub mod mesos;
+pub mod outbox;
 pub mod recordio;
 pub mod sse;
 pub mod wire;
