@@ -45,7 +45,7 @@ fn main() {
             WARMUP_S,
         )
     };
-    let scratch = Scratch::new();
+    let scratch = common::groupd::Scratch::new("mara");
     let dir = scratch.0.clone();
     {
         eprintln!("[marathon] loading the simulator and starting groupd");
@@ -70,24 +70,7 @@ fn main() {
     }
 }
 
-/// The run's files (config, log, state); removed however the run ends.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("{}-mara", common::netns::prefix()));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn report(c: &mara::converge::Result, s: &mara::soak::Result, events: usize) {
+fn report(c: &common::converge::Result, s: &mara::soak::Result, events: usize) {
     let mut rows = Rows::open();
     rows.row([
             &format!(

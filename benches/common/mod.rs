@@ -1,9 +1,14 @@
-//! Shared by the benchmark binaries (`apply`, `dp_policy`).
+//! Shared by the benchmark binaries (`apply`, `dp_policy`, `marathon`,
+//! `mesos`).
 #![allow(dead_code)] // each binary uses a different part
 
 pub mod cluster;
+pub mod converge;
 pub mod flat;
+pub mod groupd;
 pub mod netns;
+pub mod nlwatch;
+pub mod procstat;
 pub mod stats;
 
 use std::io::Write as _;

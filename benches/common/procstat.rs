@@ -34,10 +34,19 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// Peak resident memory so far (VmHWM), MiB.
+pub fn peak_rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmHWM:")
+}
+
+fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::procstat::{cpu_percent, sample, Sample};
 use super::{moved_ip, new_ip, Agent};
+use crate::common::procstat::{cpu_percent, sample, Sample};
 
 pub struct Result {
     pub events: usize,
