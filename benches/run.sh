@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh        the whole benchmark (`make bench`): control plane + data plane
-#               + Marathon source
-# run.sh PART…  only these parts (apply, dataplane, marathon); their rows are
+#               + Marathon source + Mesos source
+# run.sh PART…  only these parts (apply, dataplane, marathon, mesos); their rows are
 #               appended to benches/results/latest.md as a section of its own
 #
 # Runs, in this order and as root, everything inside scratch network
@@ -9,10 +9,13 @@
 #   1. benches/apply.rs      full apply / one-task changes vs `nft`, groupd's peak RSS
 #   2. benches/dataplane.sh  UDP and TCP request/response through groupd's policy vs no rules
 #   3. benches/marathon.rs   simulated Marathon event -> kernel latency; CPU and RSS under 1,000 events/s
+#   4. benches/mesos.rs      simulated Mesos master: 10,000-task snapshot -> kernel (time, peak RSS);
+#                            event -> kernel latency
 # then prints one markdown table and writes it to benches/results/latest.md.
-# About 7 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
+# About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
-# GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK).
+# GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
+# GROUPD_BENCH_SNAPSHOTS).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -33,13 +36,13 @@ cleanup() {
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara"
+  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ALL="apply dataplane marathon"
+ALL="apply dataplane marathon mesos"
 PARTS=${*:-$ALL}
 for part in $PARTS; do
   [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
@@ -70,6 +73,14 @@ if want marathon; then
   log "Marathon source ($MARATHON)"
   if ! "$MARATHON" > "$WORK/marathon.out"; then
     echo "| Marathon source: FAILED (marathon exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+fi
+if want mesos; then
+  MESOS=$(bench_exe mesos)
+  [ -x "$MESOS" ] || die "bench binary mesos missing: cargo build --release --benches"
+  log "Mesos source ($MESOS)"
+  if ! "$MESOS" > "$WORK/mesos.out"; then
+    echo "| Mesos source: FAILED (mesos exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
   fi
 fi
 
