@@ -14,6 +14,8 @@
 //! task killed meanwhile is dropped once the masters are back.
 
 mod common;
+#[path = "common/daemons.rs"]
+mod daemons;
 #[path = "common/matrix.rs"]
 mod matrix;
 #[path = "netns/mod.rs"]
@@ -32,7 +34,6 @@ use groupd::sim::{
 use netns::probe::{ContinuousProbe, Proto};
 use netns::{AgentId, Cluster, ManagedChild, TaskId};
 
-const GROUPD: &str = env!("CARGO_BIN_EXE_groupd");
 const GROUPCTL: &str = env!("CARGO_BIN_EXE_groupctl");
 const OPEN: &[&str] = &["public"];
 
@@ -175,40 +176,24 @@ impl World {
     }
 
     fn socket(&self, agent: usize) -> PathBuf {
-        self.dir.join(format!("a{agent}.sock"))
+        daemons::socket(&self.dir, agent)
     }
 
     fn start(&mut self, agent: usize) {
         let urls: Vec<String> = self.sims.iter().map(|s| s.url()).collect();
-        let config = self.dir.join(format!("a{agent}.toml"));
-        let text = format!(
-            "[source]\nkind = \"marathon\"\nurls = {urls:?}\nresync_interval = 5\n\
-             [interfaces]\nmatch = [\"veth*\"]\n\
-             [daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n\
-             [metrics]\nlisten = \"\"\n",
-            self.socket(agent),
-            self.dir.join(format!("state-a{agent}")),
-        );
-        std::fs::write(&config, text).expect("write config");
+        let source = format!("kind = \"marathon\"\nurls = {urls:?}\nresync_interval = 5");
         let ns = self.cluster.agent(self.agents[agent]).ns.clone();
-        let mut cmd = Command::new(GROUPD);
-        cmd.args(["--config", config.to_str().expect("utf8 path"), "run"]);
-        cmd.env("GROUPD_LOG", "info");
-        let log = std::fs::File::create(self.dir.join(format!("a{agent}.log"))).expect("log");
-        cmd.stderr(log);
-        self.daemons[agent] = Some(self.cluster.spawn_in(&ns, &mut cmd));
+        self.daemons[agent] = Some(daemons::start_groupd(
+            &self.cluster,
+            &ns,
+            &self.dir,
+            agent,
+            &source,
+        ));
     }
 
     fn groupctl_opt(&self, agent: usize, args: &[&str]) -> Option<serde_json::Value> {
-        let out = Command::new(GROUPCTL)
-            .arg("--socket")
-            .arg(self.socket(agent))
-            .arg("--json")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())?;
-        serde_json::from_slice(&out.stdout).ok()
+        daemons::groupctl(&self.dir, agent, args)
     }
 
     fn status(&self, agent: usize) -> serde_json::Value {
@@ -217,45 +202,27 @@ impl World {
     }
 
     fn log(&self, agent: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("a{agent}.log"))).unwrap_or_default()
+        daemons::log(&self.dir, agent)
     }
 
     /// Does `groupctl show --all` on `agent` say exactly what the model says?
     /// Returns the first difference.
     fn difference(&self, agent: usize) -> Option<String> {
-        let Some(rows) = self.groupctl_opt(agent, &["show", "--all"]) else {
-            return Some("groupctl show --all failed".into());
-        };
-        let rows = rows.as_array().cloned().unwrap_or_default();
-        let row = |id: &str| rows.iter().find(|r| r["task"] == id);
-        for t in &self.tasks {
-            let want = match t.known {
-                Known::Gone => None,
-                Known::Staging => Some("not enforced: no IP yet"),
-                Known::Running if t.agent == agent => Some("enforced"),
-                Known::Running => Some("remote"),
-            };
-            let got = row(&t.id).and_then(|r| r["enforcement"].as_str());
-            if got != want {
-                return Some(format!("{}: enforcement {got:?}, want {want:?}", t.id));
-            }
-            let got_groups: Option<BTreeSet<String>> = row(&t.id).map(|r| {
-                r["groups"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|g| g.as_str().map(String::from))
-                    .collect()
-            });
-            if t.known != Known::Gone && got_groups.as_ref() != Some(&t.groups) {
-                return Some(format!(
-                    "{}: groups {got_groups:?}, want {:?}",
-                    t.id, t.groups
-                ));
-            }
-        }
-        let state = self.status(agent)["health"]["source_state"].clone();
-        (state != "in-sync").then(|| format!("source_state {state}"))
+        let expect: Vec<daemons::Expect> = self
+            .tasks
+            .iter()
+            .map(|t| daemons::Expect {
+                id: &t.id,
+                enforcement: match t.known {
+                    Known::Gone => None,
+                    Known::Staging => Some("not enforced: no IP yet"),
+                    Known::Running if t.agent == agent => Some("enforced"),
+                    Known::Running => Some("remote"),
+                },
+                groups: (t.known != Known::Gone).then_some(&t.groups),
+            })
+            .collect();
+        daemons::difference(&self.dir, agent, &expect)
     }
 
     /// Wait until both agents show what the model says, in sync.
@@ -315,20 +282,7 @@ impl World {
     /// `nft list table inet groupd` and `bridge groupd` on `agent`, with
     /// counters and element order normalised.
     fn tables(&self, agent: usize) -> Vec<String> {
-        let ns = self.cluster.agent(self.agents[agent]).ns.clone();
-        let mut lines = Vec::new();
-        for family in ["inet", "bridge"] {
-            let out = self
-                .cluster
-                .exec(&ns, &["nft", "list", "table", family, "groupd"]);
-            assert!(
-                out.status.success(),
-                "nft list table {family} groupd: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            lines.extend(common::normalise(&String::from_utf8_lossy(&out.stdout)));
-        }
-        lines
+        daemons::tables(&self.cluster, &self.cluster.agent(self.agents[agent]).ns)
     }
 }
 
@@ -341,18 +295,6 @@ impl Drop for World {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Lines only in `a` / only in `b`, for messages.
-fn diff(a: &[String], b: &[String]) -> String {
-    let only = |x: &[String], y: &[String]| -> Vec<String> {
-        x.iter()
-            .filter(|l| !y.contains(l))
-            .take(5)
-            .cloned()
-            .collect()
-    };
-    format!("before only: {:?}\nnow only: {:?}", only(a, b), only(b, a))
 }
 
 /// The initial cluster: 7 tasks, routed and bridged on both agents.
@@ -481,7 +423,7 @@ fn outage_then_recovery(w: &mut World) {
                 "a{} table changed {:?} into the outage:\n{}",
                 agent + 1,
                 started.elapsed(),
-                diff(before, &now)
+                daemons::diff(before, &now)
             );
             let health = w.status(agent)["health"].clone();
             let degraded = health["source_state"] == "degraded"
