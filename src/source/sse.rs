@@ -51,6 +51,9 @@ pub struct SseParser {
     after_cr: bool,
     /// Nothing has been seen yet (a leading BOM is dropped).
     at_start: bool,
+    /// Bytes of a leading BOM seen so far while `at_start`: a BOM split
+    /// across chunks is still a BOM (found by fuzzing).
+    bom_seen: usize,
     event: Option<String>,
     data: String,
     /// Whether a `data:` field was seen for the pending event (an empty
@@ -82,6 +85,7 @@ impl SseParser {
             line: Vec::new(),
             after_cr: false,
             at_start: true,
+            bom_seen: 0,
             event: None,
             data: String::new(),
             has_data: false,
@@ -100,8 +104,22 @@ impl SseParser {
         let mut out = Vec::new();
         let mut rest = chunk;
         if self.at_start && !rest.is_empty() {
-            self.at_start = false;
-            rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let want = &BOM[self.bom_seen..];
+            let n = want.len().min(rest.len());
+            if rest[..n] == want[..n] {
+                self.bom_seen += n;
+                rest = &rest[n..];
+                if self.bom_seen < BOM.len() {
+                    // Maybe a BOM, split across chunks: wait for the rest.
+                    return Ok(out);
+                }
+                self.at_start = false;
+            } else {
+                // Not a BOM after all: what was held back is line content.
+                self.at_start = false;
+                self.push_bytes(&BOM[..self.bom_seen])?;
+            }
         }
         if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
