@@ -1,13 +1,22 @@
 //! Cluster view + local bindings + policy -> the nftables ruleset. Pure: no I/O.
 //!
-//! The ruleset has a static part ([`skeleton`]: base chains, dispatch, the
-//! anti-spoofing chains and the sets) and a part per task ([`contribution`]:
-//! set elements, and for local endpoints two chains). Group membership lives
-//! in ONE set per address family keyed by `group-id . address`; a local
-//! endpoint's chain looks its peer up once per group of its own, loading the
-//! group id into a register itself. So per-packet cost depends on the number
-//! of groups of the local task, never on the size of the cluster, and a
-//! task's change touches only that task's elements.
+//! The chains are static ([`skeleton`]); everything that depends on tasks is
+//! set elements, so a task's change is element adds and deletes only (no rule
+//! is rewritten, and the kernel never re-validates the chains).
+//!
+//! R1 is enforced from sets of address *pairs*, listed only for the
+//! endpoints of this agent: `egress` holds (interface, local endpoint, peer)
+//! for every peer the local endpoint shares a group with, `ingress` the same
+//! in the other direction, and `pass` (interface, local, local, interface)
+//! for two local endpoints. One lookup then decides a packet between
+//! endpoints that may talk, and also proves that its source address belongs
+//! to its input interface (R7) — the hot path is one hash lookup, whatever
+//! the size of the cluster. Everything else (replies, open groups, non-endpoints,
+//! spoofing, discovery ports) takes the slower path through
+//! [`source_check`](SOURCE_CHECK), conntrack and the `egress`/`ingress` chains.
+//!
+//! A pair exists once per peer, not per group: a membership change costs
+//! elements proportional to the local endpoints of the groups involved.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -15,27 +24,48 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, EgressNonEndpoint, IfacePattern, Ungrouped};
-use crate::model::Task;
+use crate::model::{DiscoveryPort, Protocol, Task};
 use crate::net::Cidr;
 use crate::ruleset::{
-    Action, BaseChain, Chain, Dir, Element, Family, GroupId, Hook, KeyPart, KeyValue, Match, Rule,
+    BaseChain, Chain, Dir, Element, Family, Field, GroupId, Hook, KeyPart, KeyValue, Match, Rule,
     Table, Verdict, L3,
 };
 
 // Names of the objects in groupd's tables (generated, never from the master).
 pub const ENDPOINTS4: &str = "endpoints4";
 pub const ENDPOINTS6: &str = "endpoints6";
-pub const MEMBERS4: &str = "members4";
-pub const MEMBERS6: &str = "members6";
+pub const OPEN4: &str = "open4";
+pub const OPEN6: &str = "open6";
+pub const OPEN_GATED4: &str = "open_gated4";
+pub const OPEN_GATED6: &str = "open_gated6";
 pub const BOUND4: &str = "bound4";
 pub const BOUND6: &str = "bound6";
 pub const BRIDGES: &str = "bridges";
+pub const EGRESS4: &str = "egress4";
+pub const EGRESS6: &str = "egress6";
+pub const INGRESS4: &str = "ingress4";
+pub const INGRESS6: &str = "ingress6";
+pub const PASS4: &str = "pass4";
+pub const PASS6: &str = "pass6";
+pub const GATED4: &str = "gated4";
+pub const GATED6: &str = "gated6";
+pub const GATE_PORTS4: &str = "gate_ports4";
+pub const GATE_PORTS6: &str = "gate_ports6";
 pub const PORTS: &str = "ports";
 pub const IGNORED_PORTS: &str = "ignored_ports";
-pub const OUT4: &str = "out4";
-pub const OUT6: &str = "out6";
-pub const IN4: &str = "in4";
-pub const IN6: &str = "in6";
+
+// Chains of the inet table.
+pub const SOURCE_CHECK: &str = "source_check";
+pub const DEST_CHECK: &str = "dest_check";
+pub const NEIGHBOUR_DISCOVERY: &str = "neighbour_discovery";
+pub const EGRESS: &str = "egress";
+pub const INGRESS: &str = "ingress";
+pub const GATED: &str = "gated";
+pub const FROM_TASK: &str = "from_task";
+pub const TO_TASK: &str = "to_task";
+pub const TASK_TO_TASK: &str = "task_to_task";
+pub const HOST_FROM_TASK: &str = "host_from_task";
+pub const HOST_TO_TASK: &str = "host_to_task";
 
 /// A set name: always one of the constants above.
 pub type SetName = &'static str;
@@ -96,22 +126,6 @@ pub fn group_ids(task: &Task, policy: &Policy) -> Vec<GroupId> {
     ids
 }
 
-/// Per-endpoint chain names: from a hash of the task ID (never the ID itself).
-pub fn chain_names(task_id: &str) -> (String, String) {
-    let d = Sha256::new()
-        .chain_update(b"groupd-task\0")
-        .chain_update(task_id.as_bytes())
-        .finalize();
-    let h: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-    (format!("ep_{h}_out"), format!("ep_{h}_in"))
-}
-
-/// The chain that checks peers of an endpoint whose ports are restricted (R9).
-pub fn peers_chain_name(task_id: &str) -> String {
-    let (_, ingress) = chain_names(task_id);
-    format!("{}_peers", ingress.trim_end_matches("_in"))
-}
-
 /// groups(T) after R3: a task with no groups is isolated or joins the
 /// configured group.
 pub fn effective_groups(task: &Task, policy: &Policy) -> BTreeSet<String> {
@@ -132,6 +146,10 @@ fn v4v6<T>(ip: &IpAddr, a: T, b: T) -> T {
     }
 }
 
+fn same_family(a: &IpAddr, b: &IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
 fn base(hook: Hook, priority: i32) -> Option<BaseChain> {
     Some(BaseChain { hook, priority })
 }
@@ -148,6 +166,22 @@ fn ret(matches: Vec<Match>) -> Rule {
     Rule::verdict(matches, Verdict::Return)
 }
 
+fn accept(matches: Vec<Match>) -> Rule {
+    Rule::verdict(matches, Verdict::Accept)
+}
+
+fn goto(matches: Vec<Match>, target: &str) -> Rule {
+    Rule::verdict(matches, Verdict::Goto(target.into()))
+}
+
+fn jump(matches: Vec<Match>, target: &str) -> Rule {
+    Rule::verdict(matches, Verdict::Jump(target.into()))
+}
+
+fn counted_drop(matches: Vec<Match>) -> Rule {
+    Rule::verdict(matches, Verdict::Drop).counted()
+}
+
 fn prefix(dir: Dir, p: &str) -> Match {
     // Only called with the literal prefixes below.
     let prefix: Cidr = p.parse().unwrap_or(Cidr {
@@ -157,18 +191,47 @@ fn prefix(dir: Dir, p: &str) -> Match {
     Match::AddrPrefix { dir, prefix }
 }
 
+use Dir::{In, Out};
+use L3::{Ip, Ip6};
+
+/// The same lookup for IPv4 and IPv6: `fields(l3) @set4`, `fields(l3) @set6`.
+fn both_families(fields: impl Fn(L3) -> Vec<Field>, sets: [&str; 2]) -> [Match; 2] {
+    [
+        Match::lookup(&fields(Ip), sets[0]),
+        Match::lookup(&fields(Ip6), sets[1]),
+    ]
+}
+
+/// `iifname . ip saddr . ip daddr`: the input interface and the flow.
+fn from_flow(l3: L3) -> Vec<Field> {
+    vec![Field::Ifname(In), Field::Addr(In, l3), Field::Addr(Out, l3)]
+}
+
+/// `oifname . ip saddr . ip daddr`: the output interface and the flow.
+fn to_flow(l3: L3) -> Vec<Field> {
+    vec![
+        Field::Ifname(Out),
+        Field::Addr(In, l3),
+        Field::Addr(Out, l3),
+    ]
+}
+
+/// `iifname . ip saddr . ip daddr . oifname`
+fn through_flow(l3: L3) -> Vec<Field> {
+    let mut f = from_flow(l3);
+    f.push(Field::Ifname(Out));
+    f
+}
+
 /// IPv6 needs neighbour discovery from link-local (and, for duplicate address
 /// detection, unspecified) sources before any address is usable (R7).
-fn neighbour_discovery_rules() -> Vec<Rule> {
+fn neighbour_discovery_sources() -> Vec<Rule> {
     let mut rules = Vec::new();
     for t in [133u8, 135, 136, 143] {
-        rules.push(ret(vec![
-            prefix(Dir::In, "fe80::/10"),
-            Match::Icmpv6Type(t),
-        ]));
+        rules.push(ret(vec![prefix(In, "fe80::/10"), Match::Icmpv6Type(t)]));
     }
     for t in [135u8, 143] {
-        rules.push(ret(vec![prefix(Dir::In, "::/128"), Match::Icmpv6Type(t)]));
+        rules.push(ret(vec![prefix(In, "::/128"), Match::Icmpv6Type(t)]));
     }
     rules
 }
@@ -179,23 +242,25 @@ fn neighbour_discovery_rules() -> Vec<Rule> {
 /// Sources are still anti-spoof checked at the task interface.
 fn neighbour_discovery_chain() -> Chain {
     let rules = (133u8..=137)
-        .map(|t| Rule::verdict(vec![Match::Icmpv6Type(t)], Verdict::Accept))
+        .map(|t| accept(vec![Match::Icmpv6Type(t)]))
         .collect();
     chain(NEIGHBOUR_DISCOVERY, None, rules)
 }
 
-/// One cheap test in the hot path; the ND types are checked only for ICMPv6.
+/// One cheap test; the ND types are checked only for ICMPv6.
 fn neighbour_discovery_jump() -> Rule {
-    Rule::verdict(
-        vec![Match::L4Proto(58)],
-        Verdict::Jump(NEIGHBOUR_DISCOVERY.into()),
-    )
+    jump(vec![Match::L4Proto(58)], NEIGHBOUR_DISCOVERY)
 }
 
-const NEIGHBOUR_DISCOVERY: &str = "neighbour_discovery";
+fn established() -> Rule {
+    accept(vec![Match::CtState(2 | 4)])
+}
 
-fn per_pattern(dir: Dir, patterns: &[IfacePattern], target: &str) -> Vec<Rule> {
-    patterns
+/// `iifname "veth*" <verdict>` for every task interface pattern, and the
+/// bridges that have task ports (bridged traffic shows the bridge as its
+/// interface in the inet hooks).
+fn task_interface_rules(dir: Dir, patterns: &[IfacePattern], v: Verdict) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = patterns
         .iter()
         .map(|p| {
             let (name, is_prefix) = match p {
@@ -208,132 +273,229 @@ fn per_pattern(dir: Dir, patterns: &[IfacePattern], target: &str) -> Vec<Rule> {
                     name,
                     prefix: is_prefix,
                 }],
-                Verdict::Jump(target.to_string()),
+                v.clone(),
             )
         })
-        .collect()
+        .collect();
+    rules.push(Rule::verdict(
+        vec![Match::lookup(&[Field::Ifname(dir)], BRIDGES)],
+        v,
+    ));
+    rules
 }
 
-/// The static part of both tables: everything but the per-task pieces.
+/// The static part of both tables: every chain and set, no elements.
 pub fn skeleton(policy: &Policy) -> (Table, Table) {
     (inet_skeleton(policy), bridge_skeleton(policy))
 }
 
+fn inet_sets(t: &mut Table) {
+    let (v4, v6, ifname) = (KeyPart::Ipv4, KeyPart::Ipv6, KeyPart::Ifname);
+    for (name, key) in [
+        (ENDPOINTS4, vec![v4]),
+        (ENDPOINTS6, vec![v6]),
+        (OPEN4, vec![v4]),
+        (OPEN6, vec![v6]),
+        (OPEN_GATED4, vec![v4]),
+        (OPEN_GATED6, vec![v6]),
+        (BOUND4, vec![ifname, v4]),
+        (BOUND6, vec![ifname, v6]),
+        (BRIDGES, vec![ifname]),
+        (EGRESS4, vec![ifname, v4, v4]),
+        (EGRESS6, vec![ifname, v6, v6]),
+        (INGRESS4, vec![ifname, v4, v4]),
+        (INGRESS6, vec![ifname, v6, v6]),
+        (GATED4, vec![ifname, v4, v4]),
+        (GATED6, vec![ifname, v6, v6]),
+        (PASS4, vec![ifname, v4, v4, ifname]),
+        (PASS6, vec![ifname, v6, v6, ifname]),
+        (
+            GATE_PORTS4,
+            vec![v4, KeyPart::InetProto, KeyPart::InetService],
+        ),
+        (
+            GATE_PORTS6,
+            vec![v6, KeyPart::InetProto, KeyPart::InetService],
+        ),
+    ] {
+        t.add_set(name, key);
+    }
+}
+
 fn inet_skeleton(policy: &Policy) -> Table {
     let mut t = Table::new(Family::Inet, &policy.table);
-    t.add_set(ENDPOINTS4, vec![KeyPart::Ipv4], false);
-    t.add_set(ENDPOINTS6, vec![KeyPart::Ipv6], false);
-    t.add_set(MEMBERS4, vec![KeyPart::GroupId, KeyPart::Ipv4], false);
-    t.add_set(MEMBERS6, vec![KeyPart::GroupId, KeyPart::Ipv6], false);
-    t.add_set(BOUND4, vec![KeyPart::Ifname, KeyPart::Ipv4], false);
-    t.add_set(BOUND6, vec![KeyPart::Ifname, KeyPart::Ipv6], false);
-    t.add_set(BRIDGES, vec![KeyPart::Ifname], false);
-    for (m, k) in [
-        (OUT4, KeyPart::Ipv4),
-        (OUT6, KeyPart::Ipv6),
-        (IN4, KeyPart::Ipv4),
-        (IN6, KeyPart::Ipv6),
-    ] {
-        t.add_set(m, vec![k], true);
-    }
+    inet_sets(&mut t);
+    let addr_in = |dir, l3, set: &str| Match::lookup(&[Field::Addr(dir, l3)], set);
+    let if_addr =
+        |dir, l3, set: &str| Match::lookup(&[Field::Ifname(dir), Field::Addr(dir, l3)], set);
+    let bridge_if = |dir| Match::lookup(&[Field::Ifname(dir)], BRIDGES);
 
-    // R7 + R8 at the task interface (routed task networks).
-    // The common case (a bound pair) first: this runs for every packet.
-    let mut from_task = vec![
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::In,
-            l3: L3::Ip,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::In,
-            l3: L3::Ip6,
-            set: BOUND6.into(),
-        }]),
-        ret(vec![Match::IfnameInSet {
-            dir: Dir::In,
-            set: BRIDGES.into(),
-        }]),
+    // R7 + R8 for a packet from a task interface: returns if its source is
+    // bound there (bridge ports are checked per port in the bridge table).
+    let mut source_check = vec![
+        ret(vec![if_addr(In, Ip, BOUND4)]),
+        ret(vec![if_addr(In, Ip6, BOUND6)]),
+        ret(vec![bridge_if(In)]),
     ];
-    from_task.extend(neighbour_discovery_rules());
-    from_task.push(Rule::verdict(vec![], Verdict::Drop).counted());
-    t.chains.push(chain("from_task", None, from_task));
+    source_check.extend(neighbour_discovery_sources());
+    source_check.push(counted_drop(vec![]));
+    t.chains.push(chain(SOURCE_CHECK, None, source_check));
 
-    let to_task = vec![
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::Out,
-            l3: L3::Ip,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::Out,
-            l3: L3::Ip6,
-            set: BOUND6.into(),
-        }]),
-        ret(vec![Match::IfnameInSet {
-            dir: Dir::Out,
-            set: BRIDGES.into(),
-        }]),
-        ret(vec![prefix(Dir::Out, "fe80::/10")]),
-        ret(vec![prefix(Dir::Out, "ff02::/16")]),
-        Rule::verdict(vec![], Verdict::Drop).counted(),
+    // R8 for a packet to a task interface: returns if its destination is bound there.
+    let dest_check = vec![
+        ret(vec![if_addr(Out, Ip, BOUND4)]),
+        ret(vec![if_addr(Out, Ip6, BOUND6)]),
+        ret(vec![bridge_if(Out)]),
+        ret(vec![prefix(Out, "fe80::/10")]),
+        ret(vec![prefix(Out, "ff02::/16")]),
+        counted_drop(vec![]),
     ];
-    t.chains.push(chain("to_task", None, to_task));
-
-    // R1-R5: the source's egress chain, then the destination's ingress chain.
-    let vmap = |dir, l3, map: &str| {
-        Rule::new(
-            vec![],
-            Action::Vmap {
-                dir,
-                l3,
-                map: map.into(),
-            },
-        )
-    };
+    t.chains.push(chain(DEST_CHECK, None, dest_check));
     t.chains.push(neighbour_discovery_chain());
-    let mut policy_rules = vec![neighbour_discovery_jump()];
-    policy_rules.extend([
-        vmap(Dir::In, L3::Ip, OUT4),
-        vmap(Dir::In, L3::Ip6, OUT6),
-        vmap(Dir::Out, L3::Ip, IN4),
-        vmap(Dir::Out, L3::Ip6, IN6),
-    ]);
-    t.chains.push(chain("policy", None, policy_rules));
 
-    // The interface checks (R7, R8) run in the hooks the policy runs in
-    // anyway: two fewer base chains on every packet's path than separate
-    // prerouting/postrouting chains would cost.
-    let established = || Rule::verdict(vec![Match::CtState(2 | 4)], Verdict::Accept);
-    let from_task = || per_pattern(Dir::In, &policy.patterns, "from_task");
-    let to_task = || per_pattern(Dir::Out, &policy.patterns, "to_task");
-    let mut forward = from_task();
-    forward.extend(to_task());
-    forward.extend([
-        established(),
-        Rule::verdict(vec![], Verdict::Jump("policy".into())),
-    ]);
-    t.chains
-        .push(chain("forward", base(Hook::Forward, 0), forward));
-    // Endpoint -> this host: the endpoint's egress rules (the host is not an endpoint, R4).
-    let mut input = from_task();
-    input.extend([
+    // R1, R2, R4 for a packet a (verified) local endpoint sends: returns if allowed.
+    let mut egress: Vec<Rule> = both_families(from_flow, [EGRESS4, EGRESS6])
+        .into_iter()
+        .map(|m| ret(vec![m]))
+        .collect();
+    for (l3, sets) in [(Ip, [OPEN4, OPEN_GATED4]), (Ip6, [OPEN6, OPEN_GATED6])] {
+        for set in sets {
+            egress.push(ret(vec![addr_in(Out, l3, set)]));
+        }
+    }
+    egress.push(counted_drop(vec![addr_in(Out, Ip, ENDPOINTS4)]));
+    egress.push(counted_drop(vec![addr_in(Out, Ip6, ENDPOINTS6)]));
+    match policy.egress {
+        EgressNonEndpoint::Allow => {}
+        EgressNonEndpoint::Deny => {
+            for cidr in &policy.egress_allow {
+                egress.push(ret(vec![Match::AddrPrefix {
+                    dir: Out,
+                    prefix: *cidr,
+                }]));
+            }
+            egress.push(counted_drop(vec![]));
+        }
+    }
+    t.chains.push(chain(EGRESS, None, egress));
+
+    // R9: a port-restricted endpoint, reached on one of its ports (or by
+    // ICMP): its group peers and, if it is in an open group, every endpoint.
+    let mut gated: Vec<Rule> = both_families(to_flow, [GATED4, GATED6])
+        .into_iter()
+        .map(|m| accept(vec![m]))
+        .collect();
+    for (l3, open, all) in [
+        (Ip, OPEN_GATED4, ENDPOINTS4),
+        (Ip6, OPEN_GATED6, ENDPOINTS6),
+    ] {
+        gated.push(accept(vec![addr_in(Out, l3, open), addr_in(In, l3, all)]));
+    }
+    gated.push(counted_drop(vec![]));
+    t.chains.push(chain(GATED, None, gated));
+
+    // R1, R2, R5, R9 for a packet to a (verified) local endpoint: accepts or drops.
+    let mut ingress: Vec<Rule> = both_families(to_flow, [INGRESS4, INGRESS6])
+        .into_iter()
+        .map(|m| accept(vec![m]))
+        .collect();
+    for (l3, open, all) in [(Ip, OPEN4, ENDPOINTS4), (Ip6, OPEN6, ENDPOINTS6)] {
+        ingress.push(accept(vec![addr_in(Out, l3, open), addr_in(In, l3, all)]));
+    }
+    for cidr in &policy.ingress_allow {
+        ingress.push(accept(vec![Match::AddrPrefix {
+            dir: In,
+            prefix: *cidr,
+        }]));
+    }
+    let service = |l3| vec![Field::Addr(Out, l3), Field::L4Proto, Field::Dport];
+    for m in both_families(service, [GATE_PORTS4, GATE_PORTS6]) {
+        ingress.push(goto(vec![m], GATED));
+    }
+    ingress.push(goto(vec![Match::L4Proto(1)], GATED));
+    ingress.push(goto(vec![Match::L4Proto(58)], GATED));
+    ingress.push(counted_drop(vec![]));
+    t.chains.push(chain(INGRESS, None, ingress));
+
+    // Between two task interfaces of this agent.
+    let mut task_to_task: Vec<Rule> = both_families(through_flow, [PASS4, PASS6])
+        .into_iter()
+        .map(|m| accept(vec![m]))
+        .collect();
+    task_to_task.extend([
+        jump(vec![], SOURCE_CHECK),
+        jump(vec![], DEST_CHECK),
         established(),
         neighbour_discovery_jump(),
-        vmap(Dir::In, L3::Ip, OUT4),
-        vmap(Dir::In, L3::Ip6, OUT6),
+        jump(vec![], EGRESS),
+        goto(vec![], INGRESS),
     ]);
-    t.chains.push(chain("input", base(Hook::Input, 0), input));
+    t.chains.push(chain(TASK_TO_TASK, None, task_to_task));
+
+    // From a task interface to the rest of the world (or to another task interface).
+    let mut from_task =
+        task_interface_rules(Out, &policy.patterns, Verdict::Goto(TASK_TO_TASK.into()));
+    from_task.extend(
+        both_families(from_flow, [EGRESS4, EGRESS6])
+            .into_iter()
+            .map(|m| accept(vec![m])),
+    );
+    from_task.extend([
+        jump(vec![], SOURCE_CHECK),
+        established(),
+        neighbour_discovery_jump(),
+        jump(vec![], EGRESS),
+        accept(vec![]),
+    ]);
+    t.chains.push(chain(FROM_TASK, None, from_task));
+
+    // From elsewhere to a task interface.
+    let mut to_task: Vec<Rule> = both_families(to_flow, [INGRESS4, INGRESS6])
+        .into_iter()
+        .map(|m| accept(vec![m]))
+        .collect();
+    to_task.extend([
+        jump(vec![], DEST_CHECK),
+        established(),
+        neighbour_discovery_jump(),
+        goto(vec![], INGRESS),
+    ]);
+    t.chains.push(chain(TO_TASK, None, to_task));
+
+    // Endpoint -> this host: the endpoint's egress rules (the host is not an endpoint, R4).
+    let host_from_task = vec![
+        jump(vec![], SOURCE_CHECK),
+        established(),
+        neighbour_discovery_jump(),
+        jump(vec![], EGRESS),
+        accept(vec![]),
+    ];
+    t.chains.push(chain(HOST_FROM_TASK, None, host_from_task));
     // This host -> endpoint (R5): allowed, or the endpoint's ingress rules.
-    let mut output = to_task();
-    if !policy.allow_from_host {
-        output.extend([
+    let mut host_to_task = vec![jump(vec![], DEST_CHECK)];
+    if policy.allow_from_host {
+        host_to_task.push(accept(vec![]));
+    } else {
+        host_to_task.extend([
             established(),
             neighbour_discovery_jump(),
-            vmap(Dir::Out, L3::Ip, IN4),
-            vmap(Dir::Out, L3::Ip6, IN6),
+            goto(vec![], INGRESS),
         ]);
     }
+    t.chains.push(chain(HOST_TO_TASK, None, host_to_task));
+
+    // The base chains only sort packets by the interfaces they touch.
+    let mut forward = task_interface_rules(In, &policy.patterns, Verdict::Goto(FROM_TASK.into()));
+    forward.extend(task_interface_rules(
+        Out,
+        &policy.patterns,
+        Verdict::Goto(TO_TASK.into()),
+    ));
+    t.chains
+        .push(chain("forward", base(Hook::Forward, 0), forward));
+    let input = task_interface_rules(In, &policy.patterns, Verdict::Goto(HOST_FROM_TASK.into()));
+    t.chains.push(chain("input", base(Hook::Input, 0), input));
+    let output = task_interface_rules(Out, &policy.patterns, Verdict::Goto(HOST_TO_TASK.into()));
     t.chains
         .push(chain("output", base(Hook::Output, 0), output));
     t
@@ -341,74 +503,46 @@ fn inet_skeleton(policy: &Policy) -> Table {
 
 fn bridge_skeleton(policy: &Policy) -> Table {
     let mut t = Table::new(Family::Bridge, &policy.table);
-    t.add_set(BOUND4, vec![KeyPart::Ifname, KeyPart::Ipv4], false);
-    t.add_set(BOUND6, vec![KeyPart::Ifname, KeyPart::Ipv6], false);
-    t.add_set(PORTS, vec![KeyPart::Ifname], false);
-    t.add_set(IGNORED_PORTS, vec![KeyPart::Ifname], false);
+    t.add_set(BOUND4, vec![KeyPart::Ifname, KeyPart::Ipv4]);
+    t.add_set(BOUND6, vec![KeyPart::Ifname, KeyPart::Ipv6]);
+    t.add_set(PORTS, vec![KeyPart::Ifname]);
+    t.add_set(IGNORED_PORTS, vec![KeyPart::Ifname]);
+    let if_addr =
+        |dir, l3, set: &str| Match::lookup(&[Field::Ifname(dir), Field::Addr(dir, l3)], set);
 
     // Bridged frames: the bridge port is only visible in the bridge family.
     let mut port_in = vec![
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::In,
-            l3: L3::Arp,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::In,
-            l3: L3::Ip,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::In,
-            l3: L3::Ip6,
-            set: BOUND6.into(),
-        }]),
+        ret(vec![if_addr(In, L3::Arp, BOUND4)]),
+        ret(vec![if_addr(In, Ip, BOUND4)]),
+        ret(vec![if_addr(In, Ip6, BOUND6)]),
     ];
-    port_in.extend(neighbour_discovery_rules());
-    port_in.push(Rule::verdict(vec![], Verdict::Drop).counted());
+    port_in.extend(neighbour_discovery_sources());
+    port_in.push(counted_drop(vec![]));
     t.chains.push(chain("port_in", None, port_in));
 
-    let known_port = || Match::IfnameInSet {
-        dir: Dir::Out,
-        set: PORTS.into(),
-    };
+    let known_port = || Match::lookup(&[Field::Ifname(Out)], PORTS);
     let port_out = vec![
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::Out,
-            l3: L3::Arp,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::Out,
-            l3: L3::Ip,
-            set: BOUND4.into(),
-        }]),
-        ret(vec![Match::IfAddrInSet {
-            dir: Dir::Out,
-            l3: L3::Ip6,
-            set: BOUND6.into(),
-        }]),
-        ret(vec![known_port(), prefix(Dir::Out, "fe80::/10")]),
-        ret(vec![known_port(), prefix(Dir::Out, "ff02::/16")]),
-        Rule::verdict(vec![], Verdict::Drop).counted(),
+        ret(vec![if_addr(Out, L3::Arp, BOUND4)]),
+        ret(vec![if_addr(Out, Ip, BOUND4)]),
+        ret(vec![if_addr(Out, Ip6, BOUND6)]),
+        ret(vec![known_port(), prefix(Out, "fe80::/10")]),
+        ret(vec![known_port(), prefix(Out, "ff02::/16")]),
+        counted_drop(vec![]),
     ];
     t.chains.push(chain("port_out", None, port_out));
 
-    let ignored = |dir| {
-        Rule::verdict(
-            vec![Match::IfnameInSet {
-                dir,
-                set: IGNORED_PORTS.into(),
-            }],
-            Verdict::Accept,
-        )
+    let ignored = |dir| accept(vec![Match::lookup(&[Field::Ifname(dir)], IGNORED_PORTS)]);
+    let per_pattern = |dir, target: &str| {
+        let mut rules = task_interface_rules(dir, &policy.patterns, Verdict::Jump(target.into()));
+        rules.pop(); // the bridge table sees ports, never the bridge itself
+        rules
     };
-    let mut pre = vec![ignored(Dir::In)];
-    pre.extend(per_pattern(Dir::In, &policy.patterns, "port_in"));
+    let mut pre = vec![ignored(In)];
+    pre.extend(per_pattern(In, "port_in"));
     t.chains
         .push(chain("prerouting", base(Hook::Prerouting, -200), pre));
-    let mut post = vec![ignored(Dir::Out)];
-    post.extend(per_pattern(Dir::Out, &policy.patterns, "port_out"));
+    let mut post = vec![ignored(Out)];
+    post.extend(per_pattern(Out, "port_out"));
     t.chains
         .push(chain("postrouting", base(Hook::Postrouting, -200), post));
     t
@@ -417,220 +551,170 @@ fn bridge_skeleton(policy: &Policy) -> Table {
 /// Where one of a task's IPs is bound locally.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalBinding {
+    /// The host-side task interface (a veth, or a port of `bridge`).
     pub iface: String,
     pub ip: IpAddr,
-    /// The interface is a bridge port (its anti-spoofing is in the bridge table).
-    pub bridged: bool,
+    /// The bridge the interface is a port of (bridged task networks: its
+    /// anti-spoofing is in the bridge table).
+    pub bridge: Option<String>,
 }
 
-/// What one task adds to the tables.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Contribution {
-    /// (family, set, element)
-    pub elements: BTreeSet<(Family, SetName, Element)>,
-    /// Chains of a local endpoint (inet table).
-    pub chains: Vec<Chain>,
-}
-
-/// The elements and chains task `task` contributes. `local` lists its IPs
-/// that are bound to task interfaces of this agent (empty: remote task).
-///
-/// Group memberships are listed only for `relevant` groups: the groups of
-/// this agent's endpoints and the open groups. A group nobody here belongs to
-/// is never looked up, so its members cost the kernel nothing.
-///
-/// `gids` are the task's group ids, sorted ([`group_ids`]; callers cache them).
-pub fn contribution(
-    task: &Task,
-    gids: &[GroupId],
-    local: &[LocalBinding],
-    policy: &Policy,
-    relevant: &dyn Fn(&GroupId) -> bool,
-) -> Contribution {
-    let mut c = Contribution::default();
-    if !task.is_endpoint() {
-        return c;
+impl LocalBinding {
+    /// The interface the inet hooks see the endpoint's packets on: the
+    /// bridge for a bridge port (br_netfilter), else the interface itself.
+    pub fn l3_iface(&self) -> &str {
+        self.bridge.as_deref().unwrap_or(&self.iface)
     }
-    let ids = gids;
-    let inet = |set: SetName, e: Element| (Family::Inet, set, e);
-    for ip in &task.ips {
-        c.elements.insert(inet(
-            v4v6(ip, ENDPOINTS4, ENDPOINTS6),
-            Element::set(&[KeyValue::Ip(*ip)]),
-        ));
-        for gid in ids.iter().filter(|g| !local.is_empty() || relevant(g)) {
-            c.elements.insert(inet(
-                v4v6(ip, MEMBERS4, MEMBERS6),
-                Element::set(&[KeyValue::Group(gid), KeyValue::Ip(*ip)]),
-            ));
+}
+
+/// What the compiler needs to know about one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    pub ips: Vec<IpAddr>,
+    /// Ids of its effective groups that are not open: its R1 peers are the
+    /// members of these.
+    pub gids: Vec<GroupId>,
+    /// Member of an open group (R2): every endpoint may reach it.
+    pub open: bool,
+    /// Its IPs bound on this agent (empty: a remote endpoint).
+    pub local: Vec<LocalBinding>,
+    /// R9 ports, when they restrict who reaches it here (local endpoints
+    /// with `enforce_discovery_ports`); empty: not restricted.
+    pub gate_ports: Vec<DiscoveryPort>,
+}
+
+impl Endpoint {
+    /// `None` for a task that is not an endpoint. `gids` are the ids of
+    /// [`effective_groups`] (callers cache the hashing).
+    pub fn of(
+        task: &Task,
+        gids: Vec<GroupId>,
+        local: Vec<LocalBinding>,
+        policy: &Policy,
+    ) -> Option<Endpoint> {
+        if !task.is_endpoint() {
+            return None;
+        }
+        let open = gids.iter().any(|g| policy.open_ids.contains(g));
+        let mut gids: Vec<GroupId> = gids
+            .into_iter()
+            .filter(|g| !policy.open_ids.contains(g))
+            .collect();
+        gids.sort();
+        gids.dedup();
+        let gate_ports = if policy.enforce_discovery_ports && !local.is_empty() {
+            task.discovery_ports.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Some(Endpoint {
+            ips: task.ips.iter().copied().collect(),
+            gids,
+            open,
+            local,
+            gate_ports,
+        })
+    }
+
+    pub fn is_local(&self) -> bool {
+        !self.local.is_empty()
+    }
+
+    fn gated(&self) -> bool {
+        !self.gate_ports.is_empty()
+    }
+}
+
+/// Where compiled elements go: (table family, set, element).
+pub type Sink<'a> = dyn FnMut(Family, SetName, Element) + 'a;
+
+/// The elements an endpoint has on its own (not with its peers).
+pub fn own_elements(e: &Endpoint, out: &mut Sink) {
+    let inet = Family::Inet;
+    for ip in &e.ips {
+        let key = Element::set(&[KeyValue::Ip(*ip)]);
+        out(inet, v4v6(ip, ENDPOINTS4, ENDPOINTS6), key.clone());
+        if e.open {
+            let (open, gated) = (v4v6(ip, OPEN4, OPEN6), v4v6(ip, OPEN_GATED4, OPEN_GATED6));
+            out(inet, if e.gated() { gated } else { open }, key);
         }
     }
-    if local.is_empty() {
-        return c;
-    }
-    let (out_chain, in_chain) = chain_names(&task.id);
-    for b in local {
-        let pair = Element::set(&[KeyValue::Ifname(&b.iface), KeyValue::Ip(b.ip)]);
+    for b in &e.local {
         let bound = v4v6(&b.ip, BOUND4, BOUND6);
-        c.elements.insert(inet(bound, pair.clone()));
-        if b.bridged {
-            c.elements.insert((Family::Bridge, bound, pair));
-            c.elements.insert((
+        out(
+            inet,
+            bound,
+            Element::set(&[KeyValue::Ifname(b.l3_iface()), KeyValue::Ip(b.ip)]),
+        );
+        if b.bridge.is_some() {
+            let port = Element::set(&[KeyValue::Ifname(&b.iface), KeyValue::Ip(b.ip)]);
+            out(Family::Bridge, bound, port);
+            out(
                 Family::Bridge,
                 PORTS,
                 Element::set(&[KeyValue::Ifname(&b.iface)]),
-            ));
+            );
+        }
+        for p in &e.gate_ports {
+            let proto = if p.protocol == Protocol::Udp { 17 } else { 6 };
+            out(
+                inet,
+                v4v6(&b.ip, GATE_PORTS4, GATE_PORTS6),
+                Element::set(&[
+                    KeyValue::Ip(b.ip),
+                    KeyValue::Proto(proto),
+                    KeyValue::Port(p.number),
+                ]),
+            );
         }
     }
-    // Dispatch every IP of a local endpoint to its chains (bound or not: the
-    // anti-spoofing chains already decide which source IPs may enter).
-    for ip in &task.ips {
-        let key = [KeyValue::Ip(*ip)];
-        c.elements.insert(inet(
-            v4v6(ip, OUT4, OUT6),
-            Element::map(&key, Verdict::Jump(out_chain.clone())),
-        ));
-        c.elements.insert(inet(
-            v4v6(ip, IN4, IN6),
-            Element::map(&key, Verdict::Jump(in_chain.clone())),
-        ));
-    }
-    let in_open = ids.iter().any(|g| policy.open_ids.contains(g));
-    c.chains.push(egress_chain(&out_chain, ids, policy));
-    if policy.enforce_discovery_ports && !task.discovery_ports.is_empty() {
-        let peers = peers_chain_name(&task.id);
-        c.chains
-            .push(port_gate_chain(&in_chain, &peers, task, policy));
-        c.chains.push(peers_chain(&peers, ids, in_open));
-    } else {
-        c.chains
-            .push(ingress_chain(&in_chain, ids, in_open, policy));
-    }
-    c
 }
 
-fn group_rules(ids: &[GroupId], dir: Dir) -> Vec<Rule> {
-    let mut rules = Vec::new();
-    // Sorted by id, not name: the chain's layout reveals nothing about names.
-    let mut sorted: Vec<&GroupId> = ids.iter().collect();
-    sorted.sort();
-    // One family after the other: a packet skips the other family's rules
-    // only after it found no group of its own, not between every group.
-    for (l3, set) in [(L3::Ip, MEMBERS4), (L3::Ip6, MEMBERS6)] {
-        for gid in &sorted {
-            rules.push(ret(vec![Match::GroupAddrInSet {
-                group: **gid,
-                dir,
-                l3,
-                set: set.into(),
-            }]));
-        }
-    }
-    rules
+/// The elements that let two endpoints sharing a group talk (R1), seen from
+/// this agent: for each local one, its egress to the other and the other's
+/// ingress to it (port-gated under R9), and for two local ones the pass-through.
+pub fn pair_elements(a: &Endpoint, b: &Endpoint, out: &mut Sink) {
+    one_way_pair(a, b, out);
+    one_way_pair(b, a, out);
 }
 
-/// R1, R2, R4 for traffic a local endpoint sends.
-fn egress_chain(name: &str, ids: &[GroupId], policy: &Policy) -> Chain {
-    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
-    rules.extend(group_rules(ids, Dir::Out));
-    let open: Vec<GroupId> = policy
-        .open_ids
-        .iter()
-        .filter(|o| !ids.contains(o))
-        .copied()
-        .collect();
-    rules.extend(group_rules(&open, Dir::Out));
-    for (l3, set) in [(L3::Ip, ENDPOINTS4), (L3::Ip6, ENDPOINTS6)] {
-        rules.push(
-            Rule::verdict(
-                vec![Match::AddrInSet {
-                    dir: Dir::Out,
-                    l3,
-                    set: set.into(),
-                }],
-                Verdict::Drop,
-            )
-            .counted(),
-        );
-    }
-    match policy.egress {
-        EgressNonEndpoint::Allow => rules.push(ret(vec![])),
-        EgressNonEndpoint::Deny => {
-            for cidr in &policy.egress_allow {
-                rules.push(ret(vec![Match::AddrPrefix {
-                    dir: Dir::Out,
-                    prefix: *cidr,
-                }]));
+/// What `local` (if it is local) contributes for its peer `peer`.
+fn one_way_pair(local: &Endpoint, peer: &Endpoint, out: &mut Sink) {
+    let inet = Family::Inet;
+    for l in &local.local {
+        let iface = KeyValue::Ifname(l.l3_iface());
+        for p in peer.ips.iter().filter(|p| same_family(p, &l.ip)) {
+            let (lip, pip) = (KeyValue::Ip(l.ip), KeyValue::Ip(*p));
+            out(
+                inet,
+                v4v6(p, EGRESS4, EGRESS6),
+                Element::set(&[iface.clone(), lip.clone(), pip.clone()]),
+            );
+            let ingress = if local.gated() {
+                v4v6(p, GATED4, GATED6)
+            } else {
+                v4v6(p, INGRESS4, INGRESS6)
+            };
+            out(
+                inet,
+                ingress,
+                Element::set(&[iface.clone(), pip.clone(), lip.clone()]),
+            );
+            if peer.gated() {
+                continue;
             }
-            rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
+            for pl in peer.local.iter().filter(|pl| pl.ip == *p) {
+                out(
+                    inet,
+                    v4v6(p, PASS4, PASS6),
+                    Element::set(&[
+                        iface.clone(),
+                        lip.clone(),
+                        pip.clone(),
+                        KeyValue::Ifname(pl.l3_iface()),
+                    ]),
+                );
+            }
         }
     }
-    chain(name, None, rules)
-}
-
-/// Who may reach a local endpoint: members of its groups (R1) and, if it is
-/// in an open group, every endpoint (R2).
-fn peer_rules(ids: &[GroupId], in_open: bool) -> Vec<Rule> {
-    let mut rules = group_rules(ids, Dir::In);
-    if in_open {
-        for (l3, set) in [(L3::Ip, ENDPOINTS4), (L3::Ip6, ENDPOINTS6)] {
-            rules.push(ret(vec![Match::AddrInSet {
-                dir: Dir::In,
-                l3,
-                set: set.into(),
-            }]));
-        }
-    }
-    rules
-}
-
-fn ingress_allow_rules(policy: &Policy) -> Vec<Rule> {
-    policy
-        .ingress_allow
-        .iter()
-        .map(|cidr| {
-            ret(vec![Match::AddrPrefix {
-                dir: Dir::In,
-                prefix: *cidr,
-            }])
-        })
-        .collect()
-}
-
-/// R1, R2, R5 for traffic a local endpoint receives.
-fn ingress_chain(name: &str, ids: &[GroupId], in_open: bool, policy: &Policy) -> Chain {
-    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
-    rules.extend(peer_rules(ids, in_open));
-    rules.extend(ingress_allow_rules(policy));
-    rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
-    chain(name, None, rules)
-}
-
-/// R9: peers reach the endpoint only on its discovery ports (and ICMP);
-/// then [`peers_chain`] decides who the peers are. CIDR allowances (R5) are
-/// not limited by ports.
-fn port_gate_chain(name: &str, peers: &str, task: &Task, policy: &Policy) -> Chain {
-    let mut rules = vec![Rule::new(vec![], Action::None).counted()];
-    rules.extend(ingress_allow_rules(policy));
-    let to_peers = || Verdict::Goto(peers.to_string());
-    for p in &task.discovery_ports {
-        let udp = p.protocol == crate::model::Protocol::Udp;
-        rules.push(Rule::verdict(
-            vec![Match::Dport {
-                udp,
-                port: p.number,
-            }],
-            to_peers(),
-        ));
-    }
-    rules.push(Rule::verdict(vec![Match::L4Proto(1)], to_peers()));
-    rules.push(Rule::verdict(vec![Match::L4Proto(58)], to_peers()));
-    rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
-    chain(name, None, rules)
-}
-
-fn peers_chain(name: &str, ids: &[GroupId], in_open: bool) -> Chain {
-    let mut rules = peer_rules(ids, in_open);
-    rules.push(Rule::verdict(vec![], Verdict::Drop).counted());
-    chain(name, None, rules)
 }

@@ -5,7 +5,7 @@
 //! Fail-static: when the source is degraded nothing is changed; on exit the
 //! rules stay in the kernel (only `groupd --cleanup` removes them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -114,21 +114,27 @@ impl Daemon {
 
     fn set_bindings(&mut self, b: Bindings) {
         let mut map: HashMap<IpAddr, LocalBinding> = HashMap::new();
+        // Bridges with task ports: the inet hooks see bridged task traffic on them.
+        let mut task_bridges = BTreeSet::new();
         for iface in b.interfaces.values() {
-            let bridged = matches!(iface.attachment, Attachment::Bridged { .. });
+            let bridge = match &iface.attachment {
+                Attachment::Bridged { bridge } => Some(bridge.clone()),
+                Attachment::Routed => None,
+            };
+            task_bridges.extend(bridge.clone());
             for ip in &iface.ips {
                 map.insert(
                     *ip,
                     LocalBinding {
                         iface: iface.name.clone(),
                         ip: *ip,
-                        bridged,
+                        bridge: bridge.clone(),
                     },
                 );
             }
         }
         self.state
-            .set_bindings(map, b.bridges.clone(), b.ignored_ports.clone());
+            .set_bindings(map, task_bridges, b.ignored_ports.clone());
         self.bindings = b;
     }
 
@@ -152,7 +158,6 @@ impl Daemon {
                 info!(
                     messages,
                     elements = delta.element_count(),
-                    chains = delta.chains.len(),
                     ms = self.health.last_apply_ms,
                     "applied"
                 );
@@ -250,7 +255,7 @@ impl Daemon {
     fn answer(&mut self, req: Request) -> serde_json::Value {
         // Counters live in the kernel: read them only when someone asks.
         let counters = match req {
-            Request::Show { .. } => {
+            Request::Status => {
                 let table = self.config.daemon.table.clone();
                 tokio::task::block_in_place(|| self.nft.read(crate::ruleset::Family::Inet, &table))
                     .map(|t| {

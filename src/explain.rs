@@ -6,13 +6,15 @@
 //! that opens a new flow (conntrack state NEW), which is the one the policy
 //! judges (replies of allowed flows are accepted by `ct state`).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{effective_groups, group_id};
-use crate::ruleset::{Action, Dir, Element, Hook, KeyValue, Match, Table, Verdict, L3};
+use crate::compile::{
+    effective_groups, DEST_CHECK, EGRESS, GATED, HOST_TO_TASK, INGRESS, SOURCE_CHECK,
+};
+use crate::ruleset::{Action, Dir, Element, Field, Hook, KeyValue, Match, Table, Verdict, L3};
 use crate::state::DesiredState;
 
 /// Transport protocol of the traced packet.
@@ -96,6 +98,42 @@ impl Tracer<'_> {
         elems.iter().find(|e| e.key == probe.key)
     }
 
+    /// The packet's value of each field, looked up in `set`.
+    fn lookup_fields(&self, key: &[Field], set: &str) -> bool {
+        let proto = match self.pkt.proto {
+            Proto::Icmp => {
+                if self.pkt.src.is_ipv4() {
+                    1
+                } else {
+                    58
+                }
+            }
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        };
+        let mut values = Vec::new();
+        for f in key {
+            values.push(match f {
+                Field::Ifname(dir) => match self.ifname(*dir) {
+                    Some(i) => KeyValue::Ifname(i),
+                    None => return false,
+                },
+                Field::Addr(dir, l3) => {
+                    if !self.family_ok(*l3) {
+                        return false;
+                    }
+                    KeyValue::Ip(self.addr(*dir))
+                }
+                Field::L4Proto => KeyValue::Proto(proto),
+                Field::Dport => match (self.pkt.proto, self.pkt.port) {
+                    (Proto::Tcp | Proto::Udp, Some(p)) => KeyValue::Port(p),
+                    _ => return false,
+                },
+            });
+        }
+        self.lookup(set, &values).is_some()
+    }
+
     fn matches(&self, m: &Match) -> bool {
         match m {
             Match::Ifname { dir, name, prefix } => self.ifname(*dir).is_some_and(|i| {
@@ -105,33 +143,7 @@ impl Tracer<'_> {
                     i == name
                 }
             }),
-            Match::IfnameInSet { dir, set } => self
-                .ifname(*dir)
-                .is_some_and(|i| self.lookup(set, &[KeyValue::Ifname(i)]).is_some()),
-            Match::IfAddrInSet { dir, l3, set } => {
-                self.family_ok(*l3)
-                    && self.ifname(*dir).is_some_and(|i| {
-                        self.lookup(set, &[KeyValue::Ifname(i), KeyValue::Ip(self.addr(*dir))])
-                            .is_some()
-                    })
-            }
-            Match::AddrInSet { dir, l3, set } => {
-                self.family_ok(*l3) && self.lookup(set, &[KeyValue::Ip(self.addr(*dir))]).is_some()
-            }
-            Match::GroupAddrInSet {
-                group,
-                dir,
-                l3,
-                set,
-            } => {
-                self.family_ok(*l3)
-                    && self
-                        .lookup(
-                            set,
-                            &[KeyValue::Group(group), KeyValue::Ip(self.addr(*dir))],
-                        )
-                        .is_some()
-            }
+            Match::Lookup { key, set } => self.lookup_fields(key, set),
             Match::AddrPrefix { dir, prefix } => prefix.contains(&self.addr(*dir)),
             // Synthetic packets are data, never neighbour discovery.
             Match::Icmpv6Type(_) => false,
@@ -164,18 +176,6 @@ impl Tracer<'_> {
             let verdict = match &rule.action {
                 Action::None => None,
                 Action::Verdict(v) => Some(v.clone()),
-                Action::Vmap { dir, l3, map } => {
-                    if !self.family_ok(*l3) {
-                        continue;
-                    }
-                    match self
-                        .lookup(map, &[KeyValue::Ip(self.addr(*dir))])
-                        .and_then(|e| e.verdict.clone())
-                    {
-                        Some(v) => Some(v),
-                        None => continue,
-                    }
-                }
             };
             let Some(v) = verdict else { continue };
             self.steps.push(Step {
@@ -230,14 +230,9 @@ pub fn explain(
     from_host: bool,
 ) -> Explanation {
     let (inet, _) = state.tables();
-    let src_bind = state
-        .binding_of(&src)
-        .filter(|b| !b.bridged)
-        .map(|b| b.iface.clone());
-    let dst_bind = state
-        .binding_of(&dst)
-        .filter(|b| !b.bridged)
-        .map(|b| b.iface.clone());
+    // The interfaces the inet hooks see: the bridge for a bridge port.
+    let src_bind = state.binding_of(&src).map(|b| b.l3_iface().to_string());
+    let dst_bind = state.binding_of(&dst).map(|b| b.l3_iface().to_string());
     let pkt = Packet {
         src,
         dst,
@@ -263,9 +258,8 @@ pub fn explain(
         }
     }
     // A drop is decided by the rule that dropped. An accept is decided by the
-    // endpoint chains that let it pass (the interface checks and the dispatch
-    // are how the packet got there, not why it may).
-    let is_dispatch = |s: &&Step| s.rule.contains(" vmap @") || s.rule.contains("jump ");
+    // policy rule that let it pass (the interface checks and the sorting by
+    // interface are how the packet got there, not why it may).
     let deciding_rule = if verdict == "drop" {
         tracer.steps.last().cloned()
     } else {
@@ -273,8 +267,8 @@ pub fn explain(
             .steps
             .iter()
             .rev()
-            .find(|s| s.chain.starts_with("ep_"))
-            .or_else(|| tracer.steps.iter().rev().find(|s| !is_dispatch(s)))
+            .find(|s| is_policy_step(s))
+            .or_else(|| tracer.steps.last())
             .cloned()
     };
     let reason = describe(state, &pkt, verdict, deciding_rule.as_ref());
@@ -290,83 +284,101 @@ pub fn explain(
     }
 }
 
+/// A rule that decides by policy (R1, R2, R4, R5, R9), not by interface.
+fn is_policy_step(s: &Step) -> bool {
+    [EGRESS, INGRESS, GATED].contains(&s.chain.as_str())
+        || ["@egress", "@ingress", "@pass", "@gated", "@open"]
+            .iter()
+            .any(|set| s.rule.contains(set))
+}
+
 /// Say it in the operator's words: tasks, groups, R-numbers.
 fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Step>) -> String {
     let name = |ip: &IpAddr| match state.owner_of(ip) {
         Some(t) => format!("task {t:?}"),
         None => format!("{ip} (not an endpoint)"),
     };
-    let groups_of = |ip: &IpAddr| -> BTreeMap<String, String> {
+    let groups_of = |ip: &IpAddr| -> BTreeSet<String> {
         state
             .owner_of(ip)
             .and_then(|t| state.view().tasks.get(t))
-            .map(|t| {
-                effective_groups(t, state.policy())
-                    .into_iter()
-                    .map(|g| (hex(&group_id(&g)), g))
-                    .collect()
-            })
+            .map(|t| effective_groups(t, state.policy()))
             .unwrap_or_default()
     };
     let (src, dst) = (name(&pkt.src), name(&pkt.dst));
     let Some(rule) = rule else {
         return format!("{src} -> {dst}: no groupd rule applies on this agent ({verdict})");
     };
-    let text = &rule.rule;
-    if let Some(gid) = text
-        .strip_prefix("0x")
-        .and_then(|r| r.split_whitespace().next())
-    {
-        let mut all = groups_of(&pkt.src);
-        all.extend(groups_of(&pkt.dst));
-        let open: Vec<&String> = state.policy().open.iter().collect();
-        for o in open {
-            all.insert(hex(&group_id(o)), o.clone());
+    let (text, chain) = (&rule.rule, rule.chain.as_str());
+    let uses = |set: &str| text.contains(&format!("@{set}"));
+    let dst_is_endpoint = state.owner_of(&pkt.dst).is_some();
+    let dst_ports: Vec<String> = state
+        .owner_of(&pkt.dst)
+        .and_then(|t| state.endpoint(t))
+        .map(|e| {
+            e.gate_ports
+                .iter()
+                .map(|p| format!("{}/{:?}", p.number, p.protocol).to_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    if verdict == "accept" {
+        if ["egress", "ingress", "pass", "gated"]
+            .iter()
+            .any(|s| uses(s))
+        {
+            let shared: Vec<String> = groups_of(&pkt.src)
+                .intersection(&groups_of(&pkt.dst))
+                .cloned()
+                .collect();
+            let ports = if uses("gated") {
+                " (on one of its discovery ports, R9)"
+            } else {
+                ""
+            };
+            return format!(
+                "R1: {src} and {dst} are both in group(s) {shared:?}{ports}; allowed by {chain} `{text}`"
+            );
         }
-        let group = all.get(gid).cloned().unwrap_or_else(|| format!("0x{gid}"));
-        let rnum = if state.policy().open.contains(&group) {
-            "R2 (open group)"
-        } else {
-            "R1"
-        };
-        return format!(
-            "{rnum}: {src} and {dst} are both in group {group:?}; allowed by {} `{text}`",
-            rule.chain
-        );
+        if uses("open") || uses("open_gated") {
+            return format!(
+                "R2: {dst} is in an open group, reachable by every endpoint; allowed by {chain} `{text}`"
+            );
+        }
+        if matches!(rule.chain.as_str(), HOST_TO_TASK) {
+            return format!(
+                "R5: this host may reach its endpoints (policy.allow_from_host); `{text}`"
+            );
+        }
+        if chain == INGRESS {
+            return format!("R5: {src} is in an allowed CIDR (policy ingress_allow); `{text}`");
+        }
+        if !dst_is_endpoint {
+            return format!("R4: endpoints may reach non-endpoint {dst}; `{text}`");
+        }
+        return format!("{src} -> {dst}: accepted by {chain} `{text}`");
     }
-    if text.contains("@endpoints") && verdict == "drop" {
-        return format!(
-            "R1: {src} and {dst} share no group; dropped by {} `{text}`",
-            rule.chain
-        );
+    match chain {
+        SOURCE_CHECK | DEST_CHECK => format!(
+            "R7/R8: the interface/address pair is not bound to a known task; dropped by {chain} `{text}`"
+        ),
+        EGRESS if uses("endpoints4") || uses("endpoints6") => format!(
+            "R1: {src} and {dst} share no group; dropped by {chain} `{text}`"
+        ),
+        EGRESS => format!("R4: {src} may not reach non-endpoint {dst}; dropped by {chain} `{text}`"),
+        GATED => format!(
+            "R9: {dst} accepts its peers only on its discovery ports, or {src} is not a peer; dropped by {chain} `{text}`"
+        ),
+        INGRESS if !dst_ports.is_empty() => format!(
+            "R9: {dst} accepts peers only on its discovery ports ({}), or nothing allows {src}; dropped by {chain} `{text}`",
+            dst_ports.join(", ")
+        ),
+        INGRESS if dst_is_endpoint && state.owner_of(&pkt.src).is_some() => format!(
+            "R1: {src} and {dst} share no group; dropped by {chain} `{text}`"
+        ),
+        INGRESS => format!("R5: nothing allows {src} to reach {dst}; dropped by {chain} `{text}`"),
+        _ => format!("{src} -> {dst}: {verdict} by {chain} `{text}`"),
     }
-    if text.contains("@endpoints") {
-        return format!("R2: {dst} is in an open group, reachable by every endpoint; `{text}`");
-    }
-    if rule.chain == "from_task" || rule.chain == "to_task" {
-        return format!("R7/R8: the interface/address pair is not bound to a known task; dropped by {} `{text}`", rule.chain);
-    }
-    if rule.chain.ends_with("_in") && verdict == "drop" && state.policy().enforce_discovery_ports {
-        return format!("R9/R5: {dst} accepts peers only on its discovery ports, or nothing allows {src}; dropped by {} `{text}`", rule.chain);
-    }
-    if rule.chain.ends_with("_in") && verdict == "drop" {
-        return format!(
-            "R1/R5: nothing allows {src} to reach {dst}; dropped by {} `{text}`",
-            rule.chain
-        );
-    }
-    if rule.chain.ends_with("_out") && verdict == "drop" {
-        return format!(
-            "R4: {src} may not reach non-endpoint {dst}; dropped by {} `{text}`",
-            rule.chain
-        );
-    }
-    format!("{src} -> {dst}: {verdict} by {} `{text}`", rule.chain)
-}
-
-/// The group id as `nft list` prints it (hex, no leading zeros).
-fn hex(g: &[u8; 16]) -> String {
-    format!("{:x}", u128::from_be_bytes(*g))
 }
 
 #[cfg(test)]
@@ -402,7 +414,7 @@ mod tests {
                 LocalBinding {
                     iface: iface.into(),
                     ip,
-                    bridged: false,
+                    bridge: None,
                 },
             );
         }
@@ -475,7 +487,7 @@ mod tests {
             LocalBinding {
                 iface: "veth1".into(),
                 ip: ip1,
-                bridged: false,
+                bridge: None,
             },
         );
         e_state.set_bindings(b, BTreeSet::new(), BTreeSet::new());
@@ -494,7 +506,7 @@ mod tests {
             steps: Vec::new(),
         };
         assert!(matches!(t.run("forward", 0), Some(Outcome::Drop)));
-        assert_eq!(t.steps.last().map(|s| s.chain.as_str()), Some("from_task"));
+        assert_eq!(t.steps.last().map(|s| s.chain.as_str()), Some(SOURCE_CHECK));
     }
 
     #[test]

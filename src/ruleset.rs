@@ -34,25 +34,35 @@ pub enum KeyPart {
     Ipv4,
     Ipv6,
     Ifname,
-    /// A 128-bit group id (a hash of the group name), typed `ipv6_addr` so
-    /// that `nft list` can print it.
-    GroupId,
+    /// An IP protocol number (`meta l4proto`).
+    InetProto,
+    /// A transport port (`th dport`).
+    InetService,
 }
 
 impl KeyPart {
-    /// Bytes in a register (and in the element key).
-    pub fn byte_len(&self) -> usize {
+    /// Bytes the value occupies (before padding to a register boundary).
+    pub fn value_len(&self) -> usize {
         match self {
             KeyPart::Ipv4 => 4,
-            KeyPart::Ipv6 | KeyPart::Ifname | KeyPart::GroupId => 16,
+            KeyPart::Ipv6 | KeyPart::Ifname => 16,
+            KeyPart::InetProto => 1,
+            KeyPart::InetService => 2,
         }
+    }
+
+    /// Bytes in a register (and in the element key): padded to 4.
+    pub fn byte_len(&self) -> usize {
+        self.value_len().div_ceil(4) * 4
     }
 
     pub fn nft_type(&self) -> &'static str {
         match self {
             KeyPart::Ipv4 => "ipv4_addr",
-            KeyPart::Ipv6 | KeyPart::GroupId => "ipv6_addr",
+            KeyPart::Ipv6 => "ipv6_addr",
             KeyPart::Ifname => "ifname",
+            KeyPart::InetProto => "inet_proto",
+            KeyPart::InetService => "inet_service",
         }
     }
 }
@@ -60,35 +70,26 @@ impl KeyPart {
 /// A 128-bit group id.
 pub type GroupId = [u8; 16];
 
-/// A set or a verdict map.
+/// A set: the types of its key's components.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetDef {
     pub key: Vec<KeyPart>,
-    /// `true`: a verdict map (`type … : verdict`).
-    pub verdict_map: bool,
 }
 
-/// One element: the key (components concatenated, each padded to 4 bytes)
-/// and, for verdict maps, the verdict.
+/// One element: its key, the components concatenated, each padded to 4 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
-    pub key: Vec<u8>,
-    pub verdict: Option<Verdict>,
+    pub key: Box<[u8]>,
 }
 
 impl Element {
     pub fn set(parts: &[KeyValue]) -> Element {
-        let mut key = Vec::with_capacity(36);
+        let mut key = Vec::with_capacity(40);
         for p in parts {
             p.append_to(&mut key);
         }
-        Element { key, verdict: None }
-    }
-
-    pub fn map(parts: &[KeyValue], verdict: Verdict) -> Element {
         Element {
-            verdict: Some(verdict),
-            ..Element::set(parts)
+            key: key.into_boxed_slice(),
         }
     }
 }
@@ -98,7 +99,8 @@ impl Element {
 pub enum KeyValue<'a> {
     Ip(IpAddr),
     Ifname(&'a str),
-    Group(&'a GroupId),
+    Proto(u8),
+    Port(u16),
 }
 
 impl KeyValue<'_> {
@@ -112,7 +114,11 @@ impl KeyValue<'_> {
                 b[..n].copy_from_slice(&name.as_bytes()[..n]);
                 key.extend_from_slice(&b);
             }
-            KeyValue::Group(g) => key.extend_from_slice(&g[..]),
+            KeyValue::Proto(p) => key.extend_from_slice(&[*p, 0, 0, 0]),
+            KeyValue::Port(p) => {
+                key.extend_from_slice(&p.to_be_bytes());
+                key.extend_from_slice(&[0, 0]);
+            }
         }
     }
 }
@@ -207,6 +213,40 @@ impl L3 {
     }
 }
 
+/// One component of a lookup key, taken from the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// `iifname` (In) / `oifname` (Out).
+    Ifname(Dir),
+    /// `ip saddr` (In) / `ip6 daddr` (Out) / `arp saddr ip` …
+    Addr(Dir, L3),
+    /// `meta l4proto`
+    L4Proto,
+    /// `th dport`
+    Dport,
+}
+
+impl Field {
+    pub fn key_part(&self) -> KeyPart {
+        match self {
+            Field::Ifname(_) => KeyPart::Ifname,
+            Field::Addr(_, L3::Ip6) => KeyPart::Ipv6,
+            Field::Addr(_, _) => KeyPart::Ipv4,
+            Field::L4Proto => KeyPart::InetProto,
+            Field::Dport => KeyPart::InetService,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Field::Ifname(dir) => ifname_kw(*dir).to_string(),
+            Field::Addr(dir, l3) => l3.addr_text(*dir),
+            Field::L4Proto => "meta l4proto".into(),
+            Field::Dport => "th dport".into(),
+        }
+    }
+}
+
 /// One condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Match {
@@ -216,20 +256,9 @@ pub enum Match {
         name: String,
         prefix: bool,
     },
-    /// `iifname @set`
-    IfnameInSet { dir: Dir, set: String },
-    /// `iifname . ip saddr @set` / `oifname . ip daddr @set`
-    IfAddrInSet { dir: Dir, l3: L3, set: String },
-    /// `ip saddr @set` (`dir` picks saddr/daddr)
-    AddrInSet { dir: Dir, l3: L3, set: String },
-    /// `<group id> . ip daddr @set`: the group id is loaded into a register
-    /// by the rule itself, so one set serves every group (no set per group).
-    GroupAddrInSet {
-        group: GroupId,
-        dir: Dir,
-        l3: L3,
-        set: String,
-    },
+    /// `iifname . ip saddr . ip daddr @set`: the fields, concatenated, are a
+    /// key of the set. The addresses of one lookup are all of one family.
+    Lookup { key: Vec<Field>, set: String },
     /// `ip6 saddr fe80::/10` or a single address.
     AddrPrefix { dir: Dir, prefix: Cidr },
     /// `icmpv6 type nd-neighbor-solicit`
@@ -242,17 +271,35 @@ pub enum Match {
     Dport { udp: bool, port: u16 },
 }
 
+impl Match {
+    /// `fields @set`
+    pub fn lookup(key: &[Field], set: &str) -> Match {
+        Match::Lookup {
+            key: key.to_vec(),
+            set: set.to_string(),
+        }
+    }
+
+    /// The address family the match needs, if any.
+    pub fn l3(&self) -> Option<L3> {
+        match self {
+            Match::Lookup { key, .. } => key.iter().find_map(|f| match f {
+                Field::Addr(_, l3) => Some(*l3),
+                _ => None,
+            }),
+            Match::AddrPrefix { prefix, .. } => {
+                Some(if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a rule does after its matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     None,
     Verdict(Verdict),
-    /// `ip saddr vmap @map`
-    Vmap {
-        dir: Dir,
-        l3: L3,
-        map: String,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -287,9 +334,6 @@ impl Rule {
         match &self.action {
             Action::None => {}
             Action::Verdict(v) => parts.push(v.text()),
-            Action::Vmap { dir, l3, map } => {
-                parts.push(format!("{} vmap @{map}", l3.addr_text(*dir)))
-            }
         }
         parts.join(" ")
     }
@@ -325,24 +369,9 @@ fn match_text(m: &Match) -> String {
                 if *prefix { "*" } else { "" }
             )
         }
-        Match::IfnameInSet { dir, set } => format!("{} @{set}", ifname_kw(*dir)),
-        Match::IfAddrInSet { dir, l3, set } => {
-            format!("{} . {} @{set}", ifname_kw(*dir), l3.addr_text(*dir))
-        }
-        Match::AddrInSet { dir, l3, set } => format!("{} @{set}", l3.addr_text(*dir)),
-        // nft cannot type a constant loaded into a register; this is how
-        // `nft list` prints the group id (hex without leading zeros).
-        Match::GroupAddrInSet {
-            group,
-            dir,
-            l3,
-            set,
-        } => {
-            format!(
-                "0x{:x} [invalid type] . {} @{set}",
-                u128::from_be_bytes(*group),
-                l3.addr_text(*dir)
-            )
+        Match::Lookup { key, set } => {
+            let fields: Vec<String> = key.iter().map(Field::text).collect();
+            format!("{} @{set}", fields.join(" . "))
         }
         Match::AddrPrefix { dir, prefix } => {
             let l3 = if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 };
@@ -424,11 +453,9 @@ impl Table {
         }
     }
 
-    pub fn add_set(&mut self, name: &str, key: Vec<KeyPart>, verdict_map: bool) {
-        self.sets.insert(
-            name.to_string(),
-            (SetDef { key, verdict_map }, BTreeSet::new()),
-        );
+    pub fn add_set(&mut self, name: &str, key: Vec<KeyPart>) {
+        self.sets
+            .insert(name.to_string(), (SetDef { key }, BTreeSet::new()));
     }
 
     pub fn insert(&mut self, set: &str, e: Element) {
@@ -446,12 +473,7 @@ impl Table {
         let mut s = format!("table {} {} {{\n", self.family.as_str(), self.name);
         for (name, (def, elems)) in &self.sets {
             let key: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
-            let kind = if def.verdict_map { "map" } else { "set" };
-            let _ = write!(s, "\t{kind} {name} {{\n\t\ttype {}", key.join(" . "));
-            if def.verdict_map {
-                s.push_str(" : verdict");
-            }
-            s.push('\n');
+            let _ = writeln!(s, "\tset {name} {{\n\t\ttype {}", key.join(" . "));
             if !elems.is_empty() {
                 let items: Vec<String> = elems.iter().map(|e| element_text(def, e)).collect();
                 let _ = writeln!(s, "\t\telements = {{ {} }}", items.join(",\n\t\t\t     "));
@@ -493,12 +515,12 @@ fn priority_text(family: Family, b: &BaseChain) -> String {
         .unwrap_or_else(|| b.priority.to_string())
 }
 
-/// An element in nft syntax (`"veth1" . 10.0.0.1`, `10.0.0.1 : jump x`).
+/// An element in nft syntax (`"veth1" . 10.0.0.1 . 10.0.0.2`).
 pub fn element_text(def: &SetDef, e: &Element) -> String {
     let mut parts = Vec::new();
     let mut off = 0;
     for k in &def.key {
-        let end = (off + k.byte_len()).min(e.key.len());
+        let end = (off + k.value_len()).min(e.key.len());
         let b = &e.key[off.min(end)..end];
         off += k.byte_len();
         parts.push(match k {
@@ -506,7 +528,7 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
                 Ok(a) => Ipv4Addr::from(a).to_string(),
                 Err(_) => "?".into(),
             },
-            KeyPart::Ipv6 | KeyPart::GroupId => match <[u8; 16]>::try_from(b) {
+            KeyPart::Ipv6 => match <[u8; 16]>::try_from(b) {
                 Ok(a) => Ipv6Addr::from(a).to_string(),
                 Err(_) => "?".into(),
             },
@@ -514,11 +536,12 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
                 let name: Vec<u8> = b.iter().copied().take_while(|c| *c != 0).collect();
                 format!("\"{}\"", String::from_utf8_lossy(&name))
             }
+            KeyPart::InetProto => b.first().map(|p| l4proto_name(*p)).unwrap_or("?".into()),
+            KeyPart::InetService => match <[u8; 2]>::try_from(b) {
+                Ok(p) => u16::from_be_bytes(p).to_string(),
+                Err(_) => "?".into(),
+            },
         });
     }
-    let mut s = parts.join(" . ");
-    if let Some(v) = &e.verdict {
-        let _ = write!(s, " : {}", v.text());
-    }
-    s
+    parts.join(" . ")
 }

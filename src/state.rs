@@ -1,33 +1,29 @@
-//! The desired state, kept incrementally: which task contributes which set
-//! elements and chains, and what changed since the last transaction.
+//! The desired state, kept incrementally: every endpoint in its compiled
+//! form, who is in which group, and what changed since the last transaction.
 //!
-//! A task's change recomputes only that task's [`Contribution`]; the
-//! difference to its previous one becomes the pending [`Delta`], so a
-//! transaction carries messages proportional to the change, not the table.
+//! A task's change recomputes only that task: its own elements and its pairs
+//! with its peers (the members of its groups if it is local, else the local
+//! members of its groups). The difference becomes the pending [`Delta`], so
+//! a transaction carries messages proportional to the change, not the table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::compile::{self, Contribution, LocalBinding, Policy, SetName};
+use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::model::{ClusterView, Task};
-use crate::ruleset::{Chain, Element, Family, GroupId, Table};
+use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
 
-/// What must change in the kernel.
+/// What must change in the kernel: elements only (the chains are static).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delta {
     pub add: BTreeMap<(Family, SetName), BTreeSet<Element>>,
     pub del: BTreeMap<(Family, SetName), BTreeSet<Element>>,
-    /// Chain name -> new content (`None`: delete the chain).
-    pub chains: BTreeMap<String, Option<Chain>>,
-    /// Chains that do not exist in the kernel yet.
-    pub new_chains: BTreeSet<String>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.add.values().all(|s| s.is_empty())
-            && self.del.values().all(|s| s.is_empty())
-            && self.chains.is_empty()
+        self.add.values().all(|s| s.is_empty()) && self.del.values().all(|s| s.is_empty())
     }
 
     pub fn element_count(&self) -> usize {
@@ -39,6 +35,8 @@ impl Delta {
     }
 }
 
+type TaskKey = Arc<str>;
+
 pub struct DesiredState {
     policy: Policy,
     view: ClusterView,
@@ -46,45 +44,37 @@ pub struct DesiredState {
     owners: HashMap<IpAddr, String>,
     /// IP -> where it is bound on this agent.
     bindings: HashMap<IpAddr, LocalBinding>,
-    contributions: HashMap<String, Contribution>,
+    /// Every endpoint, compiled (task id -> endpoint).
+    endpoints: HashMap<TaskKey, Endpoint>,
+    /// Group id -> its member endpoints (groups that are not open).
+    members: HashMap<GroupId, HashSet<TaskKey>>,
+    /// Group id -> its members that are local endpoints.
+    local_members: HashMap<GroupId, HashSet<TaskKey>>,
     refcounts: HashMap<(Family, SetName, Element), u32>,
-    chains: BTreeMap<String, Chain>,
     pending: Delta,
-    /// Per task: its group ids and whether it is a local endpoint.
-    task_groups: HashMap<String, (Vec<GroupId>, bool)>,
-    /// Group id -> tasks in it (to refresh when the group starts or stops mattering).
-    group_index: HashMap<GroupId, HashSet<String>>,
-    /// Group id -> number of local endpoints in it.
-    local_groups: HashMap<GroupId, usize>,
-    /// Ids of the open groups (always relevant: every endpoint may reach them).
-    open_ids: HashSet<GroupId>,
     /// Group name -> id (hashing is the costly part of a full compile).
     gid_cache: HashMap<String, GroupId>,
     /// Tasks (as the source described them) that claim an IP another live
     /// task still owns.
     waiting: BTreeMap<String, Task>,
-    /// Interfaces that are bridges, and ports of ignored bridges.
+    /// Bridges with task ports, and ports of ignored bridges.
     bridges: BTreeSet<String>,
     ignored_ports: BTreeSet<String>,
 }
 
 impl DesiredState {
     pub fn new(policy: Policy) -> DesiredState {
-        let open_ids = policy.open.iter().map(|g| compile::group_id(g)).collect();
         DesiredState {
             policy,
             view: ClusterView::default(),
             owners: HashMap::new(),
             bindings: HashMap::new(),
-            contributions: HashMap::new(),
+            endpoints: HashMap::new(),
+            members: HashMap::new(),
+            local_members: HashMap::new(),
             refcounts: HashMap::new(),
-            chains: BTreeMap::new(),
             pending: Delta::default(),
             waiting: BTreeMap::new(),
-            task_groups: HashMap::new(),
-            group_index: HashMap::new(),
-            local_groups: HashMap::new(),
-            open_ids,
             gid_cache: HashMap::new(),
             bridges: BTreeSet::new(),
             ignored_ports: BTreeSet::new(),
@@ -339,82 +329,103 @@ impl DesiredState {
             .collect()
     }
 
-    /// A task changed: update which groups matter here, then its elements
-    /// and chains, then the memberships of groups that started or stopped
-    /// mattering (proportional to those groups, not to the cluster).
+    /// A task changed (or its local bindings did): replace its elements and
+    /// its pairs with its peers.
     fn recompute(&mut self, id: &str) {
-        let info = self
-            .view
-            .tasks
-            .get(id)
-            .filter(|t| t.is_endpoint())
-            .map(|t| {
-                (
-                    compile::effective_groups(t, &self.policy),
-                    !self.local_bindings(t).is_empty(),
-                )
-            });
-        let (new_gids, new_local) = match info {
-            Some((names, local)) => (self.group_ids(names), local),
-            None => (Vec::new(), false),
+        let new = match self.view.tasks.get(id) {
+            Some(t) if t.is_endpoint() => {
+                let names = compile::effective_groups(t, &self.policy);
+                let local = self.local_bindings(t);
+                let gids = self.group_ids(names);
+                self.view
+                    .tasks
+                    .get(id)
+                    .and_then(|t| Endpoint::of(t, gids, local, &self.policy))
+            }
+            _ => None,
         };
-        let (old_gids, old_local) = self.task_groups.remove(id).unwrap_or_default();
-        for g in old_gids.iter().filter(|g| !new_gids.contains(g)) {
-            if let Some(members) = self.group_index.get_mut(g) {
-                members.remove(id);
-                if members.is_empty() {
-                    self.group_index.remove(g);
-                }
+        if self.endpoints.get(id) == new.as_ref() {
+            return;
+        }
+        let key: TaskKey = match self.endpoints.get_key_value(id) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(id),
+        };
+        if let Some(old) = self.endpoints.remove(id) {
+            self.queue(&old, id, false);
+            self.unindex(&old, id);
+        }
+        if let Some(new) = new {
+            self.index(&new, &key);
+            self.queue(&new, id, true);
+            self.endpoints.insert(key, new);
+        }
+    }
+
+    /// Add (or remove) the elements of endpoint `e` (task `id`), its pairs included.
+    fn queue(&mut self, e: &Endpoint, id: &str, add: bool) {
+        let mut elements = Vec::new();
+        let mut sink = |f: Family, s: SetName, el: Element| elements.push((f, s, el));
+        compile::own_elements(e, &mut sink);
+        for peer in self.peers(e, id) {
+            if let Some(p) = self.endpoints.get(peer) {
+                compile::pair_elements(e, p, &mut sink);
             }
         }
-        for g in new_gids.iter().filter(|g| !old_gids.contains(g)) {
-            self.group_index
-                .entry(*g)
-                .or_default()
-                .insert(id.to_string());
+        for (f, s, el) in elements {
+            if add {
+                self.add_element(f, s, el);
+            } else {
+                self.del_element(f, s, el);
+            }
         }
-        let touched: BTreeSet<GroupId> = old_gids.iter().chain(new_gids.iter()).copied().collect();
-        let before: Vec<bool> = touched.iter().map(|g| self.is_relevant(g)).collect();
-        if old_local {
-            for g in &old_gids {
-                if let Some(n) = self.local_groups.get_mut(g) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.local_groups.remove(g);
+    }
+
+    /// The endpoints `e` has pairs with: the members of its groups if it is
+    /// local, else the local members of its groups (each once).
+    fn peers<'a>(&'a self, e: &Endpoint, id: &str) -> HashSet<&'a str> {
+        let index = if e.is_local() {
+            &self.members
+        } else {
+            &self.local_members
+        };
+        e.gids
+            .iter()
+            .filter_map(|g| index.get(g))
+            .flatten()
+            .map(|k| &**k)
+            .filter(|k| *k != id)
+            .collect()
+    }
+
+    fn index(&mut self, e: &Endpoint, key: &TaskKey) {
+        for g in &e.gids {
+            self.members.entry(*g).or_default().insert(key.clone());
+            if e.is_local() {
+                self.local_members
+                    .entry(*g)
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+    }
+
+    fn unindex(&mut self, e: &Endpoint, id: &str) {
+        for index in [&mut self.members, &mut self.local_members] {
+            for g in &e.gids {
+                if let Some(m) = index.get_mut(g) {
+                    m.remove(id);
+                    if m.is_empty() {
+                        index.remove(g);
                     }
                 }
             }
         }
-        if new_local {
-            for g in &new_gids {
-                *self.local_groups.entry(*g).or_insert(0) += 1;
-            }
-        }
-        let flipped: Vec<GroupId> = touched
-            .iter()
-            .zip(before)
-            .filter(|(g, b)| self.is_relevant(g) != *b)
-            .map(|(g, _)| *g)
-            .collect();
-        if !new_gids.is_empty() {
-            self.task_groups
-                .insert(id.to_string(), (new_gids, new_local));
-        }
-        self.refresh(id);
-        let mut others: BTreeSet<String> = BTreeSet::new();
-        for g in &flipped {
-            if let Some(members) = self.group_index.get(g) {
-                others.extend(members.iter().filter(|m| m.as_str() != id).cloned());
-            }
-        }
-        for m in others {
-            self.refresh(&m);
-        }
     }
 
-    /// The task's sorted group ids; names are hashed once per name.
+    /// The task's group ids; names are hashed once per name.
     fn group_ids(&mut self, names: BTreeSet<String>) -> Vec<GroupId> {
-        let mut ids: Vec<GroupId> = names
+        names
             .into_iter()
             .map(|n| {
                 *self
@@ -422,60 +433,7 @@ impl DesiredState {
                     .entry(n)
                     .or_insert_with_key(|n| compile::group_id(n))
             })
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    fn is_relevant(&self, g: &GroupId) -> bool {
-        self.local_groups.contains_key(g) || self.open_ids.contains(g)
-    }
-
-    /// Recompute one task's elements and chains and queue the difference.
-    fn refresh(&mut self, id: &str) {
-        let new = match (self.view.tasks.get(id), self.task_groups.get(id)) {
-            (Some(t), Some((gids, _))) => {
-                let local = self.local_bindings(t);
-                compile::contribution(t, gids, &local, &self.policy, &|g| self.is_relevant(g))
-            }
-            (Some(t), None) => {
-                compile::contribution(t, &[], &self.local_bindings(t), &self.policy, &|_| false)
-            }
-            (None, _) => Contribution::default(),
-        };
-        let old = self.contributions.remove(id).unwrap_or_default();
-        for (f, s, e) in old.elements.difference(&new.elements) {
-            self.del_element(*f, s, e.clone());
-        }
-        for (f, s, e) in new.elements.difference(&old.elements) {
-            self.add_element(*f, s, e.clone());
-        }
-        let old_names: BTreeSet<&String> = old.chains.iter().map(|c| &c.name).collect();
-        for c in &new.chains {
-            if self.chains.get(&c.name) != Some(c) {
-                // A chain whose deletion is still pending exists in the
-                // kernel: it is rewritten (flushed), not created again.
-                let pending_delete = matches!(self.pending.chains.get(&c.name), Some(None));
-                if !self.chains.contains_key(&c.name) && !pending_delete {
-                    self.pending.new_chains.insert(c.name.clone());
-                }
-                self.chains.insert(c.name.clone(), c.clone());
-                self.pending.chains.insert(c.name.clone(), Some(c.clone()));
-            }
-        }
-        for name in old_names {
-            if !new.chains.iter().any(|c| &c.name == name) {
-                self.chains.remove(name);
-                if self.pending.new_chains.remove(name) {
-                    self.pending.chains.remove(name);
-                } else {
-                    self.pending.chains.insert(name.clone(), None);
-                }
-            }
-        }
-        if new != Contribution::default() {
-            self.contributions.insert(id.to_string(), new);
-        }
+            .collect()
     }
 
     fn add_element(&mut self, family: Family, set: SetName, e: Element) {
@@ -513,7 +471,6 @@ impl DesiredState {
 
     /// Put a delta back (the transaction failed; it will be retried).
     pub fn restore_delta(&mut self, d: Delta) {
-        // Merge: the pending delta taken later is newer and wins on chains.
         let newer = std::mem::replace(&mut self.pending, d);
         for (k, set) in newer.add {
             for e in set {
@@ -531,11 +488,9 @@ impl DesiredState {
                 }
             }
         }
-        self.pending.chains.extend(newer.chains);
-        self.pending.new_chains.extend(newer.new_chains);
     }
 
-    /// The complete desired tables (inet, bridge): skeleton + every task's part.
+    /// The complete desired tables (inet, bridge): skeleton + every element.
     pub fn tables(&self) -> (Table, Table) {
         let (mut inet, mut bridge) = compile::skeleton(&self.policy);
         for (family, set, e) in self.refcounts.keys() {
@@ -544,21 +499,23 @@ impl DesiredState {
                 Family::Bridge => bridge.insert(set, e.clone()),
             }
         }
-        // Per-endpoint chains first: base chains and maps refer to them.
-        let mut chains: Vec<Chain> = self.chains.values().cloned().collect();
-        chains.append(&mut inet.chains);
-        inet.chains = chains;
         (inet, bridge)
     }
 
-    /// Elements groupd keeps in the kernel (all sets and maps).
+    /// Elements groupd keeps in the kernel (all sets).
     pub fn element_count(&self) -> usize {
         self.refcounts.len()
     }
 
-    /// Per-endpoint chain of a local task (for diagnostics).
-    pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.get(name)
+    /// The compiled form of an endpoint (for diagnostics).
+    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
+        self.endpoints.get(id)
+    }
+
+    /// Whether the kernel holds `element` in `set` (for diagnostics).
+    pub fn has_element(&self, family: Family, set: SetName, element: &[KeyValue]) -> bool {
+        self.refcounts
+            .contains_key(&(family, set, Element::set(element)))
     }
 }
 
@@ -599,7 +556,7 @@ mod tests {
                     LocalBinding {
                         iface: format!("veth{i}"),
                         ip,
-                        bridged: false,
+                        bridge: None,
                     },
                 );
             }
@@ -610,45 +567,73 @@ mod tests {
         st
     }
 
+    fn count(d: &BTreeMap<(Family, SetName), BTreeSet<Element>>, set: SetName) -> usize {
+        d.get(&(Family::Inet, set)).map_or(0, |s| s.len())
+    }
+
     #[test]
-    fn a_remote_task_change_touches_only_its_own_elements() {
+    fn a_remote_task_change_touches_only_its_pairs_with_local_endpoints() {
         let mut st = big_state();
-        // t1400 is in g0, g1, g2 (groups of local tasks); it moves to g5.
+        // t1400 (g0, g1, g2) shares groups with local t0, t1, t2 (and with
+        // t699..t701, remote). It moves to g5, shared with local t3..t5.
         st.upsert_task(task("t1400", "10.233.21.151", &["g5"]));
         let d = st.take_delta();
-        // 3 group memberships out, 1 in; endpoints unchanged; no chain.
-        assert_eq!(d.element_count(), 4, "{d:?}");
-        assert!(d.chains.is_empty());
+        // Its pairs with the local endpoints of its old groups go, those with
+        // the local ones of g5 come: an egress and an ingress element each.
+        assert_eq!(count(&d.del, compile::EGRESS4), 3, "{d:?}");
+        assert_eq!(count(&d.del, compile::INGRESS4), 3, "{d:?}");
+        assert_eq!(count(&d.add, compile::EGRESS4), 3, "{d:?}");
+        assert_eq!(count(&d.add, compile::INGRESS4), 3, "{d:?}");
+        assert_eq!(d.element_count(), 12, "endpoints unchanged: {d:?}");
     }
 
     #[test]
     fn groups_no_local_task_is_in_cost_nothing() {
         let mut st = big_state();
-        // g600 has no local member: its members are not in the kernel.
+        // g600 has no local member: its members have no pairs in the kernel.
         st.upsert_task(task("t1500", "10.233.22.1", &["g600", "g601"]));
         let d = st.take_delta();
         assert_eq!(d.element_count(), 0, "{d:?}");
-        // A local task joins g600: its 10 members (+ the task's own
-        // membership) come in, proportional to the group.
+        // A local task joins g600: pairs with its members come in,
+        // proportional to the group (9 members now, t1500 included).
         st.upsert_task(task("t7", "10.233.16.8", &["g600"]));
         let d = st.take_delta();
-        let members = (Family::Inet, "members4");
-        let added = d.add.get(&members).map(|s| s.len()).unwrap_or(0);
-        assert!(added >= 10, "the group's members are added: {added}");
+        assert_eq!(count(&d.add, compile::EGRESS4), 9, "{d:?}");
+        assert_eq!(count(&d.add, compile::INGRESS4), 9, "{d:?}");
     }
 
     #[test]
-    fn a_local_task_change_rewrites_only_its_own_chains() {
+    fn two_local_endpoints_sharing_a_group_pass_both_ways() {
+        let mut st = big_state();
+        // t0 and t1 (both local) share g1 and g2: one pair, whatever the count.
+        let (inet, _) = st.tables();
+        let pass = &inet.sets[compile::PASS4].1;
+        let p01 = Element::set(&[
+            KeyValue::Ifname("veth0"),
+            KeyValue::Ip("10.233.16.1".parse().expect("ip")),
+            KeyValue::Ip("10.233.16.2".parse().expect("ip")),
+            KeyValue::Ifname("veth1"),
+        ]);
+        assert!(pass.contains(&p01));
+        // t1 leaves g1: they still share g2.
+        st.upsert_task(task("t1", "10.233.16.2", &["g2", "g3"]));
+        let (inet, _) = st.tables();
+        assert!(inet.sets[compile::PASS4].1.contains(&p01));
+        // ... and g2: the pair goes.
+        st.upsert_task(task("t1", "10.233.16.2", &["g3"]));
+        let (inet, _) = st.tables();
+        assert!(!inet.sets[compile::PASS4].1.contains(&p01));
+    }
+
+    #[test]
+    fn a_local_task_change_is_elements_only() {
         let mut st = big_state();
         st.upsert_task(task("t7", "10.233.16.8", &["web"]));
         let d = st.take_delta();
-        assert_eq!(
-            d.chains.len(),
-            2,
-            "its egress and ingress chains: {:?}",
-            d.chains.keys()
-        );
-        assert_eq!(d.element_count(), 4);
+        // Its pairs with the 9 other members of g7, g8, g9 go (t5..t11 are
+        // local: their pass elements too); nothing comes (alone in "web").
+        assert!(d.add.is_empty(), "{d:?}");
+        assert!(count(&d.del, compile::EGRESS4) >= 6, "{d:?}");
     }
 
     #[test]
@@ -656,24 +641,25 @@ mod tests {
         let mut st = big_state();
         let mut view = st.view().clone();
         view.tasks.remove("t3");
-        view.insert(task("new.1", "10.233.16.4", &["elsewhere"]));
+        view.insert(task("new.1", "10.233.16.4", &["g100"]));
         st.set_view(view);
         let d = st.take_delta();
-        let members = d
-            .del
-            .get(&(Family::Inet, "members4"))
-            .map(|s| s.len())
-            .unwrap_or(0);
-        assert_eq!(members, 3, "old memberships removed");
-        let added = d
-            .add
-            .get(&(Family::Inet, "members4"))
-            .map(|s| s.len())
-            .unwrap_or(0);
-        assert_eq!(added, 1, "new membership added in the same delta");
-        // t3 was local: its chains go, new.1's (same IP, same interface) come.
-        assert_eq!(d.chains.values().filter(|c| c.is_none()).count(), 2);
-        assert_eq!(d.chains.values().filter(|c| c.is_some()).count(), 2);
+        let ip = KeyValue::Ip("10.233.16.4".parse().expect("ip"));
+        let old_peer = KeyValue::Ip("10.233.16.5".parse().expect("ip")); // t4, shared g4 with t3
+        let new_peer = KeyValue::Ip("10.233.16.101".parse().expect("ip")); // t100, in g100
+        let e =
+            |peer: &KeyValue| Element::set(&[KeyValue::Ifname("veth3"), ip.clone(), peer.clone()]);
+        let egress = (Family::Inet, compile::EGRESS4);
+        assert!(d.del[&egress].contains(&e(&old_peer)), "old pairs removed");
+        assert!(
+            d.add[&egress].contains(&e(&new_peer)),
+            "new pairs added in the same delta"
+        );
+        assert_eq!(
+            count(&d.del, compile::ENDPOINTS4),
+            0,
+            "the IP stays an endpoint"
+        );
     }
 
     #[test]
@@ -689,44 +675,34 @@ mod tests {
     }
 
     #[test]
-    fn a_local_task_removed_and_readded_before_the_transaction_rewrites_its_chains() {
+    fn a_local_task_removed_and_readded_before_the_transaction_changes_nothing() {
         let mut st = big_state();
         let t = st.view().tasks.get("t5").cloned().expect("t5");
         st.remove_task("t5");
         st.upsert_task(t);
         let d = st.take_delta();
-        assert!(
-            d.new_chains.is_empty(),
-            "the chains exist in the kernel: {:?}",
-            d.new_chains
-        );
-        assert!(
-            d.chains.values().all(|c| c.is_some()),
-            "rewritten, not deleted"
-        );
-        assert_eq!(d.element_count(), 0, "{d:?}");
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]
     fn a_claimed_ip_is_handed_over_when_its_owner_goes() {
         let mut st = big_state();
         let ip: IpAddr = "10.233.16.1".parse().expect("ip");
-        st.upsert_task(task("successor", "10.233.16.1", &["web"]));
+        st.upsert_task(task("successor", "10.233.16.1", &["public"]));
         assert_eq!(st.owner_of(&ip), Some("t0"), "the live owner keeps it");
         let _ = st.take_delta();
         st.remove_task("t0");
         assert_eq!(st.owner_of(&ip), Some("successor"), "handed over");
         let d = st.take_delta();
-        let endpoints = (Family::Inet, "endpoints4");
-        assert!(
-            d.del.get(&endpoints).is_none_or(|s| s.is_empty()),
+        assert_eq!(
+            count(&d.del, compile::ENDPOINTS4),
+            0,
             "the IP stays an endpoint: {d:?}"
         );
-        assert!(
-            d.add
-                .get(&(Family::Inet, "members4"))
-                .is_some_and(|s| s.len() == 1),
-            "web membership in the same delta"
+        assert_eq!(
+            count(&d.add, compile::OPEN4),
+            1,
+            "open membership in the same delta: {d:?}"
         );
     }
 
@@ -736,5 +712,18 @@ mod tests {
         let view = st.view().clone();
         st.set_view(view);
         assert!(st.take_delta().is_empty());
+    }
+
+    #[test]
+    fn incremental_changes_end_where_a_fresh_compile_does() {
+        let mut st = big_state();
+        st.upsert_task(task("t1", "10.233.16.2", &["g3", "public"]));
+        st.upsert_task(task("t900", "10.233.19.151", &["g0", "g5"]));
+        st.remove_task("t2");
+        st.upsert_task(task("late", "10.233.30.1", &["g1"]));
+        let mut fresh = DesiredState::new(policy());
+        fresh.set_view(st.view().clone());
+        fresh.set_bindings(st.bindings.clone(), BTreeSet::new(), BTreeSet::new());
+        assert_eq!(st.tables(), fresh.tables());
     }
 }

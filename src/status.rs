@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::binding::Bindings;
-use crate::compile::{chain_names, effective_groups, peers_chain_name};
+use crate::compile::{effective_groups, DEST_CHECK, EGRESS, GATED, INGRESS, SOURCE_CHECK};
 use crate::daemon::Health;
 use crate::model::{GroupOrigin, NotEnforced};
 use crate::state::DesiredState;
@@ -55,11 +55,6 @@ pub struct EndpointRow {
     /// "enforced", "remote", or "not enforced: <reason>".
     pub enforcement: String,
     pub note: Option<String>,
-    /// New flows seen leaving / entering (packets, bytes), and drops.
-    pub egress_new: Option<(u64, u64)>,
-    pub egress_dropped: Option<(u64, u64)>,
-    pub ingress_new: Option<(u64, u64)>,
-    pub ingress_dropped: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,10 +66,28 @@ pub struct GroupRow {
     pub addresses: usize,
 }
 
-fn sum(counters: &[(u64, u64)]) -> (u64, u64) {
-    counters
+/// Packets (and bytes) groupd's rules dropped, by reason: the counters of
+/// the dropping rules, read from the kernel.
+pub fn drops(counters: &HashMap<String, Vec<(u64, u64)>>) -> BTreeMap<&'static str, (u64, u64)> {
+    let reasons = [
+        (
+            SOURCE_CHECK,
+            "spoofed source or unknown task interface (R7, R8)",
+        ),
+        (DEST_CHECK, "to an unknown task interface (R8)"),
+        (EGRESS, "egress denied (R1, R4)"),
+        (INGRESS, "ingress denied (R1, R5)"),
+        (GATED, "not on a discovery port (R9)"),
+    ];
+    reasons
         .iter()
-        .fold((0, 0), |(p, b), (cp, cb)| (p + cp, b + cb))
+        .map(|(chain, reason)| {
+            let sum = counters.get(*chain).map_or((0, 0), |c| {
+                c.iter().fold((0, 0), |(p, b), (cp, cb)| (p + cp, b + cb))
+            });
+            (*reason, sum)
+        })
+        .collect()
 }
 
 fn reason(n: &NotEnforced) -> &'static str {
@@ -86,11 +99,7 @@ fn reason(n: &NotEnforced) -> &'static str {
     }
 }
 
-pub fn endpoint_rows(
-    state: &DesiredState,
-    all: bool,
-    counters: &HashMap<String, Vec<(u64, u64)>>,
-) -> Vec<EndpointRow> {
+pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
     let mut rows = Vec::new();
     for t in state.view().tasks.values() {
         let interfaces: BTreeSet<String> = t
@@ -110,22 +119,6 @@ pub fn endpoint_rows(
         if !all && !local {
             continue;
         }
-        let (out_chain, in_chain) = chain_names(&t.id);
-        // Chain layout: first rule counts new flows, drop rules count drops.
-        let split = |chain: &str| {
-            counters
-                .get(chain)
-                .and_then(|c| c.split_first().map(|(first, rest)| (*first, sum(rest))))
-        };
-        let (egress_new, egress_dropped) = split(&out_chain).unzip();
-        let (ingress_new, mut ingress_dropped) = split(&in_chain).unzip();
-        // With R9 the peer check has a chain of its own: its drops count too.
-        if let (Some((p, b)), Some(peers)) =
-            (ingress_dropped, counters.get(&peers_chain_name(&t.id)))
-        {
-            let (pp, pb) = sum(peers);
-            ingress_dropped = Some((p + pp, b + pb));
-        }
         rows.push(EndpointRow {
             task: t.id.clone(),
             app: t.app.clone(),
@@ -140,10 +133,6 @@ pub fn endpoint_rows(
             task_state: t.state.as_str().to_string(),
             enforcement,
             note: t.note.clone(),
-            egress_new,
-            egress_dropped,
-            ingress_new,
-            ingress_dropped,
         });
     }
     rows
@@ -179,7 +168,7 @@ pub fn answer(
     counters: &HashMap<String, Vec<(u64, u64)>>,
 ) -> serde_json::Value {
     let value = match req {
-        Request::Show { all } => serde_json::to_value(endpoint_rows(state, *all, counters)),
+        Request::Show { all } => serde_json::to_value(endpoint_rows(state, *all)),
         Request::Groups => serde_json::to_value(group_rows(state)),
         Request::Explain {
             src,
@@ -203,6 +192,8 @@ pub fn answer(
             "tasks": state.view().tasks.len(),
             "endpoints": state.view().endpoints().count(),
             "task_interfaces": bindings.interfaces.len(),
+            "kernel_elements": state.element_count(),
+            "dropped_packets_bytes": drops(counters),
         })),
     };
     value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))

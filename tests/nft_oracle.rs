@@ -60,11 +60,11 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
         ));
         st.set_view(view);
         let mut b = HashMap::new();
-        for (ip, iface, bridged) in [
-            ("10.233.1.2", "veth-r1", false),
-            ("fd00:233::1:2", "veth-r1", false),
-            ("10.233.1.3", "veth-b2", true),
-            ("10.233.1.4", "veth-r3", false),
+        for (ip, iface, bridge) in [
+            ("10.233.1.2", "veth-r1", None),
+            ("fd00:233::1:2", "veth-r1", None),
+            ("10.233.1.3", "veth-b2", Some("br-tasks".to_string())),
+            ("10.233.1.4", "veth-r3", None),
         ] {
             let ip: IpAddr = ip.parse().expect("ip");
             b.insert(
@@ -72,7 +72,7 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
                 LocalBinding {
                     iface: iface.into(),
                     ip,
-                    bridged,
+                    bridge,
                 },
             );
         }

@@ -82,7 +82,7 @@ pub fn binding(iface: &str, ip: IpAddr) -> LocalBinding {
     LocalBinding {
         iface: iface.to_string(),
         ip,
-        bridged: false,
+        bridge: None,
     }
 }
 

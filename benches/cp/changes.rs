@@ -8,9 +8,8 @@
 //! for the other.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use groupd::compile::group_id;
 use groupd::model::{GroupOrigin, Task};
 
 use super::full::LOCAL;
@@ -60,15 +59,29 @@ pub fn new_task(l: &Loaded, i: usize) -> (Task, IpAddr) {
     (task, ip)
 }
 
-/// Is (group, ip) in groupd's members4 set in the kernel? Asked with `nft
-/// get element` (group ids are typed ipv6_addr): an independent check that
-/// the measured transactions really changed the kernel.
-pub fn member_in_kernel(l: &Loaded, group: &str, ip: Ipv4Addr) -> bool {
-    let gid = Ipv6Addr::from(group_id(group));
-    let elem = format!("{{ {gid} . {ip} }}");
+/// The first local endpoint (tasks 0..LOCAL) in `group`.
+pub fn first_local_of(l: &Loaded, group: &str) -> Option<usize> {
+    (0..LOCAL).find(|t| {
+        cluster::groups_of(*t, l.groups)
+            .into_iter()
+            .any(|k| cluster::group_name(k) == group)
+    })
+}
+
+/// Does the kernel let local endpoint `local` and remote task `remote`
+/// talk, i.e. is their pair in groupd's `egress4` set? Asked with `nft get
+/// element`: an independent check that the measured transactions really
+/// changed the kernel.
+pub fn pair_in_kernel(l: &Loaded, local: usize, remote: usize) -> bool {
+    let elem = format!(
+        "{{ \"{}\" . {} . {} }}",
+        cluster::local_iface(local),
+        cluster::task_ip(local),
+        cluster::task_ip(remote)
+    );
     let table = l.state.policy().table.clone();
     nft_status(
         &l._ns,
-        &["get", "element", "inet", &table, "members4", &elem],
+        &["get", "element", "inet", &table, "egress4", &elem],
     )
 }

@@ -72,11 +72,6 @@ fn ask(socket: &PathBuf, req: &Request) -> Result<serde_json::Value, String> {
     Ok(v)
 }
 
-fn counters(c: &Option<(u64, u64)>) -> String {
-    c.map(|(p, b)| format!("{p}/{b}B"))
-        .unwrap_or_else(|| "-".into())
-}
-
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -164,10 +159,6 @@ fn main() -> ExitCode {
                     "GROUPS",
                     "STATE",
                     "ENFORCEMENT",
-                    "OUT NEW",
-                    "OUT DROP",
-                    "IN NEW",
-                    "IN DROP",
                 ],
                 rows.iter()
                     .map(|r| {
@@ -187,10 +178,6 @@ fn main() -> ExitCode {
                             },
                             r.task_state.trim_start_matches("TASK_").to_string(),
                             r.enforcement.clone(),
-                            counters(&r.egress_new),
-                            counters(&r.egress_dropped),
-                            counters(&r.ingress_new),
-                            counters(&r.ingress_dropped),
                         ]
                     })
                     .collect(),

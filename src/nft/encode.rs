@@ -18,10 +18,9 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use super::socket::Request;
 use super::udata;
 use crate::ruleset::{
-    Action, Chain, Dir, Element, Family, KeyPart, Match, Rule, SetDef, Verdict, L3,
+    Action, Chain, Dir, Element, Family, Field, KeyPart, Match, Rule, SetDef, Verdict, L3,
 };
 
-const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFT_CT_STATE: u32 = 0;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
@@ -33,6 +32,8 @@ const TRANSPORT_HEADER: u32 = 2;
 const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
 const TYPE_IFNAME: u32 = 41;
+const TYPE_INET_PROTOCOL: u32 = 12;
+const TYPE_INET_SERVICE: u32 = 13;
 /// Elements per NEWSETELEM message: the element list is one netlink
 /// attribute whose length field is 16 bits.
 const ELEMENTS_PER_MESSAGE: usize = 600;
@@ -76,8 +77,10 @@ fn key_type(key: &[KeyPart]) -> u32 {
     key.iter().fold(0u32, |acc, k| {
         let t = match k {
             KeyPart::Ipv4 => TYPE_IPADDR,
-            KeyPart::Ipv6 | KeyPart::GroupId => TYPE_IP6ADDR,
+            KeyPart::Ipv6 => TYPE_IP6ADDR,
             KeyPart::Ifname => TYPE_IFNAME,
+            KeyPart::InetProto => TYPE_INET_PROTOCOL,
+            KeyPart::InetService => TYPE_INET_SERVICE,
         };
         (acc << 6) | t
     })
@@ -92,17 +95,9 @@ pub fn new_set(family: Family, table: &str, name: &str, def: &SetDef, id: u32) -
         SetAttribute::Table(table.to_string()),
         SetAttribute::Name(name.to_string()),
     ];
-    let mut flags = SetFlags::empty();
-    if def.verdict_map {
-        flags |= SetFlags::Map;
-    }
-    attrs.push(SetAttribute::Flags(flags));
+    attrs.push(SetAttribute::Flags(SetFlags::empty()));
     attrs.push(SetAttribute::KeyType(key_type(&def.key)));
     attrs.push(SetAttribute::KeyLen(key_len(&def.key)));
-    if def.verdict_map {
-        attrs.push(SetAttribute::DataType(NFT_DATA_VERDICT));
-        attrs.push(SetAttribute::DataLen(0));
-    }
     attrs.push(SetAttribute::Id(id));
     attrs.push(SetAttribute::UserData(set_userdata(def)));
     req(
@@ -124,10 +119,6 @@ pub fn set_userdata(def: &SetDef) -> Vec<u8> {
 
 pub fn set_key_type(def: &SetDef) -> u32 {
     key_type(&def.key)
-}
-
-pub fn verdict_data_type() -> u32 {
-    NFT_DATA_VERDICT
 }
 
 /// Add or delete elements, split into messages that fit a netlink attribute.
@@ -159,14 +150,9 @@ pub fn elements<'a>(
         out.push(req(family, msg, if add { NLM_F_CREATE } else { 0 }));
     };
     for e in elems {
-        let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(
-            e.key.clone(),
+        let attrs = vec![SetElementAttribute::Key(DataAttribute::Value(
+            e.key.to_vec(),
         ))];
-        if let (true, Some(v)) = (add, &e.verdict) {
-            attrs.push(SetElementAttribute::Data(DataAttribute::Verdict(
-                verdict_attrs(v),
-            )));
-        }
         batch.push(ListAttribute::Element(attrs));
         if batch.len() >= ELEMENTS_PER_MESSAGE {
             flush(&mut batch, &mut out);
@@ -299,23 +285,25 @@ fn bitwise(len: u32, mask: Vec<u8>) -> Expr {
     .into()
 }
 
-fn lookup(set: &str, verdict_map: bool) -> Expr {
-    let mut attrs = vec![
+fn lookup(set: &str) -> Expr {
+    Expressions::Lookup(vec![
         Lookup::Set(set.to_string()),
         Lookup::SourceRegister(Register::Reg1),
-    ];
-    if verdict_map {
-        attrs.push(Lookup::DestinationRegister(Register::Verdict));
-    }
-    Expressions::Lookup(attrs).into()
-}
-
-fn immediate_data(reg: Register, data: Vec<u8>) -> Expr {
-    Expressions::Immediate(vec![
-        Immediate::DestinationRegister(reg),
-        Immediate::Data(DataAttribute::Value(data)),
     ])
     .into()
+}
+
+/// The register a key component at byte `offset` of a concatenation is
+/// loaded into, numbered the way nft numbers it: the 16-byte registers at
+/// their boundaries, the 32-bit ones in between.
+fn key_register(offset: usize) -> Register {
+    match offset {
+        0 => Register::Reg1,
+        16 => Register::Reg2,
+        32 => Register::Reg3,
+        48 => Register::Reg4,
+        o => Register::Other(8 + (o / 4) as u32),
+    }
 }
 
 fn verdict_attrs(v: &Verdict) -> Vec<VerdictAttribute> {
@@ -419,16 +407,6 @@ fn ifname_bytes(name: &str, prefix: bool) -> Vec<u8> {
     b
 }
 
-fn match_l3(m: &Match) -> Option<L3> {
-    match m {
-        Match::IfAddrInSet { l3, .. }
-        | Match::AddrInSet { l3, .. }
-        | Match::GroupAddrInSet { l3, .. } => Some(*l3),
-        Match::AddrPrefix { prefix, .. } => Some(if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 }),
-        _ => None,
-    }
-}
-
 pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
     let mut out = Vec::new();
     let mut have_l3: Option<L3> = None;
@@ -439,7 +417,7 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
         }
     };
     for m in &rule.matches {
-        if let Some(l3) = match_l3(m) {
+        if let Some(l3) = m.l3() {
             dep(l3, &mut out);
         }
         match m {
@@ -447,31 +425,22 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
                 out.push(meta(ifname_key(*dir), Register::Reg1));
                 out.push(cmp(Operator::Equal, ifname_bytes(name, *prefix)));
             }
-            Match::IfnameInSet { dir, set } => {
-                out.push(meta(ifname_key(*dir), Register::Reg1));
-                out.push(lookup(set, false));
-            }
-            Match::IfAddrInSet { dir, l3, set } => {
-                let (off, len) = addr_offset(*l3, *dir);
-                out.push(meta(ifname_key(*dir), Register::Reg1));
-                out.push(payload(NETWORK_HEADER, off, len, Register::Reg2));
-                out.push(lookup(set, false));
-            }
-            Match::AddrInSet { dir, l3, set } => {
-                let (off, len) = addr_offset(*l3, *dir);
-                out.push(payload(NETWORK_HEADER, off, len, Register::Reg1));
-                out.push(lookup(set, false));
-            }
-            Match::GroupAddrInSet {
-                group,
-                dir,
-                l3,
-                set,
-            } => {
-                let (off, len) = addr_offset(*l3, *dir);
-                out.push(immediate_data(Register::Reg1, group.to_vec()));
-                out.push(payload(NETWORK_HEADER, off, len, Register::Reg2));
-                out.push(lookup(set, false));
+            Match::Lookup { key, set } => {
+                let mut offset = 0;
+                for field in key {
+                    let reg = key_register(offset);
+                    out.push(match field {
+                        Field::Ifname(dir) => meta(ifname_key(*dir), reg),
+                        Field::Addr(dir, l3) => {
+                            let (off, len) = addr_offset(*l3, *dir);
+                            payload(NETWORK_HEADER, off, len, reg)
+                        }
+                        Field::L4Proto => meta(MetaKey::L4Proto, reg),
+                        Field::Dport => payload(TRANSPORT_HEADER, 2, 2, reg),
+                    });
+                    offset += field.key_part().byte_len();
+                }
+                out.push(lookup(set));
             }
             Match::AddrPrefix { dir, prefix } => {
                 let l3 = if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 };
@@ -533,12 +502,6 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
     match &rule.action {
         Action::None => {}
         Action::Verdict(v) => out.push(immediate_verdict(v)),
-        Action::Vmap { dir, l3, map } => {
-            dep(*l3, &mut out);
-            let (off, len) = addr_offset(*l3, *dir);
-            out.push(payload(NETWORK_HEADER, off, len, Register::Reg1));
-            out.push(lookup(map, true));
-        }
     }
     out
 }

@@ -100,37 +100,15 @@ impl Nft {
     }
 }
 
-/// Order inside one transaction: create chains, (re)write their rules,
-/// delete elements, add elements, delete chains last (a chain can only go
-/// once no map element jumps to it).
+/// Order inside one transaction: delete elements, then add them (an IP
+/// that moves between tasks leaves before it arrives).
 fn delta_requests(table: &str, d: &Delta) -> Vec<Request> {
     let mut out = Vec::new();
-    let family = Family::Inet;
-    for name in &d.new_chains {
-        if let Some(Some(c)) = d.chains.get(name) {
-            out.push(encode::new_chain(family, table, c));
-        }
-    }
-    for (name, chain) in &d.chains {
-        if let Some(c) = chain {
-            if !d.new_chains.contains(name) {
-                out.push(encode::flush_chain(family, table, name));
-            }
-            for r in &c.rules {
-                out.push(encode::new_rule(family, table, name, r));
-            }
-        }
-    }
     for ((f, set), elems) in &d.del {
         out.extend(encode::elements(*f, table, set, elems, false));
     }
     for ((f, set), elems) in &d.add {
         out.extend(encode::elements(*f, table, set, elems, true));
-    }
-    for (name, chain) in &d.chains {
-        if chain.is_none() {
-            out.push(encode::delete_chain(family, table, name));
-        }
     }
     out
 }
@@ -139,8 +117,8 @@ fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
     let map_flag = 0x8;
     k.key_len == encode::key_len(&def.key)
         && k.key_type == encode::set_key_type(def)
-        && (k.flags & map_flag != 0) == def.verdict_map
-        && k.data_type == def.verdict_map.then(encode::verdict_data_type)
+        && k.flags & map_flag == 0
+        && k.data_type.is_none()
 }
 
 /// Append the requests that turn `kernel` into `desired`.

@@ -12,7 +12,7 @@ use netlink_packet_netfilter::nftables::{
 use super::nla;
 use super::socket::{NfSocket, NftError};
 use super::udata;
-use crate::ruleset::{Element, Family, Hook as RHook, Verdict};
+use crate::ruleset::{Element, Family, Hook as RHook};
 
 /// A set as the kernel reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,9 +164,7 @@ fn parse_set(s: &SetMessage, table: &str) -> Option<(String, KernelSet)> {
 fn parse_elements(msg: &[u8], out: &mut BTreeSet<Element>) {
     const ELEMENTS: u16 = 3;
     const KEY: u16 = 1;
-    const DATA: u16 = 2;
     const DATA_VALUE: u16 = 1;
-    const DATA_VERDICT: u16 = 2;
     let Some(list) = nla::find(msg, ELEMENTS) else {
         return;
     };
@@ -174,27 +172,7 @@ fn parse_elements(msg: &[u8], out: &mut BTreeSet<Element>) {
         let Some(key) = nla::find(elem, KEY).and_then(|k| nla::find(k, DATA_VALUE)) else {
             continue;
         };
-        let verdict = nla::find(elem, DATA)
-            .and_then(|d| nla::find(d, DATA_VERDICT))
-            .and_then(parse_verdict);
-        out.insert(Element {
-            key: key.to_vec(),
-            verdict,
-        });
-    }
-}
-
-/// A verdict (NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN).
-fn parse_verdict(attrs: &[u8]) -> Option<Verdict> {
-    let code = nla::find(attrs, 1).and_then(nla::u32_be)?;
-    let chain = nla::find(attrs, 2).map(nla::string);
-    match (code as i32, chain) {
-        (-3, Some(c)) => Some(Verdict::Jump(c)),
-        (-4, Some(c)) => Some(Verdict::Goto(c)),
-        (-5, _) => Some(Verdict::Return),
-        (1, _) => Some(Verdict::Accept),
-        (0, _) => Some(Verdict::Drop),
-        _ => None,
+        out.insert(Element { key: key.into() });
     }
 }
 
