@@ -16,7 +16,8 @@
 //! Groups come from the app version that launched the task (design §1):
 //! see [`VersionCache`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -203,7 +204,7 @@ pub struct TaskIpAddress {
 }
 
 /// What a task inherits from the app version that launched it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppConfig {
     pub network: NetworkKind,
     /// `ipAddress.groups` (origin [`GroupOrigin::AppVersion`]).
@@ -351,26 +352,52 @@ fn discovery_port(
 /// version on every scale or restart too, and `versionInfo.lastConfigChangeAt`
 /// says since when the configuration is unchanged. Every version between that
 /// and `app.version` has the same configuration.
+///
+/// It holds an entry for every app of the cluster, so it is kept compact:
+/// only the [`AppConfig`] (what a task inherits), never the app definition,
+/// and each distinct configuration once, shared by all the apps and versions
+/// that have it (apps deployed with the same groups and labels are common).
 #[derive(Debug, Clone, Default)]
 pub struct VersionCache {
-    apps: HashMap<String, Vec<KnownConfig>>,
+    apps: HashMap<Box<str>, KnownApp>,
+    /// One copy of each configuration some entry of `apps` uses.
+    configs: HashSet<Arc<AppConfig>>,
+    /// `configs` is swept of unused configurations when it reaches this size.
+    sweep_at: usize,
+    /// Number of complete documents converted; see [`KnownApp::seen`].
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KnownApp {
+    configs: Vec<KnownConfig>,
+    /// The last complete document (`VersionCache::generation`) the app was in.
+    seen: u64,
 }
 
 #[derive(Debug, Clone)]
 struct KnownConfig {
     /// `lastConfigChangeAt` of the versions below.
-    since: Option<String>,
-    /// Versions that were seen current with this configuration.
-    versions: BTreeSet<String>,
-    config: AppConfig,
+    since: Option<Box<str>>,
+    /// Versions that were seen current with this configuration, sorted,
+    /// without duplicates.
+    versions: Vec<Box<str>>,
+    config: Arc<AppConfig>,
 }
 
 /// Bounds memory for an app redeployed in a loop while old tasks linger.
 const MAX_CONFIGS_PER_APP: usize = 32;
 
+/// `configs` is never swept below this size.
+const MIN_SWEEP: usize = 1024;
+
 impl KnownConfig {
     fn covers(&self, version: &str) -> bool {
-        if self.versions.contains(version) {
+        if self
+            .versions
+            .binary_search_by(|v| (**v).cmp(version))
+            .is_ok()
+        {
             return true;
         }
         let (Some(since), Some(latest)) = (
@@ -384,42 +411,78 @@ impl KnownConfig {
             _ => false,
         }
     }
+
+    fn insert_version(&mut self, version: &str) {
+        if let Err(at) = self.versions.binary_search_by(|v| (**v).cmp(version)) {
+            self.versions.insert(at, version.into());
+        }
+    }
 }
 
 impl VersionCache {
     /// Record `app` as the configuration of `app.version` (no-op for an app
     /// without a version: there is nothing to match tasks against).
     pub fn learn(&mut self, app: &App) {
+        self.learn_config(app, app.config());
+    }
+
+    /// [`learn`](Self::learn) with `config == app.config()`; returns it,
+    /// shared with the cache when it was recorded.
+    fn learn_config(&mut self, app: &App, config: AppConfig) -> Arc<AppConfig> {
         let Some(version) = app
             .version
             .as_deref()
             .map(str::trim)
             .filter(|v| !v.is_empty())
         else {
-            return;
+            return Arc::new(config);
         };
         let since = app
             .version_info
             .as_ref()
-            .and_then(|i| i.last_config_change_at.clone());
-        let config = app.config();
-        let known = self.apps.entry(app.id.clone()).or_default();
+            .and_then(|i| i.last_config_change_at.as_deref());
+        if !self.apps.contains_key(app.id.as_str()) {
+            self.apps
+                .insert(app.id.as_str().into(), KnownApp::default());
+        }
+        let Some(known) = self.apps.get_mut(app.id.as_str()) else {
+            return Arc::new(config);
+        };
+        let known = &mut known.configs;
         if let Some(entry) = known
             .iter_mut()
-            .find(|k| k.since == since && k.config == config)
+            .find(|k| k.since.as_deref() == since && *k.config == config)
         {
-            entry.versions.insert(version.to_string());
-            return;
+            entry.insert_version(version);
+            return Arc::clone(&entry.config);
         }
-        known.retain(|k| !k.versions.contains(version));
+        known.retain(|k| !k.versions.iter().any(|v| **v == *version));
+        let config = match self.configs.get(&config) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(config);
+                self.configs.insert(Arc::clone(&shared));
+                shared
+            }
+        };
         known.push(KnownConfig {
-            since,
-            versions: BTreeSet::from([version.to_string()]),
-            config,
+            since: since.map(Box::from),
+            versions: vec![version.into()],
+            config: Arc::clone(&config),
         });
         if known.len() > MAX_CONFIGS_PER_APP {
             known.remove(0);
         }
+        if self.configs.len() >= self.sweep_at {
+            self.sweep();
+        }
+        config
+    }
+
+    /// Drop the shared configurations no entry uses any more.
+    fn sweep(&mut self) {
+        self.configs.retain(|c| Arc::strong_count(c) > 1);
+        self.sweep_at = (2 * self.configs.len()).max(MIN_SWEEP);
     }
 
     /// The configuration of `app_id` at `version`, if groupd has seen it.
@@ -427,15 +490,16 @@ impl VersionCache {
         let version = version.trim();
         self.apps
             .get(app_id)?
+            .configs
             .iter()
             .rev()
             .find(|k| k.covers(version))
-            .map(|k| &k.config)
+            .map(|k| &*k.config)
     }
 
     /// Number of (app, configuration) pairs remembered.
     pub fn len(&self) -> usize {
-        self.apps.values().map(Vec::len).sum()
+        self.apps.values().map(|k| k.configs.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -445,13 +509,32 @@ impl VersionCache {
     /// Forget configurations of `app_id` that cover none of `versions`.
     fn retain_versions(&mut self, app_id: &str, versions: &BTreeSet<&str>) {
         if let Some(known) = self.apps.get_mut(app_id) {
-            known.retain(|k| versions.iter().any(|v| k.covers(v)));
+            known
+                .configs
+                .retain(|k| versions.iter().any(|v| k.covers(v)));
         }
     }
 
-    /// Forget apps that no longer exist.
-    fn retain_apps(&mut self, ids: &BTreeSet<&str>) {
-        self.apps.retain(|id, _| ids.contains(id.as_str()));
+    /// Start converting a complete document: apps not [`mark`](Self::mark)ed
+    /// before [`forget_unmarked`](Self::forget_unmarked) are forgotten.
+    fn begin_complete(&mut self) {
+        self.generation += 1;
+    }
+
+    /// `app_id` is in the complete document being converted.
+    fn mark(&mut self, app_id: &str) {
+        if let Some(known) = self.apps.get_mut(app_id) {
+            known.seen = self.generation;
+        }
+    }
+
+    /// Forget apps that are not in the complete document just converted.
+    fn forget_unmarked(&mut self) {
+        let generation = self.generation;
+        self.apps.retain(|_, k| k.seen == generation);
+        if self.apps.capacity() > 4 * self.apps.len().max(64) {
+            self.apps.shrink_to_fit();
+        }
     }
 }
 
@@ -507,32 +590,70 @@ pub fn convert_apps<'a>(
     groups: &GroupsConfig,
     versions: &mut VersionCache,
 ) -> ClusterView {
-    let mut view = ClusterView::default();
-    let mut seen = BTreeSet::new();
+    let mut conversion = Conversion::new(complete, groups, versions);
     for app in apps {
-        seen.insert(app.id.as_str());
-        for task in convert_app(app, groups, versions) {
-            view.insert(task);
+        conversion.add(app);
+    }
+    conversion.finish()
+}
+
+/// [`convert_apps`] one app at a time, so that a document can be converted
+/// while it is read and never held whole (each app can be dropped once
+/// added). Apps must be added in the order `convert_apps` would see them.
+pub struct Conversion<'a> {
+    complete: bool,
+    groups: &'a GroupsConfig,
+    versions: &'a mut VersionCache,
+    view: ClusterView,
+}
+
+impl<'a> Conversion<'a> {
+    pub fn new(
+        complete: bool,
+        groups: &'a GroupsConfig,
+        versions: &'a mut VersionCache,
+    ) -> Conversion<'a> {
+        if complete {
+            versions.begin_complete();
+        }
+        Conversion {
+            complete,
+            groups,
+            versions,
+            view: ClusterView::default(),
         }
     }
-    if complete {
-        versions.retain_apps(&seen);
+
+    pub fn add(&mut self, app: &App) {
+        for task in convert_app(app, self.groups, self.versions) {
+            self.view.insert(task);
+        }
+        if self.complete {
+            self.versions.mark(&app.id);
+        }
     }
-    view
+
+    /// The view of the apps added (`conflicts` not filled in).
+    pub fn finish(self) -> ClusterView {
+        if self.complete {
+            self.versions.forget_unmarked();
+        }
+        self.versions.sweep();
+        self.view
+    }
 }
 
 /// The tasks of one app. Learns the app's current version first, then gives
 /// each task the configuration of the version that launched it; a task whose
 /// version groupd never saw gets no groups at all (fail closed) and a note.
 pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache) -> Vec<Task> {
-    versions.learn(app);
-    let current = app.config();
+    let current = versions.learn_config(app, app.config());
     let tasks = app.tasks.as_deref().unwrap_or_default();
     let converted = tasks
         .iter()
         .map(|task| {
             let launch = match task.version.as_deref() {
-                None => Ok(&current),
+                None => Ok(&*current),
                 Some(v) => versions.lookup(&app.id, v).ok_or(v),
             };
             convert_task(app, task, launch, &current, groups)
