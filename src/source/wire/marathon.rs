@@ -19,7 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{
     assign_groups, classify, new_task, null_as_default, parse_ip, port_number, GroupInputs,
@@ -46,6 +49,209 @@ impl AppGroup {
             out.extend(group.all_apps());
         }
         out
+    }
+}
+
+/// Reads an [`AppGroup`] document (`/v2/apps`, `/v2/groups`) from `de` and
+/// hands each app to `sink` as soon as it is read, so that the whole document
+/// never exists as [`AppGroup`] at once. Accepts exactly what deserializing an
+/// [`AppGroup`] accepts and fails with the same errors at the same places.
+///
+/// Apps are handed over in document order. That is the order of
+/// [`AppGroup::all_apps`] unless some group lists its nested `groups` (with
+/// apps in them) before its own `apps`: then the result is `false` (the order
+/// differed), otherwise `true`.
+pub fn walk_app_group<'de, D: Deserializer<'de>>(
+    de: D,
+    sink: &mut dyn FnMut(App),
+) -> Result<bool, D::Error> {
+    let mut walk = Walk {
+        sink,
+        apps: 0,
+        in_order: true,
+    };
+    GroupSeed(&mut walk).deserialize(de)?;
+    Ok(walk.in_order)
+}
+
+struct Walk<'s> {
+    sink: &'s mut dyn FnMut(App),
+    /// Apps handed over so far.
+    apps: usize,
+    in_order: bool,
+}
+
+/// One [`AppGroup`] (an object, or the `[apps, groups]` array form serde
+/// also accepts for a struct).
+struct GroupSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// `apps` of a group: `null` or an array of [`App`].
+struct AppsSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// `groups` of a group: `null` or an array of [`AppGroup`].
+struct GroupsSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// The array inside `Some` of [`AppsSeed`] / [`GroupsSeed`].
+struct AppList<'w, 's>(&'w mut Walk<'s>);
+struct GroupList<'w, 's>(&'w mut Walk<'s>);
+
+enum GroupField {
+    Apps,
+    Groups,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for GroupField {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<GroupField, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = GroupField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GroupField, E> {
+                self.visit_bytes(v.as_bytes())
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<GroupField, E> {
+                Ok(match v {
+                    b"apps" => GroupField::Apps,
+                    b"groups" => GroupField::Groups,
+                    _ => GroupField::Other,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GroupField, E> {
+                Ok(match v {
+                    0 => GroupField::Apps,
+                    1 => GroupField::Groups,
+                    _ => GroupField::Other,
+                })
+            }
+        }
+        de.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for GroupSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_struct("AppGroup", &["apps", "groups"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct AppGroup")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        seq.next_element_seed(AppsSeed(&mut *self.0))?;
+        seq.next_element_seed(GroupsSeed(&mut *self.0))?;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        let (mut apps, mut groups) = (false, false);
+        let mut apps_in_groups = 0;
+        while let Some(field) = map.next_key::<GroupField>()? {
+            match field {
+                GroupField::Apps => {
+                    if apps {
+                        return Err(de::Error::duplicate_field("apps"));
+                    }
+                    apps = true;
+                    if apps_in_groups > 0 {
+                        walk.in_order = false;
+                    }
+                    map.next_value_seed(AppsSeed(&mut *walk))?;
+                }
+                GroupField::Groups => {
+                    if groups {
+                        return Err(de::Error::duplicate_field("groups"));
+                    }
+                    groups = true;
+                    let before = walk.apps;
+                    map.next_value_seed(GroupsSeed(&mut *walk))?;
+                    apps_in_groups = walk.apps - before;
+                }
+                GroupField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for AppsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(AppList(self.0))
+    }
+}
+
+impl<'de> Visitor<'de> for AppList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(app) = seq.next_element::<App>()? {
+            self.0.apps += 1;
+            (self.0.sink)(app);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for GroupsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(GroupList(self.0))
+    }
+}
+
+impl<'de> Visitor<'de> for GroupList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(GroupSeed(&mut *self.0))?.is_some() {}
+        Ok(())
     }
 }
 
@@ -622,6 +828,13 @@ impl<'a> Conversion<'a> {
             versions,
             view: ClusterView::default(),
         }
+    }
+
+    /// Make room for `apps` apps in the cache at once (growing it step by
+    /// step holds the old and the new table together at each step).
+    pub fn reserve(&mut self, apps: usize) {
+        let cache = &mut self.versions.apps;
+        cache.reserve(apps.saturating_sub(cache.len()));
     }
 
     pub fn add(&mut self, app: &App) {
