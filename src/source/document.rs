@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use serde_json::error::Category;
 use super::wire::marathon::{self, App, AppGroup, SingleApp, VersionCache};
 use super::wire::mesos::{self, MasterState, V1Message};
 use crate::config::GroupsConfig;
-use crate::model::ClusterView;
+use crate::model::{ClusterView, IpConflict};
 
 const WANTED: &str =
     "a Marathon /v2/apps?embed=apps.tasks, Mesos /master/state or SUBSCRIBE snapshot document";
@@ -127,8 +128,31 @@ pub fn parse_document_kind(
     check_single_json_value(bytes)?;
     let keys = top_level_keys(bytes)?;
     let (kind, mut view) = dispatch(bytes, &keys, groups, versions)?;
-    view.conflicts = view.ip_conflicts();
+    view.conflicts = ip_conflicts(&view);
     Ok(Parsed { kind, view })
+}
+
+/// [`ClusterView::ip_conflicts`] without a copy of every endpoint's id (a
+/// view of the whole cluster is large; only the conflicts are copied).
+fn ip_conflicts(view: &ClusterView) -> Vec<IpConflict> {
+    let mut claims: Vec<(IpAddr, &str)> =
+        Vec::with_capacity(view.endpoints().map(|task| task.ips.len()).sum());
+    claims.extend(
+        view.endpoints()
+            .flat_map(|task| task.ips.iter().map(|ip| (*ip, task.id.as_str()))),
+    );
+    claims.sort_unstable();
+    claims
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|claims| claims.len() > 1)
+        .filter_map(|claims| {
+            let (ip, _) = claims.first()?;
+            Some(IpConflict {
+                ip: *ip,
+                tasks: claims.iter().map(|(_, id)| id.to_string()).collect(),
+            })
+        })
+        .collect()
 }
 
 /// Syntax first, so a half-written file is reported as such and not as a
@@ -417,12 +441,16 @@ fn describe_keys(keys: &BTreeMap<String, IgnoredAny>) -> String {
 
 /// Deserialize the recognised shape; a type mismatch names the kind and place.
 fn typed<T: DeserializeOwned>(bytes: &[u8], kind: DocumentKind) -> Result<T, DocumentError> {
-    serde_json::from_slice(bytes).map_err(|e| DocumentError::Invalid {
+    serde_json::from_slice(bytes).map_err(|e| invalid(kind, &e))
+}
+
+fn invalid(kind: DocumentKind, e: &serde_json::Error) -> DocumentError {
+    DocumentError::Invalid {
         kind,
         line: e.line(),
         column: e.column(),
         message: strip_position(&e.to_string()),
-    })
+    }
 }
 
 fn marathon_group(
@@ -436,17 +464,49 @@ fn marathon_group(
     } else {
         DocumentKind::MarathonApps
     };
-    let doc: AppGroup = typed(bytes, kind)?;
-    let apps = doc.all_apps();
+    // Read twice, converting each app as it is read, so that the whole
+    // document never exists in memory as typed values (a large cluster's
+    // document is several times its JSON size that way). The first pass
+    // only checks it: an invalid or task-less document must leave the
+    // version cache as it was.
+    let (mut apps, mut with_tasks) = (0usize, 0usize);
+    let in_order = walk_apps(bytes, kind, &mut |app| {
+        apps += 1;
+        with_tasks += usize::from(app.tasks.is_some());
+    })?;
     // Without embedded tasks every app would look empty and all endpoints
     // would vanish from the view: refuse instead (fail-static).
-    if !apps.is_empty() && apps.iter().all(|a| a.tasks.is_none()) {
+    if apps > 0 && with_tasks == 0 {
         return Err(unsupported(format!(
-            "the {} apps are listed without their tasks (no app has a \"tasks\" list); fetch /v2/apps?embed=apps.tasks (or /v2/groups?embed=group.apps.tasks)",
-            apps.len()
+            "the {apps} apps are listed without their tasks (no app has a \"tasks\" list); fetch /v2/apps?embed=apps.tasks (or /v2/groups?embed=group.apps.tasks)"
         )));
     }
-    Ok((kind, marathon::convert_apps(apps, true, groups, versions)))
+    if !in_order {
+        // Some group lists nested groups before its own apps: convert in the
+        // order of `all_apps` (what matters when an app or task id repeats).
+        let doc: AppGroup = typed(bytes, kind)?;
+        return Ok((
+            kind,
+            marathon::convert_apps(doc.all_apps(), true, groups, versions),
+        ));
+    }
+    let mut conversion = marathon::Conversion::new(true, groups, versions);
+    conversion.reserve(apps);
+    walk_apps(bytes, kind, &mut |app| conversion.add(&app))?;
+    Ok((kind, conversion.finish()))
+}
+
+/// [`marathon::walk_app_group`] over the whole document; a type mismatch
+/// names the kind and place like [`typed`].
+fn walk_apps(
+    bytes: &[u8],
+    kind: DocumentKind,
+    sink: &mut dyn FnMut(App),
+) -> Result<bool, DocumentError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    marathon::walk_app_group(&mut de, sink)
+        .and_then(|in_order| de.end().map(|()| in_order))
+        .map_err(|e| invalid(kind, &e))
 }
 
 fn marathon_single(
@@ -675,6 +735,109 @@ mod tests {
     fn single_mesos_event_is_refused_with_advice() {
         let err = parse("{\"type\":\"HEARTBEAT\"}").expect_err("event");
         assert!(err.to_string().contains("SUBSCRIBED event"), "{err}");
+    }
+
+    /// What `/v2/apps` and `/v2/groups` documents gave when they were
+    /// deserialized whole, before they were read app by app.
+    fn whole_document(
+        text: &str,
+        versions: &mut VersionCache,
+    ) -> Result<ClusterView, DocumentError> {
+        let keys = top_level_keys(text.as_bytes())?;
+        let kind = if keys.contains_key("groups") {
+            DocumentKind::MarathonGroups
+        } else {
+            DocumentKind::MarathonApps
+        };
+        let doc: AppGroup = typed(text.as_bytes(), kind)?;
+        let apps = doc.all_apps();
+        if !apps.is_empty() && apps.iter().all(|a| a.tasks.is_none()) {
+            return Err(unsupported(format!(
+                "the {} apps are listed without their tasks (no app has a \"tasks\" list); fetch /v2/apps?embed=apps.tasks (or /v2/groups?embed=group.apps.tasks)",
+                apps.len()
+            )));
+        }
+        let mut view = marathon::convert_apps(apps, true, &GroupsConfig::default(), versions);
+        view.conflicts = view.ip_conflicts();
+        Ok(view)
+    }
+
+    #[test]
+    fn reading_app_by_app_gives_what_the_whole_document_gave() {
+        let app = |id: &str, version: &str, group: &str, task: &str, ip: &str| {
+            format!(
+                r#"{{"id":"{id}","version":"{version}","ipAddress":{{"groups":["{group}"]}},"tasks":[{{"id":"{task}","version":"v1","state":"TASK_RUNNING","ipAddresses":[{{"ipAddress":"{ip}"}}]}}]}}"#
+            )
+        };
+        let a = app("/a", "v1", "ga", "t.1", "9.0.0.1");
+        let b = app("/b", "v1", "gb", "t.2", "9.0.0.2");
+        // Same task id as `a`, other groups: the order of conversion shows.
+        let a2 = app("/a2", "v1", "gz", "t.1", "9.0.0.1");
+        let bare = r#"{"id":"/n","instances":1}"#;
+        let docs = [
+            format!(r#"{{"apps":[{a},{b},{a2}]}}"#),
+            format!(r#"{{"apps":[{a}],"groups":[{{"apps":[{a2}],"groups":[{{"apps":[{b}]}}]}}]}}"#),
+            format!(r#"{{"groups":[{{"apps":[{a2}]}}],"apps":[{a}]}}"#),
+            format!(r#"{{"groups":[],"apps":[{a}],"groups":[]}}"#),
+            format!(r#"{{"apps":[{a}],"apps":[{b}]}}"#),
+            format!(r#"{{"apps":null,"groups":[[[{a}],[[[{a2}]]]],null]}}"#),
+            format!(r#"{{"apps":[{a}],"groups":[[[{b}],[],[]]]}}"#),
+            format!(r#"{{"\u0061pps":[{a}],"x":{{"apps":5}}}}"#),
+            format!(r#"{{"apps":[{bare}],"groups":[{{"apps":[{bare}]}}]}}"#),
+            format!(r#"{{"apps":[{bare},{a}]}}"#),
+            format!(r#"{{"apps":[{a},{{"id":"/x","tasks":[{{"id":1}}]}}]}}"#),
+            format!(r#"{{"apps":[{a}],"groups":5}}"#),
+            format!(r#"{{"apps":[{a}],"groups":[5]}}"#),
+            format!(r#"{{"apps":[{a}],"groups":[{{"apps":{{}}}}]}}"#),
+            r#"{"apps":{}}"#.to_string(),
+        ];
+        let follow_up = format!(
+            r#"{{"apps":[{}]}}"#,
+            app("/a", "v2", "new", "t.1", "9.0.0.1")
+                .replace("\"v2\",\"ipAddress", "\"v2\",\"x\":0,\"ipAddress")
+        );
+        for doc in &docs {
+            let (mut old, mut new) = (VersionCache::default(), VersionCache::default());
+            let expected = whole_document(doc, &mut old);
+            let got = parse_document(doc.as_bytes(), &GroupsConfig::default(), &mut new);
+            assert_eq!(got, expected, "{doc}");
+            assert_eq!(new.len(), old.len(), "{doc}");
+            // The caches remember the same versions.
+            let expected = whole_document(&follow_up, &mut old);
+            let got = parse_document(follow_up.as_bytes(), &GroupsConfig::default(), &mut new);
+            assert_eq!(got, expected, "{doc} then {follow_up}");
+        }
+    }
+
+    #[test]
+    fn reading_app_by_app_agrees_on_the_marathon_fixtures() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut checked = 0;
+        for dir in ["tests/fixtures/marathon/apps", "fuzz/seeds/marathon_json"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                    continue;
+                };
+                let Ok(keys) = top_level_keys(text.as_bytes()) else {
+                    continue;
+                };
+                if !keys.contains_key("apps") || check_single_json_value(text.as_bytes()).is_err() {
+                    continue;
+                }
+                let expected = whole_document(&text, &mut VersionCache::default());
+                let got = parse_document(
+                    text.as_bytes(),
+                    &GroupsConfig::default(),
+                    &mut VersionCache::default(),
+                );
+                assert_eq!(got, expected, "{}", entry.path().display());
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "no Marathon fixtures found");
     }
 
     #[test]

@@ -16,9 +16,13 @@
 //! Groups come from the app version that launched the task (design §1):
 //! see [`VersionCache`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{
     assign_groups, classify, new_task, null_as_default, parse_ip, port_number, GroupInputs,
@@ -45,6 +49,209 @@ impl AppGroup {
             out.extend(group.all_apps());
         }
         out
+    }
+}
+
+/// Reads an [`AppGroup`] document (`/v2/apps`, `/v2/groups`) from `de` and
+/// hands each app to `sink` as soon as it is read, so that the whole document
+/// never exists as [`AppGroup`] at once. Accepts exactly what deserializing an
+/// [`AppGroup`] accepts and fails with the same errors at the same places.
+///
+/// Apps are handed over in document order. That is the order of
+/// [`AppGroup::all_apps`] unless some group lists its nested `groups` (with
+/// apps in them) before its own `apps`: then the result is `false` (the order
+/// differed), otherwise `true`.
+pub fn walk_app_group<'de, D: Deserializer<'de>>(
+    de: D,
+    sink: &mut dyn FnMut(App),
+) -> Result<bool, D::Error> {
+    let mut walk = Walk {
+        sink,
+        apps: 0,
+        in_order: true,
+    };
+    GroupSeed(&mut walk).deserialize(de)?;
+    Ok(walk.in_order)
+}
+
+struct Walk<'s> {
+    sink: &'s mut dyn FnMut(App),
+    /// Apps handed over so far.
+    apps: usize,
+    in_order: bool,
+}
+
+/// One [`AppGroup`] (an object, or the `[apps, groups]` array form serde
+/// also accepts for a struct).
+struct GroupSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// `apps` of a group: `null` or an array of [`App`].
+struct AppsSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// `groups` of a group: `null` or an array of [`AppGroup`].
+struct GroupsSeed<'w, 's>(&'w mut Walk<'s>);
+
+/// The array inside `Some` of [`AppsSeed`] / [`GroupsSeed`].
+struct AppList<'w, 's>(&'w mut Walk<'s>);
+struct GroupList<'w, 's>(&'w mut Walk<'s>);
+
+enum GroupField {
+    Apps,
+    Groups,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for GroupField {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<GroupField, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = GroupField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GroupField, E> {
+                self.visit_bytes(v.as_bytes())
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<GroupField, E> {
+                Ok(match v {
+                    b"apps" => GroupField::Apps,
+                    b"groups" => GroupField::Groups,
+                    _ => GroupField::Other,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GroupField, E> {
+                Ok(match v {
+                    0 => GroupField::Apps,
+                    1 => GroupField::Groups,
+                    _ => GroupField::Other,
+                })
+            }
+        }
+        de.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for GroupSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_struct("AppGroup", &["apps", "groups"], self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct AppGroup")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        seq.next_element_seed(AppsSeed(&mut *self.0))?;
+        seq.next_element_seed(GroupsSeed(&mut *self.0))?;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        let (mut apps, mut groups) = (false, false);
+        let mut apps_in_groups = 0;
+        while let Some(field) = map.next_key::<GroupField>()? {
+            match field {
+                GroupField::Apps => {
+                    if apps {
+                        return Err(de::Error::duplicate_field("apps"));
+                    }
+                    apps = true;
+                    if apps_in_groups > 0 {
+                        walk.in_order = false;
+                    }
+                    map.next_value_seed(AppsSeed(&mut *walk))?;
+                }
+                GroupField::Groups => {
+                    if groups {
+                        return Err(de::Error::duplicate_field("groups"));
+                    }
+                    groups = true;
+                    let before = walk.apps;
+                    map.next_value_seed(GroupsSeed(&mut *walk))?;
+                    apps_in_groups = walk.apps - before;
+                }
+                GroupField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for AppsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for AppsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(AppList(self.0))
+    }
+}
+
+impl<'de> Visitor<'de> for AppList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(app) = seq.next_element::<App>()? {
+            self.0.apps += 1;
+            (self.0.sink)(app);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for GroupsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("option")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(GroupList(self.0))
+    }
+}
+
+impl<'de> Visitor<'de> for GroupList<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(GroupSeed(&mut *self.0))?.is_some() {}
+        Ok(())
     }
 }
 
@@ -203,7 +410,7 @@ pub struct TaskIpAddress {
 }
 
 /// What a task inherits from the app version that launched it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppConfig {
     pub network: NetworkKind,
     /// `ipAddress.groups` (origin [`GroupOrigin::AppVersion`]).
@@ -351,26 +558,52 @@ fn discovery_port(
 /// version on every scale or restart too, and `versionInfo.lastConfigChangeAt`
 /// says since when the configuration is unchanged. Every version between that
 /// and `app.version` has the same configuration.
+///
+/// It holds an entry for every app of the cluster, so it is kept compact:
+/// only the [`AppConfig`] (what a task inherits), never the app definition,
+/// and each distinct configuration once, shared by all the apps and versions
+/// that have it (apps deployed with the same groups and labels are common).
 #[derive(Debug, Clone, Default)]
 pub struct VersionCache {
-    apps: HashMap<String, Vec<KnownConfig>>,
+    apps: HashMap<Box<str>, KnownApp>,
+    /// One copy of each configuration some entry of `apps` uses.
+    configs: HashSet<Arc<AppConfig>>,
+    /// `configs` is swept of unused configurations when it reaches this size.
+    sweep_at: usize,
+    /// Number of complete documents converted; see [`KnownApp::seen`].
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KnownApp {
+    configs: Vec<KnownConfig>,
+    /// The last complete document (`VersionCache::generation`) the app was in.
+    seen: u64,
 }
 
 #[derive(Debug, Clone)]
 struct KnownConfig {
     /// `lastConfigChangeAt` of the versions below.
-    since: Option<String>,
-    /// Versions that were seen current with this configuration.
-    versions: BTreeSet<String>,
-    config: AppConfig,
+    since: Option<Box<str>>,
+    /// Versions that were seen current with this configuration, sorted,
+    /// without duplicates.
+    versions: Vec<Box<str>>,
+    config: Arc<AppConfig>,
 }
 
 /// Bounds memory for an app redeployed in a loop while old tasks linger.
 const MAX_CONFIGS_PER_APP: usize = 32;
 
+/// `configs` is never swept below this size.
+const MIN_SWEEP: usize = 1024;
+
 impl KnownConfig {
     fn covers(&self, version: &str) -> bool {
-        if self.versions.contains(version) {
+        if self
+            .versions
+            .binary_search_by(|v| (**v).cmp(version))
+            .is_ok()
+        {
             return true;
         }
         let (Some(since), Some(latest)) = (
@@ -384,42 +617,78 @@ impl KnownConfig {
             _ => false,
         }
     }
+
+    fn insert_version(&mut self, version: &str) {
+        if let Err(at) = self.versions.binary_search_by(|v| (**v).cmp(version)) {
+            self.versions.insert(at, version.into());
+        }
+    }
 }
 
 impl VersionCache {
     /// Record `app` as the configuration of `app.version` (no-op for an app
     /// without a version: there is nothing to match tasks against).
     pub fn learn(&mut self, app: &App) {
+        self.learn_config(app, app.config());
+    }
+
+    /// [`learn`](Self::learn) with `config == app.config()`; returns it,
+    /// shared with the cache when it was recorded.
+    fn learn_config(&mut self, app: &App, config: AppConfig) -> Arc<AppConfig> {
         let Some(version) = app
             .version
             .as_deref()
             .map(str::trim)
             .filter(|v| !v.is_empty())
         else {
-            return;
+            return Arc::new(config);
         };
         let since = app
             .version_info
             .as_ref()
-            .and_then(|i| i.last_config_change_at.clone());
-        let config = app.config();
-        let known = self.apps.entry(app.id.clone()).or_default();
+            .and_then(|i| i.last_config_change_at.as_deref());
+        if !self.apps.contains_key(app.id.as_str()) {
+            self.apps
+                .insert(app.id.as_str().into(), KnownApp::default());
+        }
+        let Some(known) = self.apps.get_mut(app.id.as_str()) else {
+            return Arc::new(config);
+        };
+        let known = &mut known.configs;
         if let Some(entry) = known
             .iter_mut()
-            .find(|k| k.since == since && k.config == config)
+            .find(|k| k.since.as_deref() == since && *k.config == config)
         {
-            entry.versions.insert(version.to_string());
-            return;
+            entry.insert_version(version);
+            return Arc::clone(&entry.config);
         }
-        known.retain(|k| !k.versions.contains(version));
+        known.retain(|k| !k.versions.iter().any(|v| **v == *version));
+        let config = match self.configs.get(&config) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared = Arc::new(config);
+                self.configs.insert(Arc::clone(&shared));
+                shared
+            }
+        };
         known.push(KnownConfig {
-            since,
-            versions: BTreeSet::from([version.to_string()]),
-            config,
+            since: since.map(Box::from),
+            versions: vec![version.into()],
+            config: Arc::clone(&config),
         });
         if known.len() > MAX_CONFIGS_PER_APP {
             known.remove(0);
         }
+        if self.configs.len() >= self.sweep_at {
+            self.sweep();
+        }
+        config
+    }
+
+    /// Drop the shared configurations no entry uses any more.
+    fn sweep(&mut self) {
+        self.configs.retain(|c| Arc::strong_count(c) > 1);
+        self.sweep_at = (2 * self.configs.len()).max(MIN_SWEEP);
     }
 
     /// The configuration of `app_id` at `version`, if groupd has seen it.
@@ -427,15 +696,16 @@ impl VersionCache {
         let version = version.trim();
         self.apps
             .get(app_id)?
+            .configs
             .iter()
             .rev()
             .find(|k| k.covers(version))
-            .map(|k| &k.config)
+            .map(|k| &*k.config)
     }
 
     /// Number of (app, configuration) pairs remembered.
     pub fn len(&self) -> usize {
-        self.apps.values().map(Vec::len).sum()
+        self.apps.values().map(|k| k.configs.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -445,13 +715,32 @@ impl VersionCache {
     /// Forget configurations of `app_id` that cover none of `versions`.
     fn retain_versions(&mut self, app_id: &str, versions: &BTreeSet<&str>) {
         if let Some(known) = self.apps.get_mut(app_id) {
-            known.retain(|k| versions.iter().any(|v| k.covers(v)));
+            known
+                .configs
+                .retain(|k| versions.iter().any(|v| k.covers(v)));
         }
     }
 
-    /// Forget apps that no longer exist.
-    fn retain_apps(&mut self, ids: &BTreeSet<&str>) {
-        self.apps.retain(|id, _| ids.contains(id.as_str()));
+    /// Start converting a complete document: apps not [`mark`](Self::mark)ed
+    /// before [`forget_unmarked`](Self::forget_unmarked) are forgotten.
+    fn begin_complete(&mut self) {
+        self.generation += 1;
+    }
+
+    /// `app_id` is in the complete document being converted.
+    fn mark(&mut self, app_id: &str) {
+        if let Some(known) = self.apps.get_mut(app_id) {
+            known.seen = self.generation;
+        }
+    }
+
+    /// Forget apps that are not in the complete document just converted.
+    fn forget_unmarked(&mut self) {
+        let generation = self.generation;
+        self.apps.retain(|_, k| k.seen == generation);
+        if self.apps.capacity() > 4 * self.apps.len().max(64) {
+            self.apps.shrink_to_fit();
+        }
     }
 }
 
@@ -507,32 +796,77 @@ pub fn convert_apps<'a>(
     groups: &GroupsConfig,
     versions: &mut VersionCache,
 ) -> ClusterView {
-    let mut view = ClusterView::default();
-    let mut seen = BTreeSet::new();
+    let mut conversion = Conversion::new(complete, groups, versions);
     for app in apps {
-        seen.insert(app.id.as_str());
-        for task in convert_app(app, groups, versions) {
-            view.insert(task);
+        conversion.add(app);
+    }
+    conversion.finish()
+}
+
+/// [`convert_apps`] one app at a time, so that a document can be converted
+/// while it is read and never held whole (each app can be dropped once
+/// added). Apps must be added in the order `convert_apps` would see them.
+pub struct Conversion<'a> {
+    complete: bool,
+    groups: &'a GroupsConfig,
+    versions: &'a mut VersionCache,
+    view: ClusterView,
+}
+
+impl<'a> Conversion<'a> {
+    pub fn new(
+        complete: bool,
+        groups: &'a GroupsConfig,
+        versions: &'a mut VersionCache,
+    ) -> Conversion<'a> {
+        if complete {
+            versions.begin_complete();
+        }
+        Conversion {
+            complete,
+            groups,
+            versions,
+            view: ClusterView::default(),
         }
     }
-    if complete {
-        versions.retain_apps(&seen);
+
+    /// Make room for `apps` apps in the cache at once (growing it step by
+    /// step holds the old and the new table together at each step).
+    pub fn reserve(&mut self, apps: usize) {
+        let cache = &mut self.versions.apps;
+        cache.reserve(apps.saturating_sub(cache.len()));
     }
-    view
+
+    pub fn add(&mut self, app: &App) {
+        for task in convert_app(app, self.groups, self.versions) {
+            self.view.insert(task);
+        }
+        if self.complete {
+            self.versions.mark(&app.id);
+        }
+    }
+
+    /// The view of the apps added (`conflicts` not filled in).
+    pub fn finish(self) -> ClusterView {
+        if self.complete {
+            self.versions.forget_unmarked();
+        }
+        self.versions.sweep();
+        self.view
+    }
 }
 
 /// The tasks of one app. Learns the app's current version first, then gives
 /// each task the configuration of the version that launched it; a task whose
 /// version groupd never saw gets no groups at all (fail closed) and a note.
 pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache) -> Vec<Task> {
-    versions.learn(app);
-    let current = app.config();
+    let current = versions.learn_config(app, app.config());
     let tasks = app.tasks.as_deref().unwrap_or_default();
     let converted = tasks
         .iter()
         .map(|task| {
             let launch = match task.version.as_deref() {
-                None => Ok(&current),
+                None => Ok(&*current),
                 Some(v) => versions.lookup(&app.id, v).ok_or(v),
             };
             convert_task(app, task, launch, &current, groups)
