@@ -417,19 +417,16 @@ fn inet_skeleton(policy: &Policy) -> Table {
     ingress.push(counted_drop(vec![]));
     t.chains.push(chain(INGRESS, None, ingress));
 
-    // Between two task interfaces of this agent.
-    let mut task_to_task: Vec<Rule> = both_families(through_flow, [PASS4, PASS6])
-        .into_iter()
-        .map(|m| accept(vec![m]))
-        .collect();
-    task_to_task.extend([
+    // Between two task interfaces of this agent (the pairs that may pass
+    // were accepted by the forward chain already).
+    let task_to_task = vec![
         jump(vec![], SOURCE_CHECK),
         jump(vec![], DEST_CHECK),
         established(),
         neighbour_discovery_jump(),
         jump(vec![], EGRESS),
         goto(vec![], INGRESS),
-    ]);
+    ];
     t.chains.push(chain(TASK_TO_TASK, None, task_to_task));
 
     // From a task interface to the rest of the world (or to another task interface).
@@ -484,8 +481,18 @@ fn inet_skeleton(policy: &Policy) -> Table {
     }
     t.chains.push(chain(HOST_TO_TASK, None, host_to_task));
 
-    // The base chains only sort packets by the interfaces they touch.
-    let mut forward = task_interface_rules(In, &policy.patterns, Verdict::Goto(FROM_TASK.into()));
+    // Two local endpoints that may talk: decided before anything else (the
+    // pair proves both interfaces and the group). The rest of the base
+    // chains only sorts packets by the task interfaces they touch.
+    let mut forward: Vec<Rule> = both_families(through_flow, [PASS4, PASS6])
+        .into_iter()
+        .map(|m| accept(vec![m]))
+        .collect();
+    forward.extend(task_interface_rules(
+        In,
+        &policy.patterns,
+        Verdict::Goto(FROM_TASK.into()),
+    ));
     forward.extend(task_interface_rules(
         Out,
         &policy.patterns,
