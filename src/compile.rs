@@ -576,18 +576,21 @@ impl LocalBinding {
 
 /// What the compiler needs to know about one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// One per endpoint of the cluster: boxed slices, not vectors, because at
+/// tens of thousands of tasks every word counts.
 pub struct Endpoint {
-    pub ips: Vec<IpAddr>,
+    pub ips: Box<[IpAddr]>,
     /// Ids of its effective groups that are not open: its R1 peers are the
     /// members of these.
-    pub gids: Vec<GroupId>,
+    pub gids: Box<[GroupId]>,
     /// Member of an open group (R2): every endpoint may reach it.
     pub open: bool,
     /// Its IPs bound on this agent (empty: a remote endpoint).
-    pub local: Vec<LocalBinding>,
+    pub local: Box<[LocalBinding]>,
     /// R9 ports, when they restrict who reaches it here (local endpoints
     /// with `enforce_discovery_ports`); empty: not restricted.
-    pub gate_ports: Vec<DiscoveryPort>,
+    pub gate_ports: Box<[DiscoveryPort]>,
 }
 
 impl Endpoint {
@@ -612,13 +615,13 @@ impl Endpoint {
         let gate_ports = if policy.enforce_discovery_ports && !local.is_empty() {
             task.discovery_ports.iter().cloned().collect()
         } else {
-            Vec::new()
+            Box::default()
         };
         Some(Endpoint {
             ips: task.ips.iter().copied().collect(),
-            gids,
+            gids: gids.into(),
             open,
-            local,
+            local: local.into(),
             gate_ports,
         })
     }
@@ -646,7 +649,8 @@ pub fn own_elements(e: &Endpoint, out: &mut Sink) {
             out(inet, if e.gated() { gated } else { open }, key);
         }
     }
-    for b in &e.local {
+    let mut ports: Vec<&str> = Vec::new();
+    for b in e.local.iter() {
         let bound = v4v6(&b.ip, BOUND4, BOUND6);
         out(
             inet,
@@ -656,11 +660,15 @@ pub fn own_elements(e: &Endpoint, out: &mut Sink) {
         if b.bridge.is_some() {
             let port = Element::set(&[KeyValue::Ifname(&b.iface), KeyValue::Ip(b.ip)]);
             out(Family::Bridge, bound, port);
-            out(
-                Family::Bridge,
-                PORTS,
-                Element::set(&[KeyValue::Ifname(&b.iface)]),
-            );
+            // Once per port, even when it carries an IPv4 and an IPv6 address.
+            if !ports.contains(&b.iface.as_str()) {
+                ports.push(&b.iface);
+                out(
+                    Family::Bridge,
+                    PORTS,
+                    Element::set(&[KeyValue::Ifname(&b.iface)]),
+                );
+            }
         }
         for p in &e.gate_ports {
             let proto = if p.protocol == Protocol::Udp { 17 } else { 6 };

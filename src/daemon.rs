@@ -70,9 +70,12 @@ impl Daemon {
             started_unix: now_unix(),
             ..Default::default()
         };
+        // Not in sync yet: the first reconcile writes everything.
+        let mut state = DesiredState::new(policy);
+        state.track_changes(false);
         Ok(Daemon {
             config,
-            state: DesiredState::new(policy),
+            state,
             nft,
             health,
             bindings: Bindings::default(),
@@ -104,8 +107,13 @@ impl Daemon {
         let path = self.view_path();
         let tmp = path.with_extension("json.tmp");
         let result = std::fs::create_dir_all(&self.config.daemon.state_dir)
-            .and_then(|_| serde_json::to_vec(self.state.view()).map_err(std::io::Error::other))
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::File::create(&tmp))
+            .and_then(|f| {
+                // Streamed: the view of a large cluster is megabytes of JSON.
+                let mut w = std::io::BufWriter::new(f);
+                serde_json::to_writer(&mut w, self.state.view()).map_err(std::io::Error::other)?;
+                std::io::Write::flush(&mut w)
+            })
             .and_then(|_| std::fs::rename(&tmp, &path));
         if let Err(e) = result {
             warn!(path = %path.display(), "cannot persist the cluster view ({e}); a restart without the master will start from the kernel's table");
@@ -165,9 +173,8 @@ impl Daemon {
             Err(e) => {
                 self.health.transaction_errors += 1;
                 error!("incremental transaction failed: {e}; reconciling the whole table");
-                self.state.restore_delta(delta);
-                let _ = self.state.take_delta();
                 self.synced = false;
+                self.state.track_changes(false);
                 self.verify();
             }
         }
@@ -190,8 +197,9 @@ impl Daemon {
                         info!(?report, ms = self.health.last_apply_ms, "tables reconciled");
                     }
                 }
-                // Anything pending is now in the kernel.
+                // Everything is in the kernel: from now on, changes go as deltas.
                 let _ = self.state.take_delta();
+                self.state.track_changes(true);
                 self.synced = true;
             }
             Err(e) => {

@@ -50,8 +50,17 @@ pub struct DesiredState {
     members: HashMap<GroupId, HashSet<TaskKey>>,
     /// Group id -> its members that are local endpoints.
     local_members: HashMap<GroupId, HashSet<TaskKey>>,
-    refcounts: HashMap<(Family, SetName, Element), u32>,
+    /// Elements in the desired tables. The elements themselves are not kept:
+    /// [`tables`](Self::tables) derives them from the endpoints.
+    elements: usize,
+    /// How many endpoints need each bridge port (the only element two
+    /// endpoints can share: IPs of two tasks on one port).
+    port_refs: HashMap<Element, u32>,
     pending: Delta,
+    /// Whether changes are recorded in `pending`: not while the kernel is
+    /// out of sync anyway (the next full reconcile writes everything), so a
+    /// first snapshot does not hold a second copy of every element.
+    tracking: bool,
     /// Group name -> id (hashing is the costly part of a full compile).
     gid_cache: HashMap<String, GroupId>,
     /// Tasks (as the source described them) that claim an IP another live
@@ -72,8 +81,10 @@ impl DesiredState {
             endpoints: HashMap::new(),
             members: HashMap::new(),
             local_members: HashMap::new(),
-            refcounts: HashMap::new(),
+            elements: 0,
+            port_refs: HashMap::new(),
             pending: Delta::default(),
+            tracking: true,
             waiting: BTreeMap::new(),
             gid_cache: HashMap::new(),
             bridges: BTreeSet::new(),
@@ -120,6 +131,11 @@ impl DesiredState {
         for id in changed {
             self.recompute(&id);
         }
+        // Forget the names of groups that are gone (the cache would grow
+        // with every group name ever seen).
+        let (members, open) = (&self.members, &self.policy.open_ids);
+        self.gid_cache
+            .retain(|_, g| members.contains_key(g) || open.contains(g));
         conflicts
     }
 
@@ -312,12 +328,11 @@ impl DesiredState {
         } else {
             self.ignored_ports.clone()
         };
-        let elem = |n: &String| Element::set(&[crate::ruleset::KeyValue::Ifname(n)]);
         for n in new.difference(&old) {
-            self.add_element(family, set, elem(n));
+            self.add_element(family, set, ifname_element(n));
         }
         for n in old.difference(&new) {
-            self.del_element(family, set, elem(n));
+            self.del_element(family, set, ifname_element(n));
         }
     }
 
@@ -437,30 +452,53 @@ impl DesiredState {
     }
 
     fn add_element(&mut self, family: Family, set: SetName, e: Element) {
-        let count = self.refcounts.entry((family, set, e.clone())).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            let key = (family, set);
-            let cancelled = self.pending.del.get_mut(&key).is_some_and(|d| d.remove(&e));
-            if !cancelled {
-                self.pending.add.entry(key).or_default().insert(e);
+        if (family, set) == (Family::Bridge, compile::PORTS) {
+            let refs = self.port_refs.entry(e.clone()).or_insert(0);
+            *refs += 1;
+            if *refs > 1 {
+                return;
             }
+        }
+        self.elements += 1;
+        if !self.tracking {
+            return;
+        }
+        let key = (family, set);
+        let cancelled = self.pending.del.get_mut(&key).is_some_and(|d| d.remove(&e));
+        if !cancelled {
+            self.pending.add.entry(key).or_default().insert(e);
         }
     }
 
     fn del_element(&mut self, family: Family, set: SetName, e: Element) {
-        let k = (family, set, e.clone());
-        let Some(count) = self.refcounts.get_mut(&k) else {
-            return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.refcounts.remove(&k);
-            let key = (family, set);
-            let cancelled = self.pending.add.get_mut(&key).is_some_and(|a| a.remove(&e));
-            if !cancelled {
-                self.pending.del.entry(key).or_default().insert(e);
+        if (family, set) == (Family::Bridge, compile::PORTS) {
+            let Some(refs) = self.port_refs.get_mut(&e) else {
+                return;
+            };
+            *refs -= 1;
+            if *refs > 0 {
+                return;
             }
+            self.port_refs.remove(&e);
+        }
+        self.elements = self.elements.saturating_sub(1);
+        if !self.tracking {
+            return;
+        }
+        let key = (family, set);
+        let cancelled = self.pending.add.get_mut(&key).is_some_and(|a| a.remove(&e));
+        if !cancelled {
+            self.pending.del.entry(key).or_default().insert(e);
+        }
+    }
+
+    /// Record changes for [`take_delta`](Self::take_delta) (`true`, the
+    /// default), or not (`false`: the caller will reconcile the whole table;
+    /// what was pending is dropped).
+    pub fn track_changes(&mut self, on: bool) {
+        self.tracking = on;
+        if !on {
+            self.pending = Delta::default();
         }
     }
 
@@ -469,54 +507,47 @@ impl DesiredState {
         std::mem::take(&mut self.pending)
     }
 
-    /// Put a delta back (the transaction failed; it will be retried).
-    pub fn restore_delta(&mut self, d: Delta) {
-        let newer = std::mem::replace(&mut self.pending, d);
-        for (k, set) in newer.add {
-            for e in set {
-                let cancelled = self.pending.del.get_mut(&k).is_some_and(|d| d.remove(&e));
-                if !cancelled {
-                    self.pending.add.entry(k).or_default().insert(e);
-                }
-            }
-        }
-        for (k, set) in newer.del {
-            for e in set {
-                let cancelled = self.pending.add.get_mut(&k).is_some_and(|a| a.remove(&e));
-                if !cancelled {
-                    self.pending.del.entry(k).or_default().insert(e);
-                }
-            }
-        }
-    }
-
-    /// The complete desired tables (inet, bridge): skeleton + every element.
+    /// The complete desired tables (inet, bridge), derived from the
+    /// endpoints: the skeleton, every endpoint's own elements, and the pairs
+    /// of every local endpoint with its peers.
     pub fn tables(&self) -> (Table, Table) {
         let (mut inet, mut bridge) = compile::skeleton(&self.policy);
-        for (family, set, e) in self.refcounts.keys() {
-            match family {
-                Family::Inet => inet.insert(set, e.clone()),
-                Family::Bridge => bridge.insert(set, e.clone()),
+        let mut sink = |family: Family, set: SetName, e: Element| match family {
+            Family::Inet => inet.insert(set, e),
+            Family::Bridge => bridge.insert(set, e),
+        };
+        for (id, e) in &self.endpoints {
+            compile::own_elements(e, &mut sink);
+            if e.is_local() {
+                for peer in self.peers(e, id) {
+                    if let Some(p) = self.endpoints.get(peer) {
+                        compile::pair_elements(e, p, &mut sink);
+                    }
+                }
             }
+        }
+        for b in &self.bridges {
+            sink(Family::Inet, compile::BRIDGES, ifname_element(b));
+        }
+        for p in &self.ignored_ports {
+            sink(Family::Bridge, compile::IGNORED_PORTS, ifname_element(p));
         }
         (inet, bridge)
     }
 
     /// Elements groupd keeps in the kernel (all sets).
     pub fn element_count(&self) -> usize {
-        self.refcounts.len()
+        self.elements
     }
 
     /// The compiled form of an endpoint (for diagnostics).
     pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
         self.endpoints.get(id)
     }
+}
 
-    /// Whether the kernel holds `element` in `set` (for diagnostics).
-    pub fn has_element(&self, family: Family, set: SetName, element: &[KeyValue]) -> bool {
-        self.refcounts
-            .contains_key(&(family, set, Element::set(element)))
-    }
+fn ifname_element(name: &str) -> Element {
+    Element::set(&[KeyValue::Ifname(name)])
 }
 
 #[cfg(test)]
