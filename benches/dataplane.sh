@@ -13,7 +13,7 @@
 #   rr   TCP request/response 64 B, sockperf ping-pong (both on CPU1:
 #        cross-CPU wake-ups on small VMs are slow and noisy).
 # Before measuring B it checks that task1 -> task2 (endpoints sharing one
-# group, the last one their chains look up) passes and task1 -> task3
+# group) passes and task1 -> task3
 # (no shared group) is dropped. Ratios are B / A of the same run; the
 # spread of the A runs is the noise floor.
 #
@@ -147,7 +147,7 @@ ROWS=$(awk -F'\t' -v g="$G" -v dur="$DUR" -v target="$TARGET_UDP" '
   function kf(v) { return sprintf("%.0fk", v / 1000) }
   END {
     ok = (nb > 0 && okb == nb && bad == "")
-    printf "| data plane check, G=%d: task1 -> task2 (one shared group, looked up last) passes, task1 -> task3 (no shared group) is dropped | %s | both reachable with no rules | | must hold | %s |\n", g, ok ? "as expected" : "FAILED:" bad, ok ? "PASS" : "MISS"
+    printf "| data plane check, G=%d: task1 -> task2 (one shared group) passes, task1 -> task3 (no shared group) is dropped | %s | both reachable with no rules | | must hold | %s |\n", g, ok ? "as expected" : "FAILED:" bad, ok ? "PASS" : "MISS"
     a = m("none:udp_pps"); b = m("groupd:udp_pps")
     r = (a > 0 && b > 0) ? b / a : 0
     printf "| UDP 64 B one-way, task1 -> task2, G=%d (sockperf, %d s; mean of %d runs vs %d no-rule runs) | %s pps [%s–%s]; %.0f CPU ns/pkt | %s pps [%s–%s]; %.0f CPU ns/pkt | %.2f | >= %.2f | %s |\n",

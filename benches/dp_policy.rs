@@ -6,7 +6,7 @@
 //!
 //! The probe tasks of the topology are endpoints of the cluster: task1
 //! (10.233.1.1 on veth-b1) and task2 (10.233.1.2 on veth-b2) share exactly
-//! one group, the last one either's chain looks up; task3 (10.233.1.3 on
+//! one group; task3 (10.233.1.3 on
 //! veth-b3) shares none with task1. 247 more local endpoints are bound to
 //! veth-b4..veth-b250 (bindings are data: those interfaces do not exist).
 //! The table stays after exit; dataplane.sh deletes it by name.

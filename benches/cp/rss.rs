@@ -1,7 +1,7 @@
 //! Peak RSS of a real `groupd` holding the largest view: the file source
 //! reads a Marathon `/v2/apps?embed=apps.tasks` document of the whole
 //! cluster, inside a scratch namespace with 250 routed task interfaces (so
-//! the daemon also holds 250 local endpoints and their chains).
+//! the daemon also holds 250 local endpoints and their address pairs).
 
 use std::fmt::Write as _;
 use std::path::Path;
