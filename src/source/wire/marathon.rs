@@ -85,13 +85,11 @@ struct Walk<'s> {
 /// also accepts for a struct).
 struct GroupSeed<'w, 's>(&'w mut Walk<'s>);
 
-/// `apps` of a group: `null` or an array of [`App`].
-struct AppsSeed<'w, 's>(&'w mut Walk<'s>);
+/// `null` or an array read by the visitor inside (the `apps` and `groups`
+/// of a group).
+struct NullOr<V>(V);
 
-/// `groups` of a group: `null` or an array of [`AppGroup`].
-struct GroupsSeed<'w, 's>(&'w mut Walk<'s>);
-
-/// The array inside `Some` of [`AppsSeed`] / [`GroupsSeed`].
+/// An array of [`App`] / of [`AppGroup`].
 struct AppList<'w, 's>(&'w mut Walk<'s>);
 struct GroupList<'w, 's>(&'w mut Walk<'s>);
 
@@ -145,8 +143,8 @@ impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        seq.next_element_seed(AppsSeed(&mut *self.0))?;
-        seq.next_element_seed(GroupsSeed(&mut *self.0))?;
+        seq.next_element_seed(NullOr(AppList(&mut *self.0)))?;
+        seq.next_element_seed(NullOr(GroupList(&mut *self.0)))?;
         Ok(())
     }
 
@@ -164,7 +162,7 @@ impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
                     if apps_in_groups > 0 {
                         walk.in_order = false;
                     }
-                    map.next_value_seed(AppsSeed(&mut *walk))?;
+                    map.next_value_seed(NullOr(AppList(&mut *walk)))?;
                 }
                 GroupField::Groups => {
                     if groups {
@@ -172,7 +170,7 @@ impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
                     }
                     groups = true;
                     let before = walk.apps;
-                    map.next_value_seed(GroupsSeed(&mut *walk))?;
+                    map.next_value_seed(NullOr(GroupList(&mut *walk)))?;
                     apps_in_groups = walk.apps - before;
                 }
                 GroupField::Other => {
@@ -184,14 +182,14 @@ impl<'de> Visitor<'de> for GroupSeed<'_, '_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for AppsSeed<'_, '_> {
+impl<'de, V: Visitor<'de, Value = ()>> DeserializeSeed<'de> for NullOr<V> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
         de.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for AppsSeed<'_, '_> {
+impl<'de, V: Visitor<'de, Value = ()>> Visitor<'de> for NullOr<V> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("option")
@@ -203,7 +201,7 @@ impl<'de> Visitor<'de> for AppsSeed<'_, '_> {
         Ok(())
     }
     fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(AppList(self.0))
+        de.deserialize_seq(self.0)
     }
 }
 
@@ -218,29 +216,6 @@ impl<'de> Visitor<'de> for AppList<'_, '_> {
             (self.0.sink)(app);
         }
         Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for GroupsSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for GroupsSeed<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("option")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(GroupList(self.0))
     }
 }
 
