@@ -5,9 +5,14 @@
 //! State is keyed by task ID, never by IP alone (an IP can move between tasks).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod compact;
+
+pub use compact::{VecMap, VecSet};
 
 /// Where a task's membership of a group came from (shown by `groupctl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,6 +28,165 @@ pub enum GroupOrigin {
     AppVersion,
     /// `groups.ungrouped = "group:NAME"` applied to a task with no groups.
     Ungrouped,
+}
+
+impl GroupOrigin {
+    /// Every origin in ascending order.
+    pub const ALL: [GroupOrigin; 5] = [
+        GroupOrigin::NetworkInfo,
+        GroupOrigin::NetworkLabel,
+        GroupOrigin::TaskLabel,
+        GroupOrigin::AppVersion,
+        GroupOrigin::Ungrouped,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`GroupOrigin`]s in one byte. Iterates, compares, prints and
+/// serializes like the `BTreeSet<GroupOrigin>` it replaces (a sorted array).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct OriginSet(u8);
+
+impl OriginSet {
+    pub fn new() -> OriginSet {
+        OriginSet(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(&self, origin: &GroupOrigin) -> bool {
+        self.0 & origin.bit() != 0
+    }
+
+    /// Adds `origin`; false if it was already there.
+    pub fn insert(&mut self, origin: GroupOrigin) -> bool {
+        let new = !self.contains(&origin);
+        self.0 |= origin.bit();
+        new
+    }
+
+    /// Removes `origin`; false if it was not there.
+    pub fn remove(&mut self, origin: &GroupOrigin) -> bool {
+        let had = self.contains(origin);
+        self.0 &= !origin.bit();
+        had
+    }
+
+    /// The origins in ascending order.
+    pub fn iter(&self) -> Origins {
+        Origins(self.0)
+    }
+
+    pub fn first(&self) -> Option<GroupOrigin> {
+        self.iter().next()
+    }
+}
+
+impl PartialOrd for OriginSet {
+    fn partial_cmp(&self, other: &OriginSet) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OriginSet {
+    /// Lexicographic over the sorted origins, as for `BTreeSet`.
+    fn cmp(&self, other: &OriginSet) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl fmt::Debug for OriginSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<GroupOrigin> for OriginSet {
+    fn from_iter<I: IntoIterator<Item = GroupOrigin>>(iter: I) -> OriginSet {
+        let mut set = OriginSet::new();
+        set.extend(iter);
+        set
+    }
+}
+
+impl Extend<GroupOrigin> for OriginSet {
+    fn extend<I: IntoIterator<Item = GroupOrigin>>(&mut self, iter: I) {
+        for origin in iter {
+            self.insert(origin);
+        }
+    }
+}
+
+impl<const N: usize> From<[GroupOrigin; N]> for OriginSet {
+    fn from(origins: [GroupOrigin; N]) -> OriginSet {
+        origins.into_iter().collect()
+    }
+}
+
+impl IntoIterator for OriginSet {
+    type Item = GroupOrigin;
+    type IntoIter = Origins;
+    fn into_iter(self) -> Origins {
+        Origins(self.0)
+    }
+}
+
+impl IntoIterator for &OriginSet {
+    type Item = GroupOrigin;
+    type IntoIter = Origins;
+    fn into_iter(self) -> Origins {
+        Origins(self.0)
+    }
+}
+
+/// Iterator over the origins of an [`OriginSet`], ascending.
+#[derive(Clone, Debug)]
+pub struct Origins(u8);
+
+impl Iterator for Origins {
+    type Item = GroupOrigin;
+    fn next(&mut self) -> Option<GroupOrigin> {
+        let origin = *GroupOrigin::ALL.get(self.0.trailing_zeros() as usize)?;
+        self.0 &= !origin.bit();
+        Some(origin)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.0.count_ones() as usize;
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for Origins {
+    fn next_back(&mut self) -> Option<GroupOrigin> {
+        let top = 7usize.checked_sub(self.0.leading_zeros() as usize)?;
+        let origin = GroupOrigin::ALL[top];
+        self.0 &= !origin.bit();
+        Some(origin)
+    }
+}
+
+impl ExactSizeIterator for Origins {}
+
+impl Serialize for OriginSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for OriginSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OriginSet, D::Error> {
+        Vec::<GroupOrigin>::deserialize(deserializer).map(OriginSet::from_iter)
+    }
 }
 
 /// Transport protocol of a discovery port.
