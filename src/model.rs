@@ -4,7 +4,7 @@
 //! the compiler turns it plus the local interface bindings into a ruleset.
 //! State is keyed by task ID, never by IP alone (an IP can move between tasks).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -312,15 +312,15 @@ pub struct Task {
     pub agent: Option<String>,
     pub state: TaskState,
     /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
-    pub ips: BTreeSet<IpAddr>,
+    pub ips: VecSet<IpAddr>,
     /// groups(T) with where each came from (R1). Empty = ungrouped (R3).
-    pub groups: BTreeMap<String, BTreeSet<GroupOrigin>>,
+    pub groups: VecMap<String, OriginSet>,
     /// Task/app labels (informational; groups from labels are already in `groups`).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: VecMap<String, String>,
     /// Discovery ports (R9).
     #[serde(default)]
-    pub discovery_ports: BTreeSet<DiscoveryPort>,
+    pub discovery_ports: VecSet<DiscoveryPort>,
     /// `None` when the task is an endpoint (has IPs of its own); otherwise why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_enforced: Option<NotEnforced>,
@@ -345,9 +345,9 @@ impl Task {
             agent: None,
             state: TaskState::Running,
             ips: ips.into_iter().collect(),
-            groups: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            discovery_ports: BTreeSet::new(),
+            groups: VecMap::new(),
+            labels: VecMap::new(),
+            discovery_ports: VecSet::new(),
             not_enforced: None,
             note: None,
         };
@@ -364,8 +364,7 @@ impl Task {
 
     pub fn add_group(&mut self, name: &str, origin: GroupOrigin) {
         self.groups
-            .entry(name.to_string())
-            .or_default()
+            .get_or_insert_with(name, OriginSet::new)
             .insert(origin);
     }
 }
