@@ -858,7 +858,9 @@ impl<'a> Conversion<'a> {
             self.versions.forget_unmarked();
         }
         self.versions.sweep();
-        self.view
+        let mut view = self.view;
+        view.repack();
+        view
     }
 }
 

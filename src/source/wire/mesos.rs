@@ -552,6 +552,7 @@ fn collect_view<'a>(
             view.insert(convert(task, framework, ctx, groups));
         }
     }
+    view.repack();
     view
 }
 
