@@ -47,7 +47,7 @@ fn main() {
             .tasks
             .get_mut(&cluster::task_id(*t))
             .expect("probe task");
-        task.ips = BTreeSet::from([ip]);
+        task.ips = [ip].into();
         bindings.insert(ip, cluster::binding(&cluster::local_iface(i), ip));
     }
     let others = (0..).filter(|t| !probes.contains(t));

@@ -128,7 +128,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
             origins: t
                 .groups
                 .iter()
-                .map(|(g, o)| (g.clone(), o.iter().copied().collect()))
+                .map(|(g, o)| (g.clone(), o.iter().collect()))
                 .collect(),
             task_state: t.state.as_str().to_string(),
             enforcement,

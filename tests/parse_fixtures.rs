@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use groupd::config::GroupsConfig;
-use groupd::model::{ClusterView, GroupOrigin, NotEnforced, Protocol, Task, TaskState};
+use groupd::model::{ClusterView, GroupOrigin, NotEnforced, OriginSet, Protocol, Task, TaskState};
 use groupd::source::document::{parse_document, parse_document_kind, DocumentError, DocumentKind};
 use groupd::source::wire::marathon::{self, App, AppGroup, MarathonTask, VersionCache};
 use groupd::source::wire::mesos::{self, Context, MesosTask, NetworkInfo, V1Message};
@@ -732,7 +732,7 @@ fn mesos_network_info_labels_give_network_label_groups() {
     assert_eq!(group_names(task), vec!["/test"]);
     assert_eq!(
         task.groups["/test"],
-        BTreeSet::from([GroupOrigin::NetworkLabel])
+        OriginSet::from([GroupOrigin::NetworkLabel])
     );
 }
 

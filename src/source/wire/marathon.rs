@@ -29,7 +29,9 @@ use super::{
     NetworkKind, Notes,
 };
 use crate::config::GroupsConfig;
-use crate::model::{ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState};
+use crate::model::{
+    ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecMap, VecSet,
+};
 
 /// `GET /v2/apps` (`{"apps": [...]}`) and `GET /v2/groups` (the same plus
 /// nested `groups`, each again with apps and groups).
@@ -393,9 +395,9 @@ pub struct AppConfig {
     /// `ipAddress.labels` and every `networks[].labels`.
     pub network_labels: Vec<(String, String)>,
     /// App labels (Marathon copies them to the Mesos task).
-    pub app_labels: BTreeMap<String, String>,
+    pub app_labels: VecMap<String, String>,
     /// Container-side ports other endpoints use (R9); only for IP-per-task apps.
-    pub discovery_ports: BTreeSet<DiscoveryPort>,
+    pub discovery_ports: VecSet<DiscoveryPort>,
 }
 
 impl App {
@@ -451,11 +453,15 @@ impl App {
                 .map(|ip| ip.groups.clone())
                 .unwrap_or_default(),
             network_labels,
-            app_labels: self.labels.clone(),
+            app_labels: self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             discovery_ports: if network == NetworkKind::PerTask {
                 self.discovery_ports()
             } else {
-                BTreeSet::new()
+                VecSet::new()
             },
         }
     }
@@ -463,8 +469,8 @@ impl App {
     /// `ipAddress.discovery.ports` when given; otherwise the container side of
     /// the port mappings, which is what Marathon advertises to Mesos for
     /// container networks.
-    fn discovery_ports(&self) -> BTreeSet<DiscoveryPort> {
-        let declared: BTreeSet<DiscoveryPort> = self
+    fn discovery_ports(&self) -> VecSet<DiscoveryPort> {
+        let declared: VecSet<DiscoveryPort> = self
             .ip_address
             .iter()
             .flat_map(|ip| ip.discovery.iter())
@@ -477,7 +483,7 @@ impl App {
             return declared;
         }
         let Some(container) = &self.container else {
-            return BTreeSet::new();
+            return VecSet::new();
         };
         let docker_mappings = container.docker.iter().flat_map(|d| d.port_mappings.iter());
         container
@@ -827,7 +833,9 @@ impl<'a> Conversion<'a> {
             self.versions.forget_unmarked();
         }
         self.versions.sweep();
-        self.view
+        let mut view = self.view;
+        view.repack();
+        view
     }
 }
 
@@ -933,9 +941,9 @@ fn task_ips(
     task: &MarathonTask,
     network: NetworkKind,
     notes: &mut Notes,
-) -> BTreeSet<std::net::IpAddr> {
+) -> VecSet<std::net::IpAddr> {
     let agent_ip = task.host.as_deref().and_then(parse_ip);
-    let mut ips = BTreeSet::new();
+    let mut ips = VecSet::new();
     for entry in &task.ip_addresses {
         let Some(text) = entry.ip_address.as_deref() else {
             continue;

@@ -40,7 +40,7 @@ use super::{
     GroupInputs, NetworkKind, Notes,
 };
 use crate::config::GroupsConfig;
-use crate::model::{ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState};
+use crate::model::{ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecSet};
 
 /// CNI networks that NAT: their addresses repeat on every agent.
 pub const NAT_BRIDGE_NETWORKS: &[&str] = &["mesos-bridge"];
@@ -552,6 +552,7 @@ fn collect_view<'a>(
             view.insert(convert(task, framework, ctx, groups));
         }
     }
+    view.repack();
     view
 }
 
@@ -737,12 +738,12 @@ fn task_ips(
     kind: NetworkKind,
     ctx: &Context,
     notes: &mut Notes,
-) -> BTreeSet<IpAddr> {
+) -> VecSet<IpAddr> {
     let agent_ips = task
         .slave_id
         .as_ref()
         .and_then(|id| ctx.agent_ips.get(&id.0));
-    let mut ips = BTreeSet::new();
+    let mut ips = VecSet::new();
     for network in reported {
         if kind == NetworkKind::PerTask && network.is_nat_bridge() {
             continue;
@@ -789,7 +790,7 @@ fn group_inputs<'a>(task: &'a MesosTask, reported: &[&'a NetworkInfo]) -> GroupI
 /// Discovery ports reachable on the task's own address: those labelled
 /// `network-scope: container`, or not labelled at all. `network-scope: host`
 /// ports are the agent side of a port mapping.
-fn discovery_ports(task: &MesosTask) -> BTreeSet<DiscoveryPort> {
+fn discovery_ports(task: &MesosTask) -> VecSet<DiscoveryPort> {
     let ports = task
         .discovery
         .iter()

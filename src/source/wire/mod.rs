@@ -11,13 +11,12 @@
 //! The rules shared by both masters live here: groups(T) (design §1) and the
 //! endpoint classification.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::config::GroupsConfig;
-use crate::model::{GroupOrigin, NotEnforced, Task, TaskState};
+use crate::model::{GroupOrigin, NotEnforced, Task, TaskState, VecMap};
 
 pub mod marathon;
 pub mod mesos;
@@ -148,7 +147,7 @@ impl Notes {
 /// (the labels are informational; groups use every occurrence).
 pub(crate) fn label_map<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> BTreeMap<String, String> {
+) -> VecMap<String, String> {
     pairs
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
