@@ -201,6 +201,7 @@ impl Daemon {
                 let _ = self.state.take_delta();
                 self.state.track_changes(true);
                 self.synced = true;
+                release_free_memory();
             }
             Err(e) => {
                 self.health.transaction_errors += 1;
@@ -455,4 +456,15 @@ fn sd_notify(msg: &[u8]) {
         return;
     };
     let _ = sock.send_to(msg, PathBuf::from(path));
+}
+
+/// Give the memory a snapshot, its compilation and a full reconcile freed
+/// back to the kernel (glibc keeps it otherwise), so the resident size an
+/// operator sees is what groupd holds, not what it once needed.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages; no pointer changes.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

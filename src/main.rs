@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
+            one_malloc_arena();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -95,5 +96,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// One glibc malloc arena for every thread. The big allocations (a cluster
+/// snapshot parsed on one runtime thread, compiled and applied on another)
+/// otherwise land in per-thread arenas that never give their free memory to
+/// each other: at 33,000 tasks that is tens of megabytes of resident memory
+/// for nothing. groupd allocates from one thread at a time, so one arena
+/// costs it no contention.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
