@@ -115,7 +115,7 @@ pub async fn run_with(
     if !cfg.tls_verify {
         tracing::warn!("marathon source: source.tls_verify = false: the masters' TLS certificates are NOT checked");
     }
-    Source::new(&cfg, groups, tx, tuning).run().await;
+    outbox::run_sessions(Source::new(&cfg, groups, tx, tuning)).await;
     tracing::debug!("marathon source: receiver gone, stopping");
 }
 
@@ -277,7 +277,11 @@ enum Failure {
     Closed,
 }
 
-impl Failure {
+impl outbox::SessionEnd for Failure {
+    fn is_closed(&self) -> bool {
+        matches!(self, Failure::Closed)
+    }
+
     fn is_auth(&self) -> bool {
         matches!(self, Failure::Http(e) if e.is_auth())
     }
@@ -556,6 +560,23 @@ struct Source {
     next_resync: Instant,
 }
 
+impl outbox::Sessions for Source {
+    type End = Failure;
+
+    fn session(&mut self) -> impl std::future::Future<Output = Result<Infallible, Failure>> + Send {
+        Source::session(self)
+    }
+
+    fn retry_parts(&mut self) -> outbox::RetryParts<'_> {
+        outbox::RetryParts {
+            backoff: &mut self.backoff,
+            client: &mut self.client,
+            degraded: &mut self.degraded,
+            tx: &self.tx,
+        }
+    }
+}
+
 impl Source {
     fn new(
         cfg: &SourceConfig,
@@ -581,35 +602,6 @@ impl Source {
             degraded: Degraded::new("marathon"),
             last_snapshot: now,
             next_resync: now,
-        }
-    }
-
-    async fn run(mut self) {
-        loop {
-            let failure = match self.session().await {
-                Ok(never) => match never {},
-                Err(failure) => failure,
-            };
-            if matches!(failure, Failure::Closed) {
-                return;
-            }
-            let delay = if failure.is_auth() {
-                self.backoff.next_auth_delay()
-            } else {
-                self.backoff.next_delay()
-            };
-            if !self.report(&failure, delay).await {
-                return;
-            }
-            if failure.is_auth() {
-                self.client = None;
-            } else if let (true, Some(client)) = (failure.blames_the_stream(), &self.client) {
-                client.demote();
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.tx.closed() => return,
-            }
         }
     }
 
@@ -903,17 +895,6 @@ impl Source {
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
         self.tx.send(update).await.map_err(|_| Failure::Closed)
-    }
-
-    /// Tell the daemon once per distinct reason; `false` when it is gone.
-    async fn report(&mut self, failure: &Failure, delay: Duration) -> bool {
-        match self
-            .degraded
-            .update(&failure.to_string(), self.client.as_deref(), delay)
-        {
-            Some(update) => self.tx.send(update).await.is_ok(),
-            None => true,
-        }
     }
 }
 

@@ -1,9 +1,14 @@
 //! What the remote sources (Marathon, Mesos) hand to the daemon, and how
 //! they say that they are degraded: shared so both behave the same.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::http::{redact_url, MasterClient};
+use tokio::sync::mpsc::Sender;
+
+use super::http::{redact_url, Backoff, MasterClient};
 use super::SourceUpdate;
 use crate::model::{ClusterView, Task};
 
@@ -77,5 +82,72 @@ impl Degraded {
         );
         self.reported = Some(base);
         Some(SourceUpdate::Degraded(reason))
+    }
+}
+
+/// Why a session with a master ended, as far as the retry loop cares.
+pub trait SessionEnd: std::fmt::Display {
+    /// The daemon stopped listening: stop too.
+    fn is_closed(&self) -> bool;
+    /// Credentials were refused: wait longer, and build a new client (the
+    /// credential files are read again).
+    fn is_auth(&self) -> bool;
+    /// The master answered but its stream misbehaved: start with another
+    /// master next time, or one that stalls every stream would be tried
+    /// first forever.
+    fn blames_the_stream(&self) -> bool;
+}
+
+/// What the retry loop needs of a source.
+pub struct RetryParts<'a> {
+    pub backoff: &'a mut Backoff,
+    pub client: &'a mut Option<Arc<MasterClient>>,
+    pub degraded: &'a mut Degraded,
+    pub tx: &'a Sender<SourceUpdate>,
+}
+
+/// A remote source: sessions with its masters, each ending in a failure.
+pub trait Sessions {
+    type End: SessionEnd + Send;
+    /// One connection's life; ends only by failure.
+    fn session(&mut self) -> impl Future<Output = Result<Infallible, Self::End>> + Send;
+    fn retry_parts(&mut self) -> RetryParts<'_>;
+}
+
+/// Run sessions until the daemon stops listening: after each failure, say
+/// that the source is degraded (once per reason), back off with jitter and
+/// start again.
+pub async fn run_sessions<S: Sessions + Send>(mut source: S) {
+    loop {
+        let failure = match source.session().await {
+            Ok(never) => match never {},
+            Err(failure) => failure,
+        };
+        if failure.is_closed() {
+            return;
+        }
+        let p = source.retry_parts();
+        let delay = if failure.is_auth() {
+            p.backoff.next_auth_delay()
+        } else {
+            p.backoff.next_delay()
+        };
+        let update = p
+            .degraded
+            .update(&failure.to_string(), p.client.as_deref(), delay);
+        if let Some(update) = update {
+            if p.tx.send(update).await.is_err() {
+                return;
+            }
+        }
+        if failure.is_auth() {
+            *p.client = None;
+        } else if let (true, Some(client)) = (failure.blames_the_stream(), &*p.client) {
+            client.demote();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = p.tx.closed() => return,
+        }
     }
 }
