@@ -266,14 +266,12 @@ impl Daemon {
         let counters = match req {
             Request::Status => {
                 let table = self.config.daemon.table.clone();
-                tokio::task::block_in_place(|| self.nft.read(crate::ruleset::Family::Inet, &table))
-                    .map(|t| {
-                        t.chains
-                            .into_iter()
-                            .map(|(n, c)| (n, c.counters()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                // Rules only: reading the sets of a large table would cost
+                // megabytes and milliseconds for every `groupctl status`.
+                tokio::task::block_in_place(|| {
+                    self.nft.counters(crate::ruleset::Family::Inet, &table)
+                })
+                .unwrap_or_default()
             }
             _ => HashMap::new(),
         };

@@ -151,12 +151,16 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
     );
     let apply_ms = st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN);
     let ifaces = st["task_interfaces"].as_u64().unwrap_or(0);
+    // What it keeps holding once the snapshot is applied (what an operator
+    // sees in top), before the first periodic read-back (10 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let settled = proc_kb(pid, "VmRSS:") / 1024.0;
     drop(daemon);
     rows.row([
         &format!(
             "groupd peak RSS (VmHWM), G={g}: {n} tasks, {ifaces} task interfaces, file source"
         ),
-        &format!("{hwm:.1} MB (VmRSS {rss:.1} MB)"),
+        &format!("{hwm:.1} MB (VmRSS {rss:.1} MB when in sync, {settled:.1} MB 3 s later)"),
         &format!(
             "start to in sync {}; its last apply {:.0} ms",
             fmt_s(ready),

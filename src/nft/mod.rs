@@ -51,6 +51,18 @@ impl Nft {
         readback::read_table(&mut self.sock, family, table)
     }
 
+    /// (packets, bytes) of the counted rules of every chain, by chain name.
+    pub fn counters(
+        &mut self,
+        family: Family,
+        table: &str,
+    ) -> Result<std::collections::HashMap<String, Vec<(u64, u64)>>, NftError> {
+        Ok(readback::read_chains(&mut self.sock, family, table)?
+            .into_iter()
+            .map(|(name, chain)| (name, chain.counters()))
+            .collect())
+    }
+
     /// Send an incremental change as one transaction. Returns the number of
     /// netlink messages sent.
     pub fn apply_delta(&mut self, table: &str, delta: &Delta) -> Result<usize, NftError> {
