@@ -473,6 +473,14 @@ fn group_policy_end_to_end_with_real_packets() {
         .and_then(|g| g.iter().find(|r| r["group"] == "public"))
         .expect("public");
     assert_eq!(public["open"], true);
+    // The denied probes of the matrix were counted, by reason.
+    let st = w.groupctl(0, &["status"]);
+    let drops = &st["dropped_packets_bytes"];
+    let denied: u64 = ["egress denied (R1, R4)", "ingress denied (R1, R5)"]
+        .iter()
+        .filter_map(|reason| drops[*reason][0].as_u64())
+        .sum();
+    assert!(denied > 0, "no drop counted: {st}");
     for args in [
         &["show"][..],
         &["show", "groups"],
