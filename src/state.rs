@@ -6,11 +6,13 @@
 //! members of its groups). The difference becomes the pending [`Delta`], so
 //! a transaction carries messages proportional to the change, not the table.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
+use crate::config::Ungrouped;
 use crate::model::{ClusterView, Task};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
 
@@ -44,8 +46,13 @@ pub struct DesiredState {
     owners: HashMap<IpAddr, String>,
     /// IP -> where it is bound on this agent.
     bindings: HashMap<IpAddr, LocalBinding>,
-    /// Every endpoint, compiled (task id -> endpoint).
-    endpoints: HashMap<TaskKey, Endpoint>,
+    /// The endpoints of this agent, compiled (task id -> endpoint). Remote
+    /// endpoints are not kept: what one contributes depends only on its
+    /// task, so it is compiled from the view when needed ([`compiled`]),
+    /// which saves a second copy of every task of the cluster.
+    ///
+    /// [`compiled`]: DesiredState::compiled
+    local_eps: HashMap<TaskKey, Endpoint>,
     /// Group id -> its member endpoints (groups that are not open).
     members: HashMap<GroupId, HashSet<TaskKey>>,
     /// Group id -> its members that are local endpoints.
@@ -78,7 +85,7 @@ impl DesiredState {
             view: ClusterView::default(),
             owners: HashMap::new(),
             bindings: HashMap::new(),
-            endpoints: HashMap::new(),
+            local_eps: HashMap::new(),
             members: HashMap::new(),
             local_members: HashMap::new(),
             elements: 0,
@@ -114,7 +121,7 @@ impl DesiredState {
     pub fn set_view(&mut self, mut view: ClusterView) -> Vec<String> {
         let (conflicts, waiting) = self.resolve_conflicts(&mut view);
         self.waiting = waiting;
-        let old = std::mem::take(&mut self.view.tasks);
+        let old = &self.view.tasks;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for (id, t) in &view.tasks {
             if old.get(id) != Some(t) {
@@ -126,10 +133,15 @@ impl DesiredState {
                 changed.insert(id.clone());
             }
         }
+        // Every old version out, then every new one in: a pair is removed
+        // (or added) once, by whichever of its two tasks goes first.
+        for id in &changed {
+            self.retire(id);
+        }
         self.view = view;
         self.reindex_owners();
-        for id in changed {
-            self.recompute(&id);
+        for id in &changed {
+            self.admit(id);
         }
         // Forget the names of groups that are gone (the cache would grow
         // with every group name ever seen).
@@ -182,6 +194,7 @@ impl DesiredState {
 
     fn place(&mut self, task: Task) {
         let id = task.id.clone();
+        self.retire(&id);
         self.release_ips(&id);
         if task.is_endpoint() {
             for ip in &task.ips {
@@ -189,15 +202,15 @@ impl DesiredState {
             }
         }
         self.view.tasks.insert(id.clone(), task);
-        self.recompute(&id);
+        self.admit(&id);
     }
 
     /// Forget one task (terminal, killed, app deleted).
     pub fn remove_task(&mut self, id: &str) {
         self.waiting.remove(id);
+        self.retire(id);
         self.release_ips(id);
         self.view.tasks.remove(id);
-        self.recompute(id);
         for m in self.hand_over_released() {
             tracing::info!("{m}");
         }
@@ -344,37 +357,59 @@ impl DesiredState {
             .collect()
     }
 
-    /// A task changed (or its local bindings did): replace its elements and
-    /// its pairs with its peers.
+    /// The local bindings of a task changed: replace its elements and its
+    /// pairs, if what it compiles to changed.
     fn recompute(&mut self, id: &str) {
-        let new = match self.view.tasks.get(id) {
+        let old = self.compiled(id).map(Cow::into_owned);
+        if old != self.compile(id) {
+            self.retire(id);
+            self.admit(id);
+        }
+    }
+
+    /// What task `id` of the view compiles to now (bindings included).
+    fn compile(&mut self, id: &str) -> Option<Endpoint> {
+        match self.view.tasks.get(id) {
             Some(t) if t.is_endpoint() => {
-                let names = compile::effective_groups(t, &self.policy);
-                let local = self.local_bindings(t);
-                let gids = self.group_ids(names);
-                self.view
-                    .tasks
-                    .get(id)
-                    .and_then(|t| Endpoint::of(t, gids, local, &self.policy))
+                self.cache_group_ids(id);
+                let t = self.view.tasks.get(id)?;
+                Endpoint::of(t, self.group_ids(t), self.local_bindings(t), &self.policy)
             }
             _ => None,
-        };
-        if self.endpoints.get(id) == new.as_ref() {
+        }
+    }
+
+    /// Remove task `id`'s elements and pairs, as the view has it now.
+    fn retire(&mut self, id: &str) {
+        let Some(old) = self.compiled(id).map(Cow::into_owned) else {
             return;
-        }
-        let key: TaskKey = match self.endpoints.get_key_value(id) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(id),
         };
-        if let Some(old) = self.endpoints.remove(id) {
-            self.queue(&old, id, false);
-            self.unindex(&old, id);
+        self.queue(&old, id, false);
+        self.unindex(&old, id);
+        self.local_eps.remove(id);
+    }
+
+    /// Add task `id`'s elements and pairs, as the view has it now.
+    fn admit(&mut self, id: &str) {
+        let Some(new) = self.compile(id) else {
+            return;
+        };
+        let key: TaskKey = Arc::from(id);
+        self.index(&new, &key);
+        self.queue(&new, id, true);
+        if new.is_local() {
+            self.local_eps.insert(key, new);
         }
-        if let Some(new) = new {
-            self.index(&new, &key);
-            self.queue(&new, id, true);
-            self.endpoints.insert(key, new);
+    }
+
+    /// Endpoint `id` as the elements reflect it now: local ones as kept,
+    /// remote ones compiled from their task.
+    fn compiled(&self, id: &str) -> Option<Cow<'_, Endpoint>> {
+        if let Some(e) = self.local_eps.get(id) {
+            return Some(Cow::Borrowed(e));
         }
+        let task = self.view.tasks.get(id)?;
+        Endpoint::of(task, self.group_ids(task), Vec::new(), &self.policy).map(Cow::Owned)
     }
 
     /// Add (or remove) the elements of endpoint `e` (task `id`), its pairs included.
@@ -383,8 +418,8 @@ impl DesiredState {
         let mut sink = |f: Family, s: SetName, el: Element| elements.push((f, s, el));
         compile::own_elements(e, &mut sink);
         for peer in self.peers(e, id) {
-            if let Some(p) = self.endpoints.get(peer) {
-                compile::pair_elements(e, p, &mut sink);
+            if let Some(p) = self.compiled(peer) {
+                compile::pair_elements(e, &p, &mut sink);
             }
         }
         for (f, s, el) in elements {
@@ -438,17 +473,30 @@ impl DesiredState {
         }
     }
 
-    /// The task's group ids; names are hashed once per name.
-    fn group_ids(&mut self, names: BTreeSet<String>) -> Vec<GroupId> {
-        names
-            .into_iter()
-            .map(|n| {
-                *self
-                    .gid_cache
-                    .entry(n)
-                    .or_insert_with_key(|n| compile::group_id(n))
-            })
-            .collect()
+    /// Hash the names of task `id`'s groups into the cache (once per name).
+    fn cache_group_ids(&mut self, id: &str) {
+        let Some(t) = self.view.tasks.get(id) else {
+            return;
+        };
+        for name in compile::effective_groups(t, &self.policy) {
+            self.gid_cache
+                .entry(name)
+                .or_insert_with_key(|n| compile::group_id(n));
+        }
+    }
+
+    /// The ids of a task's effective groups (R3 applied), from the cache.
+    fn group_ids(&self, t: &Task) -> Vec<GroupId> {
+        let id = |name: &str| {
+            self.gid_cache
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| compile::group_id(name))
+        };
+        match (&self.policy.ungrouped, t.groups.is_empty()) {
+            (Ungrouped::Group(g), true) => vec![id(g)],
+            _ => t.groups.keys().map(|n| id(n)).collect(),
+        }
     }
 
     fn add_element(&mut self, family: Family, set: SetName, e: Element) {
@@ -516,12 +564,15 @@ impl DesiredState {
             Family::Inet => inet.insert(set, e),
             Family::Bridge => bridge.insert(set, e),
         };
-        for (id, e) in &self.endpoints {
-            compile::own_elements(e, &mut sink);
+        for id in self.view.tasks.keys() {
+            let Some(e) = self.compiled(id) else {
+                continue;
+            };
+            compile::own_elements(&e, &mut sink);
             if e.is_local() {
-                for peer in self.peers(e, id) {
-                    if let Some(p) = self.endpoints.get(peer) {
-                        compile::pair_elements(e, p, &mut sink);
+                for peer in self.peers(&e, id) {
+                    if let Some(p) = self.compiled(peer) {
+                        compile::pair_elements(&e, &p, &mut sink);
                     }
                 }
             }
@@ -541,8 +592,8 @@ impl DesiredState {
     }
 
     /// The compiled form of an endpoint (for diagnostics).
-    pub fn endpoint(&self, id: &str) -> Option<&Endpoint> {
-        self.endpoints.get(id)
+    pub fn endpoint(&self, id: &str) -> Option<Endpoint> {
+        self.compiled(id).map(Cow::into_owned)
     }
 }
 

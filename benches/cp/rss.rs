@@ -145,16 +145,17 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let ready = started.elapsed().as_secs_f64();
-    let (hwm, rss) = (
+    let rss = proc_kb(pid, "VmRSS:") / 1024.0;
+    let apply_ms = st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN);
+    let ifaces = st["task_interfaces"].as_u64().unwrap_or(0);
+    // The peak includes what follows the first apply (persisting the view,
+    // the file source's re-look within its racy window), before the first
+    // periodic read-back (10 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let (hwm, settled) = (
         proc_kb(pid, "VmHWM:") / 1024.0,
         proc_kb(pid, "VmRSS:") / 1024.0,
     );
-    let apply_ms = st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN);
-    let ifaces = st["task_interfaces"].as_u64().unwrap_or(0);
-    // What it keeps holding once the snapshot is applied (what an operator
-    // sees in top), before the first periodic read-back (10 s).
-    std::thread::sleep(Duration::from_secs(3));
-    let settled = proc_kb(pid, "VmRSS:") / 1024.0;
     drop(daemon);
     rows.row([
         &format!(
