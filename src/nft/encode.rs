@@ -10,12 +10,12 @@ use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
     Hook as NlHook, HookNumber, Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey,
     NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
-    SetElementAttribute, SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute,
-    TableMessage, Verdict as NlVerdict, VerdictAttribute,
+    SetFlags, SetMessage, TableAttribute, TableMessage, Verdict as NlVerdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
-use super::socket::Request;
+use super::nla;
+use super::socket::{Body, Request};
 use super::udata;
 use crate::ruleset::{
     Action, Chain, Dir, Element, Family, Field, KeyPart, Match, Rule, SetDef, Verdict, L3,
@@ -48,7 +48,7 @@ pub fn nl_family(f: Family) -> NetfilterProtoFamily {
 fn req(family: Family, message: NfTablesMessage, flags: u16) -> Request {
     Request {
         family: nl_family(family),
-        message,
+        body: Body::Typed(message),
         flags,
     }
 }
@@ -121,7 +121,8 @@ pub fn set_key_type(def: &SetDef) -> u32 {
     key_type(&def.key)
 }
 
-/// Add or delete elements, split into messages that fit a netlink attribute.
+/// Add or delete elements, split into messages that fit a netlink
+/// attribute. Encoded straight to netlink attributes (see [`Body::Raw`]).
 pub fn elements<'a>(
     family: Family,
     table: &str,
@@ -129,36 +130,57 @@ pub fn elements<'a>(
     elems: impl IntoIterator<Item = &'a Element>,
     add: bool,
 ) -> Vec<Request> {
+    const NFT_MSG_NEWSETELEM: u8 = 12;
+    const NFT_MSG_DELSETELEM: u8 = 14;
+    const LIST_TABLE: u16 = 1;
+    const LIST_SET: u16 = 2;
+    const LIST_ELEMENTS: u16 = 3;
+    const LIST_ELEM: u16 = 1;
+    const ELEM_KEY: u16 = 1;
+    const DATA_VALUE: u16 = 1;
     let mut out = Vec::new();
-    let mut batch: Vec<ListAttribute<SetElementAttribute>> = Vec::new();
-    let flush = |batch: &mut Vec<ListAttribute<SetElementAttribute>>, out: &mut Vec<Request>| {
-        if batch.is_empty() {
+    let mut elements = Vec::new();
+    let mut count = 0;
+    let mut flush = |elements: &mut Vec<u8>, count: &mut usize| {
+        if *count == 0 {
             return;
         }
-        let list = SetElementMessage {
-            attributes: vec![
-                SetElementList::Table(table.to_string()),
-                SetElementList::Set(set.to_string()),
-                SetElementList::Elements(std::mem::take(batch)),
-            ],
-        };
-        let msg = if add {
-            NfTablesMessage::NewSetElement(list)
-        } else {
-            NfTablesMessage::DeleteSetElement(list)
-        };
-        out.push(req(family, msg, if add { NLM_F_CREATE } else { 0 }));
+        let mut attributes = Vec::with_capacity(elements.len() + 64);
+        nla::put_str(&mut attributes, LIST_TABLE, table);
+        nla::put_str(&mut attributes, LIST_SET, set);
+        nla::put_nested(&mut attributes, LIST_ELEMENTS, elements);
+        let what = format!(
+            "{} {count} element(s) of set {set:?}",
+            if add { "add" } else { "delete" }
+        );
+        out.push(Request {
+            family: nl_family(family),
+            body: Body::Raw {
+                kind: if add {
+                    NFT_MSG_NEWSETELEM
+                } else {
+                    NFT_MSG_DELSETELEM
+                },
+                attributes,
+                what,
+            },
+            flags: if add { NLM_F_CREATE } else { 0 },
+        });
+        elements.clear();
+        *count = 0;
     };
     for e in elems {
-        let attrs = vec![SetElementAttribute::Key(DataAttribute::Value(
-            e.key.to_vec(),
-        ))];
-        batch.push(ListAttribute::Element(attrs));
-        if batch.len() >= ELEMENTS_PER_MESSAGE {
-            flush(&mut batch, &mut out);
+        let mut value = Vec::with_capacity(e.key.len() + 4);
+        nla::put(&mut value, DATA_VALUE, &e.key);
+        let mut key = Vec::with_capacity(value.len() + 4);
+        nla::put_nested(&mut key, ELEM_KEY, &value);
+        nla::put_nested(&mut elements, LIST_ELEM, &key);
+        count += 1;
+        if count >= ELEMENTS_PER_MESSAGE {
+            flush(&mut elements, &mut count);
         }
     }
-    flush(&mut batch, &mut out);
+    flush(&mut elements, &mut count);
     out
 }
 

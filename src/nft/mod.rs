@@ -76,7 +76,14 @@ impl Nft {
         let mut requests = Vec::new();
         let mut report = ReconcileReport::default();
         for t in tables {
-            let kernel = self.read(t.family, &t.name)?;
+            let mut kernel = self.read(t.family, &t.name)?;
+            if kernel.exists && !elements_match(t, &kernel) {
+                // A hash set the kernel is still resizing (just after a
+                // large insert) can be dumped with elements missing: look
+                // again before calling a difference drift.
+                std::thread::sleep(REREAD_AFTER);
+                kernel = self.read(t.family, &t.name)?;
+            }
             diff_table(t, &kernel, &mut requests, &mut report);
         }
         report.messages = requests.len();
@@ -123,6 +130,17 @@ fn delta_requests(table: &str, d: &Delta) -> Vec<Request> {
         out.extend(encode::elements(*f, table, set, elems, true));
     }
     out
+}
+
+/// How long to wait before reading a table again whose elements differ.
+const REREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the kernel holds exactly the elements `desired` wants.
+fn elements_match(desired: &Table, kernel: &KernelTable) -> bool {
+    desired
+        .sets
+        .iter()
+        .all(|(name, (_, want))| kernel.sets.get(name).is_some_and(|k| k.elements == *want))
 }
 
 fn set_matches(def: &SetDef, k: &KernelSet) -> bool {

@@ -1,5 +1,6 @@
-//! A minimal reader of netlink attributes, for the two large dumps (set
-//! elements and rules) that groupd decodes itself (see `socket::dump_raw`).
+//! Netlink attributes by hand: a minimal reader for the two large dumps (set
+//! elements and rules) that groupd decodes itself (see `socket::dump_raw`),
+//! and a writer for the set elements it sends by the ten thousand.
 
 /// Header bytes before the attributes of an nf_tables message
 /// (nlmsghdr + nfgenmsg).
@@ -37,6 +38,31 @@ pub fn u32_be(v: &[u8]) -> Option<u32> {
 
 pub fn u64_be(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+/// NLA_F_NESTED: the attribute holds attributes.
+const NESTED: u16 = 0x8000;
+
+/// Append attribute `kind` with payload `value` (padded to 4 bytes).
+pub fn put(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = 4 + value.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len().next_multiple_of(4), 0);
+}
+
+/// Append a NUL-terminated string attribute.
+pub fn put_str(buf: &mut Vec<u8>, kind: u16, value: &str) {
+    let mut v = Vec::with_capacity(value.len() + 1);
+    v.extend_from_slice(value.as_bytes());
+    v.push(0);
+    put(buf, kind, &v);
+}
+
+/// Append an attribute holding the (already encoded) attributes `inner`.
+pub fn put_nested(buf: &mut Vec<u8>, kind: u16, inner: &[u8]) {
+    put(buf, kind | NESTED, inner);
 }
 
 #[cfg(test)]

@@ -42,9 +42,25 @@ pub enum NftError {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub family: NetfilterProtoFamily,
-    pub message: NfTablesMessage,
+    pub body: Body,
     /// NLM_F_CREATE / NLM_F_EXCL / NLM_F_APPEND ... on top of NLM_F_REQUEST.
     pub flags: u16,
+}
+
+/// What a request carries.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Typed(NfTablesMessage),
+    /// A message already encoded after its nfgenmsg header: set elements,
+    /// tens of thousands in a full apply, skip the typed form (a few
+    /// allocations per element) and go straight to netlink bytes.
+    Raw {
+        /// NFT_MSG_* type.
+        kind: u8,
+        attributes: Vec<u8>,
+        /// For error messages.
+        what: String,
+    },
 }
 
 pub struct NfSocket {
@@ -92,13 +108,13 @@ impl NfSocket {
             // Only the last message asks for an ACK: it tells us the batch was
             // processed; failing messages report themselves regardless.
             let ack = if i == last { NLM_F_ACK } else { 0 };
-            emit_nft(
-                &mut buf,
-                r.family,
-                r.message.clone(),
-                NLM_F_REQUEST | ack | r.flags,
-                seq,
-            );
+            let flags = NLM_F_REQUEST | ack | r.flags;
+            match &r.body {
+                Body::Typed(message) => emit_nft(&mut buf, r.family, message.clone(), flags, seq),
+                Body::Raw {
+                    kind, attributes, ..
+                } => emit_raw(&mut buf, r.family, *kind, attributes, flags, seq),
+            }
         }
         let last_seq = first_seq.wrapping_add(last as u32);
         let end_seq = self.seq();
@@ -247,7 +263,33 @@ fn copy4(b: &[u8]) -> [u8; 4] {
 }
 
 fn describe(r: &Request) -> String {
-    format!("{:?}", r.message).chars().take(300).collect()
+    match &r.body {
+        Body::Typed(message) => format!("{message:?}").chars().take(300).collect(),
+        Body::Raw { what, .. } => what.clone(),
+    }
+}
+
+/// nlmsghdr + nfgenmsg + attributes, as the kernel reads them.
+fn emit_raw(
+    buf: &mut Vec<u8>,
+    family: NetfilterProtoFamily,
+    kind: u8,
+    attributes: &[u8],
+    flags: u16,
+    seq: u32,
+) {
+    const HEADERS: usize = 16 + 4;
+    let len = (HEADERS + attributes.len()) as u32;
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | u16::from(kind)).to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+    buf.push(u8::from(family));
+    buf.push(0); // NFNETLINK_V0
+    buf.extend_from_slice(&0u16.to_be_bytes()); // resource id
+    buf.extend_from_slice(attributes);
+    buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
 fn emit_nft(
