@@ -408,7 +408,7 @@ impl DesiredState {
         if let Some(e) = self.local_eps.get(id) {
             return Some(Cow::Borrowed(e));
         }
-        let task = self.view.tasks.get(id)?;
+        let task = self.view.tasks.get(id).filter(|t| t.is_endpoint())?;
         Endpoint::of(task, self.group_ids(task), Vec::new(), &self.policy).map(Cow::Owned)
     }
 
