@@ -116,16 +116,6 @@ pub fn group_id(name: &str) -> GroupId {
     g
 }
 
-/// The group ids of a task's effective groups.
-pub fn group_ids(task: &Task, policy: &Policy) -> Vec<GroupId> {
-    let mut ids: Vec<GroupId> = effective_groups(task, policy)
-        .iter()
-        .map(|g| group_id(g))
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// groups(T) after R3: a task with no groups is isolated or joins the
 /// configured group.
 pub fn effective_groups(task: &Task, policy: &Policy) -> BTreeSet<String> {
