@@ -200,8 +200,10 @@ impl Daemon {
                 // Everything is in the kernel: from now on, changes go as deltas.
                 let _ = self.state.take_delta();
                 self.state.track_changes(true);
+                if report.changed() || !self.synced {
+                    release_free_memory();
+                }
                 self.synced = true;
-                release_free_memory();
             }
             Err(e) => {
                 self.health.transaction_errors += 1;
@@ -458,7 +460,8 @@ fn sd_notify(msg: &[u8]) {
 
 /// Give the memory a snapshot, its compilation and a full reconcile freed
 /// back to the kernel (glibc keeps it otherwise), so the resident size an
-/// operator sees is what groupd holds, not what it once needed.
+/// operator sees is what groupd holds, not what it once needed. Called after
+/// a reconcile that wrote something, not after every periodic check.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages; no pointer changes.

@@ -361,9 +361,10 @@ impl DesiredState {
     /// pairs, if what it compiles to changed.
     fn recompute(&mut self, id: &str) {
         let old = self.compiled(id).map(Cow::into_owned);
-        if old != self.compile(id) {
-            self.retire(id);
-            self.admit(id);
+        let new = self.compile(id);
+        if old != new {
+            self.withdraw(id, old);
+            self.enter(id, new);
         }
     }
 
@@ -381,7 +382,19 @@ impl DesiredState {
 
     /// Remove task `id`'s elements and pairs, as the view has it now.
     fn retire(&mut self, id: &str) {
-        let Some(old) = self.compiled(id).map(Cow::into_owned) else {
+        let old = self.compiled(id).map(Cow::into_owned);
+        self.withdraw(id, old);
+    }
+
+    /// Add task `id`'s elements and pairs, as the view has it now.
+    fn admit(&mut self, id: &str) {
+        let new = self.compile(id);
+        self.enter(id, new);
+    }
+
+    /// Remove the elements and pairs of `old`, what task `id` compiled to.
+    fn withdraw(&mut self, id: &str, old: Option<Endpoint>) {
+        let Some(old) = old else {
             return;
         };
         self.queue(&old, id, false);
@@ -389,9 +402,9 @@ impl DesiredState {
         self.local_eps.remove(id);
     }
 
-    /// Add task `id`'s elements and pairs, as the view has it now.
-    fn admit(&mut self, id: &str) {
-        let Some(new) = self.compile(id) else {
+    /// Add the elements and pairs of `new`, what task `id` compiles to.
+    fn enter(&mut self, id: &str, new: Option<Endpoint>) {
+        let Some(new) = new else {
             return;
         };
         let key: TaskKey = Arc::from(id);

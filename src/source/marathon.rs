@@ -45,8 +45,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use super::http::{Backoff, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
-use super::outbox::{self, Change, Degraded};
+use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::outbox::{self, Change};
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
 use super::wire::marathon::VersionCache;
 use super::wire::marathon::{convert_apps, convert_event_task, App, MarathonTask, TaskIpAddress};
@@ -541,10 +541,8 @@ struct Source {
     groups: GroupsConfig,
     tuning: Tuning,
     resync_every: Duration,
-    tx: Sender<SourceUpdate>,
-    /// Built lazily, rebuilt after refused credentials (a rotated password
-    /// or token file is read again).
-    client: Option<std::sync::Arc<MasterClient>>,
+    /// Channel, client, backoff and degraded state: what the retry loop shares.
+    link: outbox::Link,
     versions: VersionCache,
     /// Current app definitions (from the snapshot and `api_post_event`).
     apps: HashMap<String, App>,
@@ -553,9 +551,6 @@ struct Source {
     missing: HashSet<(String, String)>,
     /// The master accepts `event_type` filters (until a 4xx says otherwise).
     filters: bool,
-    backoff: Backoff,
-    /// Degraded reasons already reported.
-    degraded: Degraded,
     last_snapshot: Instant,
     next_resync: Instant,
 }
@@ -567,13 +562,8 @@ impl outbox::Sessions for Source {
         Source::session(self)
     }
 
-    fn retry_parts(&mut self) -> outbox::RetryParts<'_> {
-        outbox::RetryParts {
-            backoff: &mut self.backoff,
-            client: &mut self.client,
-            degraded: &mut self.degraded,
-            tx: &self.tx,
-        }
+    fn link(&mut self) -> &mut outbox::Link {
+        &mut self.link
     }
 }
 
@@ -586,20 +576,17 @@ impl Source {
     ) -> Source {
         let now = Instant::now();
         Source {
+            link: outbox::Link::new("marathon", tx, tuning.backoff_base, tuning.backoff_cap),
             settings: MasterSettings::from_source(cfg, tuning.timeouts),
             groups,
-            backoff: Backoff::new(tuning.backoff_base, tuning.backoff_cap),
             tuning,
             // Config validation keeps it >= 1 s; a floor guards a hand-made one.
             resync_every: cfg.resync().max(Duration::from_millis(100)),
-            tx,
-            client: None,
             versions: VersionCache::default(),
             apps: HashMap::new(),
             view: ClusterView::default(),
             missing: HashSet::new(),
             filters: true,
-            degraded: Degraded::new("marathon"),
             last_snapshot: now,
             next_resync: now,
         }
@@ -621,7 +608,7 @@ impl Source {
             let step = tokio::select! {
                 event = events.next() => Step::Event(event),
                 _ = tokio::time::sleep_until(self.next_resync) => Step::Resync,
-                _ = self.tx.closed() => Step::Closed,
+                _ = self.link.tx.closed() => Step::Closed,
             };
             match step {
                 Step::Event(event) => {
@@ -635,11 +622,11 @@ impl Source {
     }
 
     fn client(&mut self) -> Result<std::sync::Arc<MasterClient>, Failure> {
-        if let Some(client) = &self.client {
+        if let Some(client) = &self.link.client {
             return Ok(client.clone());
         }
         let client = std::sync::Arc::new(MasterClient::new(&self.settings)?);
-        self.client = Some(client.clone());
+        self.link.client = Some(client.clone());
         Ok(client)
     }
 
@@ -708,8 +695,8 @@ impl Source {
             "marathon source: snapshot"
         );
         self.send(SourceUpdate::Snapshot(view)).await?;
-        self.backoff.reset();
-        self.degraded.clear();
+        self.link.backoff.reset();
+        self.link.degraded.clear();
         let now = Instant::now();
         self.last_snapshot = now;
         self.next_resync = now + self.resync_every;
@@ -894,7 +881,7 @@ impl Source {
     }
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
-        self.tx.send(update).await.map_err(|_| Failure::Closed)
+        self.link.tx.send(update).await.map_err(|_| Failure::Closed)
     }
 }
 

@@ -48,8 +48,8 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::document::{parse_document_kind, DocumentKind};
-use super::http::{secs, Backoff, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
-use super::outbox::{self, Change, Degraded};
+use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::outbox::{self, Change};
 use super::recordio::{RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
 use super::wire::marathon::VersionCache;
 use super::wire::mesos::{
@@ -328,19 +328,14 @@ struct Source {
     groups: GroupsConfig,
     tuning: Tuning,
     resync_every: Duration,
-    tx: Sender<SourceUpdate>,
-    /// Built lazily, rebuilt after refused credentials (a rotated password
-    /// or token file is read again).
-    client: Option<std::sync::Arc<MasterClient>>,
+    /// Channel, client, backoff and degraded state: what the retry loop shares.
+    link: outbox::Link,
     /// Live tasks as the master sent them, for `TASK_UPDATED`.
     tasks: HashMap<String, MesosTask>,
     /// Framework names and agent IPs for converting tasks.
     ctx: Context,
     /// What the daemon was told: the last snapshot plus the events since.
     view: ClusterView,
-    backoff: Backoff,
-    /// Degraded reasons already reported.
-    degraded: Degraded,
     /// The polling fallback was announced (once, not every session).
     polling_announced: bool,
 }
@@ -352,13 +347,8 @@ impl outbox::Sessions for Source {
         Source::session(self)
     }
 
-    fn retry_parts(&mut self) -> outbox::RetryParts<'_> {
-        outbox::RetryParts {
-            backoff: &mut self.backoff,
-            client: &mut self.client,
-            degraded: &mut self.degraded,
-            tx: &self.tx,
-        }
+    fn link(&mut self) -> &mut outbox::Link {
+        &mut self.link
     }
 }
 
@@ -370,28 +360,25 @@ impl Source {
         tuning: Tuning,
     ) -> Source {
         Source {
+            link: outbox::Link::new("mesos", tx, tuning.backoff_base, tuning.backoff_cap),
             settings: MasterSettings::from_source(cfg, tuning.timeouts),
             groups,
-            backoff: Backoff::new(tuning.backoff_base, tuning.backoff_cap),
             tuning,
             // Config validation keeps it >= 1 s; a floor guards a hand-made one.
             resync_every: cfg.resync().max(Duration::from_millis(100)),
-            tx,
-            client: None,
             tasks: HashMap::new(),
             ctx: Context::default(),
             view: ClusterView::default(),
-            degraded: Degraded::new("mesos"),
             polling_announced: false,
         }
     }
 
     fn client(&mut self) -> Result<std::sync::Arc<MasterClient>, Failure> {
-        if let Some(client) = &self.client {
+        if let Some(client) = &self.link.client {
             return Ok(client.clone());
         }
         let client = std::sync::Arc::new(MasterClient::new(&self.settings)?);
-        self.client = Some(client.clone());
+        self.link.client = Some(client.clone());
         Ok(client)
     }
 
@@ -400,7 +387,7 @@ impl Source {
         let client = self.client()?;
         let stream = tokio::select! {
             opened = client.post_stream(API_PATH, JSON, SUBSCRIBE) => opened,
-            _ = self.tx.closed() => return Err(Failure::Closed),
+            _ = self.link.tx.closed() => return Err(Failure::Closed),
         };
         match stream {
             Ok(stream) => self.stream_session(stream).await,
@@ -428,7 +415,7 @@ impl Source {
     async fn next_record(&self, reader: &mut RecordReader) -> Result<Vec<u8>, Failure> {
         tokio::select! {
             record = reader.next() => record,
-            _ = self.tx.closed() => Err(Failure::Closed),
+            _ = self.link.tx.closed() => Err(Failure::Closed),
         }
     }
 
@@ -504,7 +491,7 @@ impl Source {
         loop {
             let body = tokio::select! {
                 body = client.get(STATE_PATH, JSON) => body?,
-                _ = self.tx.closed() => return Err(Failure::Closed),
+                _ = self.link.tx.closed() => return Err(Failure::Closed),
             };
             let view = parse_master_state(&body.bytes, &self.groups).map_err(|detail| {
                 Failure::Garbage {
@@ -521,7 +508,7 @@ impl Source {
             self.healthy();
             tokio::select! {
                 _ = tokio::time::sleep(self.resync_every) => {}
-                _ = self.tx.closed() => return Err(Failure::Closed),
+                _ = self.link.tx.closed() => return Err(Failure::Closed),
             }
         }
     }
@@ -664,8 +651,8 @@ impl Source {
 
     /// A snapshot went out: the next failure is news again.
     fn healthy(&mut self) {
-        self.backoff.reset();
-        self.degraded.clear();
+        self.link.backoff.reset();
+        self.link.degraded.clear();
     }
 
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
@@ -676,7 +663,7 @@ impl Source {
     }
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
-        self.tx.send(update).await.map_err(|_| Failure::Closed)
+        self.link.tx.send(update).await.map_err(|_| Failure::Closed)
     }
 }
 

@@ -98,12 +98,33 @@ pub trait SessionEnd: std::fmt::Display {
     fn blames_the_stream(&self) -> bool;
 }
 
-/// What the retry loop needs of a source.
-pub struct RetryParts<'a> {
-    pub backoff: &'a mut Backoff,
-    pub client: &'a mut Option<Arc<MasterClient>>,
-    pub degraded: &'a mut Degraded,
-    pub tx: &'a Sender<SourceUpdate>,
+/// What a remote source shares with the retry loop: its channel to the
+/// daemon, its master client, its backoff and what it reported last.
+#[derive(Debug)]
+pub struct Link {
+    pub tx: Sender<SourceUpdate>,
+    /// Built lazily, rebuilt after refused credentials (a rotated password
+    /// or token file is read again).
+    pub client: Option<Arc<MasterClient>>,
+    pub backoff: Backoff,
+    /// Degraded reasons already reported.
+    pub degraded: Degraded,
+}
+
+impl Link {
+    pub fn new(
+        source: &'static str,
+        tx: Sender<SourceUpdate>,
+        base: Duration,
+        cap: Duration,
+    ) -> Link {
+        Link {
+            tx,
+            client: None,
+            backoff: Backoff::new(base, cap),
+            degraded: Degraded::new(source),
+        }
+    }
 }
 
 /// A remote source: sessions with its masters, each ending in a failure.
@@ -111,7 +132,7 @@ pub trait Sessions {
     type End: SessionEnd + Send;
     /// One connection's life; ends only by failure.
     fn session(&mut self) -> impl Future<Output = Result<Infallible, Self::End>> + Send;
-    fn retry_parts(&mut self) -> RetryParts<'_>;
+    fn link(&mut self) -> &mut Link;
 }
 
 /// Run sessions until the daemon stops listening: after each failure, say
@@ -126,7 +147,7 @@ pub async fn run_sessions<S: Sessions + Send>(mut source: S) {
         if failure.is_closed() {
             return;
         }
-        let p = source.retry_parts();
+        let p = source.link();
         let delay = if failure.is_auth() {
             p.backoff.next_auth_delay()
         } else {
@@ -141,8 +162,8 @@ pub async fn run_sessions<S: Sessions + Send>(mut source: S) {
             }
         }
         if failure.is_auth() {
-            *p.client = None;
-        } else if let (true, Some(client)) = (failure.blames_the_stream(), &*p.client) {
+            p.client = None;
+        } else if let (true, Some(client)) = (failure.blames_the_stream(), &p.client) {
             client.demote();
         }
         tokio::select! {
