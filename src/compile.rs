@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, EgressNonEndpoint, IfacePattern, Ungrouped};
-use crate::model::{DiscoveryPort, Protocol, Task};
+use crate::model::{DiscoveryPort, GroupName, Protocol, Task};
 use crate::net::Cidr;
 use crate::ruleset::{
     BaseChain, Chain, Dir, Element, Family, Field, GroupId, Hook, KeyPart, KeyValue, Match, Rule,
@@ -118,11 +118,11 @@ pub fn group_id(name: &str) -> GroupId {
 
 /// groups(T) after R3: a task with no groups is isolated or joins the
 /// configured group.
-pub fn effective_groups(task: &Task, policy: &Policy) -> BTreeSet<String> {
-    let groups: BTreeSet<String> = task.groups.keys().cloned().collect();
+pub fn effective_groups(task: &Task, policy: &Policy) -> BTreeSet<GroupName> {
+    let groups: BTreeSet<GroupName> = task.groups.keys().cloned().collect();
     if groups.is_empty() {
         if let Ungrouped::Group(g) = &policy.ungrouped {
-            return BTreeSet::from([g.clone()]);
+            return BTreeSet::from([GroupName::new(g)]);
         }
     }
     groups

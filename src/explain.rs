@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{
     effective_groups, DEST_CHECK, EGRESS, GATED, HOST_TO_TASK, INGRESS, SOURCE_CHECK,
 };
+use crate::model::GroupName;
 use crate::ruleset::{Action, Dir, Element, Field, Hook, KeyValue, Match, Table, Verdict, L3};
 use crate::state::DesiredState;
 
@@ -298,7 +299,7 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
         Some(t) => format!("task {t:?}"),
         None => format!("{ip} (not an endpoint)"),
     };
-    let groups_of = |ip: &IpAddr| -> BTreeSet<String> {
+    let groups_of = |ip: &IpAddr| -> BTreeSet<GroupName> {
         state
             .owner_of(ip)
             .and_then(|t| state.view().tasks.get(t))
@@ -329,7 +330,7 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
         {
             let shared: Vec<String> = groups_of(&pkt.src)
                 .intersection(&groups_of(&pkt.dst))
-                .cloned()
+                .map(|g| g.to_string())
                 .collect();
             let ports = if uses("gated") {
                 " (on one of its discovery ports, R9)"

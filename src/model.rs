@@ -11,8 +11,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod compact;
+mod group_name;
 
 pub use compact::{VecMap, VecSet};
+pub use group_name::GroupName;
 
 /// Where a task's membership of a group came from (shown by `groupctl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -314,7 +316,7 @@ pub struct Task {
     /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
     pub ips: VecSet<IpAddr>,
     /// groups(T) with where each came from (R1). Empty = ungrouped (R3).
-    pub groups: VecMap<String, OriginSet>,
+    pub groups: VecMap<GroupName, OriginSet>,
     /// Task/app labels (informational; groups from labels are already in `groups`).
     #[serde(default)]
     pub labels: VecMap<String, String>,
@@ -364,7 +366,7 @@ impl Task {
 
     pub fn add_group(&mut self, name: &str, origin: GroupOrigin) {
         self.groups
-            .get_or_insert_with(name, OriginSet::new)
+            .get_or_insert_with(name, || GroupName::new(name), OriginSet::new)
             .insert(origin);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::config::Ungrouped;
-use crate::model::{ClusterView, Task};
+use crate::model::{ClusterView, GroupName, Task};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
 
 /// What must change in the kernel: elements only (the chains are static).
@@ -69,7 +69,7 @@ pub struct DesiredState {
     /// first snapshot does not hold a second copy of every element.
     tracking: bool,
     /// Group name -> id (hashing is the costly part of a full compile).
-    gid_cache: HashMap<String, GroupId>,
+    gid_cache: HashMap<GroupName, GroupId>,
     /// Tasks (as the source described them) that claim an IP another live
     /// task still owns.
     waiting: BTreeMap<String, Task>,

@@ -124,11 +124,14 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
             app: t.app.clone(),
             ips: t.ips.iter().copied().collect(),
             interfaces: interfaces.into_iter().collect(),
-            groups: effective_groups(t, state.policy()).into_iter().collect(),
+            groups: effective_groups(t, state.policy())
+                .iter()
+                .map(|g| g.to_string())
+                .collect(),
             origins: t
                 .groups
                 .iter()
-                .map(|(g, o)| (g.clone(), o.iter().collect()))
+                .map(|(g, o)| (g.to_string(), o.iter().collect()))
                 .collect(),
             task_state: t.state.as_str().to_string(),
             enforcement,
@@ -143,9 +146,9 @@ pub fn group_rows(state: &DesiredState) -> Vec<GroupRow> {
     for t in state.view().endpoints() {
         let local = t.ips.iter().any(|ip| state.binding_of(ip).is_some());
         for g in effective_groups(t, state.policy()) {
-            let row = groups.entry(g.clone()).or_insert_with(|| GroupRow {
-                group: g.clone(),
-                open: state.policy().open.contains(&g),
+            let row = groups.entry(g.to_string()).or_insert_with(|| GroupRow {
+                group: g.to_string(),
+                open: state.policy().open.contains(g.as_str()),
                 members: vec![],
                 local_members: vec![],
                 addresses: 0,

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use groupd::config::GroupsConfig;
-use groupd::model::NotEnforced;
+use groupd::model::{GroupName, NotEnforced};
 use groupd::sim::{
     AppSpec, Auth, Endpoint, MarathonSim, MisbehaveRule, Mode, Network, SimHandle, SimOptions,
     TaskSpec, VersionChange,
@@ -313,7 +313,7 @@ fn served_apps_parse_with_groupds_parser() {
     assert_eq!(web.len(), 2);
     for t in &web {
         assert!(t.id.starts_with("prod_web."), "≤1.4 task id form: {}", t.id);
-        let groups: Vec<&str> = t.groups.keys().map(String::as_str).collect();
+        let groups: Vec<&str> = t.groups.keys().map(|g| g.as_str()).collect();
         assert_eq!(groups, ["frontend", "public"]);
         assert!(t.is_endpoint());
     }
@@ -324,7 +324,7 @@ fn served_apps_parse_with_groupds_parser() {
     );
     let db = &view.tasks["db.instance-1"];
     assert_eq!(db.agent.as_deref(), Some("agent-1"));
-    let groups: Vec<&str> = db.groups.keys().map(String::as_str).collect();
+    let groups: Vec<&str> = db.groups.keys().map(|g| g.as_str()).collect();
     assert_eq!(groups, ["backend", "frontend"], "1.5 app: groups by label");
     let by_app = |app: &str| view.tasks.values().find(|t| t.app == app).unwrap();
     assert_eq!(
@@ -449,7 +449,7 @@ fn deploy_emits_events_in_the_fixture_shapes() {
     assert!(keys(&frames[5].1).is_superset(&keys(&documented("deployment_success"))));
     // The posted definition is an app groupd reads, with the groups.
     let app: App = serde_json::from_value(frames[0].1["appDefinition"].clone()).unwrap();
-    assert_eq!(app.config().ip_groups, ["frontend"]);
+    assert_eq!(&*app.config().ip_groups, [GroupName::new("frontend")]);
     // Sequence numbers: the attach event was 1, the deploy 2..=7.
     assert_eq!((change.first_seq, change.last_seq), (2, 7));
 
@@ -595,7 +595,13 @@ fn rolling_new_version_keeps_task_versions_and_serves_every_version() {
     cache.learn(&serde_json::from_slice::<App>(&first.body).unwrap());
     let doc = get(sim.addr(), "/v2/apps?embed=apps.tasks");
     let view = parse_document(&doc.body, &GroupsConfig::default(), &mut cache).unwrap();
-    let groups = |id: &str| -> Vec<String> { view.tasks[id].groups.keys().cloned().collect() };
+    let groups = |id: &str| -> Vec<String> {
+        view.tasks[id]
+            .groups
+            .keys()
+            .map(|g| g.to_string())
+            .collect()
+    };
     assert_eq!(groups(&old.tasks[0]), ["old"]);
     assert_eq!(groups(&new.tasks[0]), ["new"]);
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use groupd::config::GroupsConfig;
-use groupd::model::{ClusterView, GroupOrigin, NotEnforced, OriginSet, Protocol, Task, TaskState};
+use groupd::model::{
+    ClusterView, GroupName, GroupOrigin, NotEnforced, OriginSet, Protocol, Task, TaskState,
+};
 use groupd::source::document::{parse_document, parse_document_kind, DocumentError, DocumentKind};
 use groupd::source::wire::marathon::{self, App, AppGroup, MarathonTask, VersionCache};
 use groupd::source::wire::mesos::{self, Context, MesosTask, NetworkInfo, V1Message};
@@ -56,7 +58,7 @@ fn ips(task: &Task) -> Vec<String> {
 }
 
 fn group_names(task: &Task) -> Vec<&str> {
-    task.groups.keys().map(String::as_str).collect()
+    task.groups.keys().map(|g| g.as_str()).collect()
 }
 
 fn only_task(view: &ClusterView) -> &Task {
@@ -314,7 +316,7 @@ fn marathon_0_14_docs_app_has_group_dev_label_and_discovery_port() {
         "marathon/apps/app-0.14.0-ipaddress-groups-labels-discovery.marathon-docs.json",
     );
     let config = app.config();
-    assert_eq!(config.ip_groups, vec!["dev".to_string()]);
+    assert_eq!(&*config.ip_groups, [GroupName::new("dev")]);
     assert_eq!(
         config.network_labels,
         vec![("environment".to_string(), "dev".to_string())]
@@ -355,7 +357,7 @@ fn marathon_0_14_docs_app_has_group_dev_label_and_discovery_port() {
 fn marathon_final_docs_app_still_shows_legacy_ip_address_groups() {
     let app =
         app_fixture("marathon/apps/app-master-docs-example-legacy-ipaddress.marathon-docs.json");
-    assert_eq!(app.config().ip_groups, vec!["dev".to_string()]);
+    assert_eq!(&*app.config().ip_groups, [GroupName::new("dev")]);
     assert_eq!(app.id, "/foo");
 }
 
@@ -1247,7 +1249,7 @@ fn absurd_group_names_are_kept_verbatim_or_rejected_clearly() {
     let task = &view.tasks["a.1"];
     for name in &names {
         assert!(
-            task.groups.contains_key(name),
+            task.groups.contains_key(name.as_str()),
             "{:?} missing",
             name.chars().take(20).collect::<String>()
         );

@@ -27,8 +27,13 @@ pub fn local_groups(groups: usize) -> BTreeSet<String> {
 /// Task `t` leaves its last group (by name) and joins `new`.
 fn with_swap(l: &Loaded, t: usize, new: String) -> (Task, String, String) {
     let mut task = l.state.view().tasks[&cluster::task_id(t)].clone();
-    let old = task.groups.keys().last().cloned().expect("task has groups");
-    task.groups.remove(&old);
+    let old = task
+        .groups
+        .keys()
+        .last()
+        .expect("task has groups")
+        .to_string();
+    task.groups.remove(old.as_str());
     task.add_group(&new, GroupOrigin::NetworkInfo);
     (task, old, new)
 }
@@ -39,7 +44,7 @@ pub fn swap_into(l: &Loaded, t: usize, i: usize, candidates: &[String]) -> (Task
     let task = &l.state.view().tasks[&cluster::task_id(t)];
     let new = (0..candidates.len())
         .map(|j| &candidates[(i + j) % candidates.len()])
-        .find(|g| !task.groups.contains_key(*g))
+        .find(|g| !task.groups.contains_key(g.as_str()))
         .expect("a group the task is not in")
         .clone();
     with_swap(l, t, new)

@@ -85,7 +85,7 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
             let shares = |lt: usize| {
                 cluster::groups_of(lt, g)
                     .into_iter()
-                    .any(|k| task.groups.contains_key(&cluster::group_name(k)))
+                    .any(|k| task.groups.contains_key(cluster::group_name(k).as_str()))
             };
             first_local_of(l, &new).is_some_and(|lt| pair_in_kernel(l, lt, t))
                 && first_local_of(l, &old)
@@ -97,7 +97,7 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
     let unrelated_tasks: Vec<usize> = (LOCAL..n)
         .filter(|t| {
             let task = &l.state.view().tasks[&cluster::task_id(*t)];
-            task.groups.keys().all(|k| !local.contains(k))
+            task.groups.keys().all(|k| !local.contains(k.as_str()))
         })
         .collect();
     let mut unrelated = Samples::default();

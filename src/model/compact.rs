@@ -323,19 +323,24 @@ impl<K: Ord, V> VecMap<K, V> {
         Some(value)
     }
 
-    /// The value of `key`, inserting `make()` first if there is none
-    /// (`BTreeMap::entry(key).or_insert_with(make)` without building the
-    /// owned key when it is already there).
-    pub fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> V) -> &mut V
+    /// The value of `key`, inserting `(owned(), make())` first if there is
+    /// none (`BTreeMap::entry(key).or_insert_with(make)` without building the
+    /// owned key when it is already there). `owned()` must equal `key`.
+    pub fn get_or_insert_with<Q>(
+        &mut self,
+        key: &Q,
+        owned: impl FnOnce() -> K,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + ?Sized,
     {
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
                 let mut v = std::mem::take(&mut self.0).into_vec();
-                v.insert(i, (key.to_owned(), make()));
+                v.insert(i, (owned(), make()));
                 self.0 = v.into_boxed_slice();
                 i
             }
@@ -488,8 +493,8 @@ mod tests {
         ours.extend([("e", 1), ("c", 2), ("e", 3)]);
         theirs.extend([("e", 1), ("c", 2), ("e", 3)]);
         assert!(ours.iter().eq(theirs.iter()));
-        *ours.get_or_insert_with(&"f", || 0) += 1;
-        *ours.get_or_insert_with(&"f", || 0) += 1;
+        *ours.get_or_insert_with(&"f", || "f", || 0) += 1;
+        *ours.get_or_insert_with(&"f", || "f", || 0) += 1;
         *theirs.entry("f").or_insert(0) += 1;
         *theirs.entry("f").or_insert(0) += 1;
         assert!(ours.iter().eq(theirs.iter()));

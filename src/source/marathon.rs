@@ -1199,7 +1199,11 @@ mod tests {
     }
 
     fn groups_of(view: &ClusterView, id: &str) -> Vec<String> {
-        view.tasks[id].groups.keys().cloned().collect()
+        view.tasks[id]
+            .groups
+            .keys()
+            .map(|g| g.to_string())
+            .collect()
     }
 
     #[tokio::test]

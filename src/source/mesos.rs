@@ -963,7 +963,7 @@ mod tests {
     }
 
     fn groups_of(task: &crate::model::Task) -> Vec<String> {
-        task.groups.keys().cloned().collect()
+        task.groups.keys().map(|g| g.to_string()).collect()
     }
 
     const FW: &str = "fw-marathon";

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::config::GroupsConfig;
 use crate::model::{
-    ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecMap, VecSet,
+    ClusterView, DiscoveryPort, GroupName, GroupOrigin, Protocol, Task, TaskState, VecMap, VecSet,
 };
 
 /// `GET /v2/apps` (`{"apps": [...]}`) and `GET /v2/groups` (the same plus
@@ -390,8 +390,9 @@ pub struct TaskIpAddress {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppConfig {
     pub network: NetworkKind,
-    /// `ipAddress.groups` (origin [`GroupOrigin::AppVersion`]).
-    pub ip_groups: Vec<String>,
+    /// `ipAddress.groups` (origin [`GroupOrigin::AppVersion`]), trimmed,
+    /// without empty names.
+    pub ip_groups: Box<[GroupName]>,
     /// `ipAddress.labels` and every `networks[].labels`.
     pub network_labels: Vec<(String, String)>,
     /// App labels (Marathon copies them to the Mesos task).
@@ -450,7 +451,14 @@ impl App {
             ip_groups: self
                 .ip_address
                 .as_ref()
-                .map(|ip| ip.groups.clone())
+                .map(|ip| {
+                    ip.groups
+                        .iter()
+                        .map(|g| g.trim())
+                        .filter(|g| !g.is_empty())
+                        .map(GroupName::new)
+                        .collect()
+                })
                 .unwrap_or_default(),
             network_labels,
             app_labels: self
@@ -1028,7 +1036,7 @@ mod tests {
         one_task(&versioned(V1, V1, r#""old""#, V1), &mut cache);
         // Document 2: mid-deployment, app at V2 with group "new"; old task still at V1.
         let t = one_task(&versioned(V2, V2, r#""new""#, V1), &mut cache);
-        let names: Vec<&String> = t.groups.keys().collect();
+        let names: Vec<&str> = t.groups.keys().map(|g| g.as_str()).collect();
         assert_eq!(names, vec!["old"]);
         assert_eq!(t.note, None);
     }
@@ -1128,7 +1136,7 @@ mod tests {
                 "networks":[{"mode":"container","name":"n","labels":{"network-groups":"web, db"}}],
                 "tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"9.0.0.3"}]}]}"#);
         let t = one_task(&a, &mut VersionCache::default());
-        let names: Vec<&String> = t.groups.keys().collect();
+        let names: Vec<&str> = t.groups.keys().map(|g| g.as_str()).collect();
         assert_eq!(names, vec!["db", "web"]);
         assert!(t.groups["web"].contains(&GroupOrigin::NetworkLabel));
 

@@ -1000,7 +1000,7 @@ mod tests {
                 "container":{"type":"MESOS","network_infos":[{"name":"n","groups":["g1"," g2 "],
                     "labels":{"labels":[{"key":"network-groups","value":"l1,l2"}]}}]}}"#,
         );
-        let names: Vec<&String> = t.groups.keys().collect();
+        let names: Vec<&str> = t.groups.keys().map(|g| g.as_str()).collect();
         assert_eq!(names, vec!["g1", "g2", "l1", "l2"]);
         assert!(t.groups["l1"].contains(&GroupOrigin::NetworkLabel));
 

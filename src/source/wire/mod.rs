@@ -216,7 +216,7 @@ mod tests {
             task_labels: vec![("network-groups", "web, db")],
         };
         assign_groups(&mut t, &inputs, &config);
-        let names: Vec<&String> = t.groups.keys().collect();
+        let names: Vec<&str> = t.groups.keys().map(|g| g.as_str()).collect();
         assert_eq!(names, vec!["db", "dev", "web"]);
         assert!(t.groups["dev"].contains(&GroupOrigin::NetworkInfo));
         assert!(t.groups["web"].contains(&GroupOrigin::TaskLabel));
