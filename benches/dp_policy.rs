@@ -45,7 +45,7 @@ fn main() {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 233, 1, i as u8 + 1));
         let task = view
             .tasks
-            .get_mut(&cluster::task_id(*t))
+            .get_mut(cluster::task_id(*t).as_str())
             .expect("probe task");
         task.ips = [ip].into();
         bindings.insert(ip, cluster::binding(&cluster::local_iface(i), ip));

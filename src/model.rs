@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -15,6 +16,10 @@ mod group_name;
 
 pub use compact::{VecMap, VecSet};
 pub use group_name::GroupName;
+
+/// A task's id: shared by the view's index, the task and everything that
+/// refers to the task (one copy of each id, however many indexes hold it).
+pub type TaskId = Arc<str>;
 
 /// Where a task's membership of a group came from (shown by `groupctl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -306,7 +311,7 @@ pub enum NotEnforced {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// Mesos task ID (== Marathon task id). Any string; never becomes nft syntax.
-    pub id: String,
+    pub id: TaskId,
     /// Marathon app id or, for other frameworks, the framework name + task name.
     pub app: String,
     /// Agent ID (Mesos slave_id / Marathon slaveId), when known.
@@ -342,7 +347,7 @@ impl Task {
         groups: &[&str],
     ) -> Task {
         let mut t = Task {
-            id: id.to_string(),
+            id: id.into(),
             app: app.to_string(),
             agent: None,
             state: TaskState::Running,
@@ -397,7 +402,7 @@ impl std::fmt::Display for IpConflict {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterView {
     /// Tasks by task ID.
-    pub tasks: BTreeMap<String, Task>,
+    pub tasks: BTreeMap<TaskId, Task>,
     /// IPs claimed by more than one live endpoint of `tasks`, sorted by IP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<IpConflict>,
@@ -434,7 +439,7 @@ impl ClusterView {
         let mut owners: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         for task in self.endpoints() {
             for ip in &task.ips {
-                owners.entry(*ip).or_default().push(task.id.clone());
+                owners.entry(*ip).or_default().push(task.id.to_string());
             }
         }
         owners

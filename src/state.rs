@@ -9,11 +9,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::config::Ungrouped;
-use crate::model::{ClusterView, GroupName, Task};
+use crate::model::{ClusterView, GroupName, Task, TaskId};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
 
 /// What must change in the kernel: elements only (the chains are static).
@@ -37,13 +36,11 @@ impl Delta {
     }
 }
 
-type TaskKey = Arc<str>;
-
 pub struct DesiredState {
     policy: Policy,
     view: ClusterView,
     /// IP -> owning task id (after conflict resolution).
-    owners: HashMap<IpAddr, String>,
+    owners: HashMap<IpAddr, TaskId>,
     /// IP -> where it is bound on this agent.
     bindings: HashMap<IpAddr, LocalBinding>,
     /// The endpoints of this agent, compiled (task id -> endpoint). Remote
@@ -52,11 +49,11 @@ pub struct DesiredState {
     /// which saves a second copy of every task of the cluster.
     ///
     /// [`compiled`]: DesiredState::compiled
-    local_eps: HashMap<TaskKey, Endpoint>,
+    local_eps: HashMap<TaskId, Endpoint>,
     /// Group id -> its member endpoints (groups that are not open).
-    members: HashMap<GroupId, HashSet<TaskKey>>,
+    members: HashMap<GroupId, HashSet<TaskId>>,
     /// Group id -> its members that are local endpoints.
-    local_members: HashMap<GroupId, HashSet<TaskKey>>,
+    local_members: HashMap<GroupId, HashSet<TaskId>>,
     /// Elements in the desired tables. The elements themselves are not kept:
     /// [`tables`](Self::tables) derives them from the endpoints.
     elements: usize,
@@ -72,7 +69,7 @@ pub struct DesiredState {
     gid_cache: HashMap<GroupName, GroupId>,
     /// Tasks (as the source described them) that claim an IP another live
     /// task still owns.
-    waiting: BTreeMap<String, Task>,
+    waiting: BTreeMap<TaskId, Task>,
     /// Bridges with task ports, and ports of ignored bridges.
     bridges: BTreeSet<String>,
     ignored_ports: BTreeSet<String>,
@@ -112,7 +109,7 @@ impl DesiredState {
     }
 
     pub fn owner_of(&self, ip: &IpAddr) -> Option<&str> {
-        self.owners.get(ip).map(|s| s.as_str())
+        self.owners.get(ip).map(|s| &**s)
     }
 
     /// Replace the cluster view. IPs claimed by more than one live endpoint
@@ -122,7 +119,7 @@ impl DesiredState {
         let (conflicts, waiting) = self.resolve_conflicts(&mut view);
         self.waiting = waiting;
         let old = &self.view.tasks;
-        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let mut changed: BTreeSet<TaskId> = BTreeSet::new();
         for (id, t) in &view.tasks {
             if old.get(id) != Some(t) {
                 changed.insert(id.clone());
@@ -160,7 +157,7 @@ impl DesiredState {
             // Remember the claim: the IP goes to this task once its owner is gone.
             self.waiting.insert(original.id.clone(), original);
         } else {
-            self.waiting.remove(&original.id);
+            self.waiting.remove(&*original.id);
         }
         let mut messages = messages;
         messages.extend(self.hand_over_released());
@@ -173,7 +170,7 @@ impl DesiredState {
             let taken: Vec<IpAddr> = task
                 .ips
                 .iter()
-                .filter(|ip| self.owners.get(*ip).is_some_and(|o| o != &task.id))
+                .filter(|ip| self.owners.get(*ip).is_some_and(|o| *o != task.id))
                 .copied()
                 .collect();
             let lost = !taken.is_empty();
@@ -219,7 +216,7 @@ impl DesiredState {
     /// Give IPs that became free to the tasks that were waiting for them
     /// (in the same transaction as the removal that freed them).
     fn hand_over_released(&mut self) -> Vec<String> {
-        let ready: Vec<String> = self
+        let ready: Vec<TaskId> = self
             .waiting
             .iter()
             .filter(|(_, t)| t.ips.iter().any(|ip| !self.owners.contains_key(ip)))
@@ -242,7 +239,7 @@ impl DesiredState {
     fn release_ips(&mut self, id: &str) {
         if let Some(old) = self.view.tasks.get(id) {
             for ip in &old.ips {
-                if self.owners.get(ip).is_some_and(|o| o == id) {
+                if self.owners.get(ip).is_some_and(|o| **o == *id) {
                     self.owners.remove(ip);
                 }
             }
@@ -251,9 +248,9 @@ impl DesiredState {
 
     /// Returns the messages and the tasks (as given) that lost an IP to its
     /// previous owner: they get it when that owner is gone.
-    fn resolve_conflicts(&self, view: &mut ClusterView) -> (Vec<String>, BTreeMap<String, Task>) {
+    fn resolve_conflicts(&self, view: &mut ClusterView) -> (Vec<String>, BTreeMap<TaskId, Task>) {
         let mut waiting = BTreeMap::new();
-        let mut claims: HashMap<IpAddr, Vec<String>> = HashMap::new();
+        let mut claims: HashMap<IpAddr, Vec<TaskId>> = HashMap::new();
         for t in view.endpoints() {
             for ip in &t.ips {
                 claims.entry(*ip).or_default().push(t.id.clone());
@@ -305,7 +302,7 @@ impl DesiredState {
         bridges: BTreeSet<String>,
         ignored_ports: BTreeSet<String>,
     ) {
-        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut touched: BTreeSet<TaskId> = BTreeSet::new();
         for (ip, b) in &bindings {
             if self.bindings.get(ip) != Some(b) {
                 if let Some(o) = self.owners.get(ip) {
@@ -407,7 +404,11 @@ impl DesiredState {
         let Some(new) = new else {
             return;
         };
-        let key: TaskKey = Arc::from(id);
+        // The view's copy of the id, shared (endpoints are tasks of the view).
+        let key = match self.view.tasks.get_key_value(id) {
+            Some((key, _)) => TaskId::clone(key),
+            None => TaskId::from(id),
+        };
         self.index(&new, &key);
         self.queue(&new, id, true);
         if new.is_local() {
@@ -461,7 +462,7 @@ impl DesiredState {
             .collect()
     }
 
-    fn index(&mut self, e: &Endpoint, key: &TaskKey) {
+    fn index(&mut self, e: &Endpoint, key: &TaskId) {
         for g in &e.gids {
             self.members.entry(*g).or_default().insert(key.clone());
             if e.is_local() {

@@ -120,7 +120,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
             continue;
         }
         rows.push(EndpointRow {
-            task: t.id.clone(),
+            task: t.id.to_string(),
             app: t.app.clone(),
             ips: t.ips.iter().copied().collect(),
             interfaces: interfaces.into_iter().collect(),
@@ -153,10 +153,10 @@ pub fn group_rows(state: &DesiredState) -> Vec<GroupRow> {
                 local_members: vec![],
                 addresses: 0,
             });
-            row.members.push(t.id.clone());
+            row.members.push(t.id.to_string());
             row.addresses += t.ips.len();
             if local {
-                row.local_members.push(t.id.clone());
+                row.local_members.push(t.id.to_string());
             }
         }
     }

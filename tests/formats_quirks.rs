@@ -20,9 +20,12 @@ fn parse(doc: &str) -> ClusterView {
 }
 
 fn task<'a>(v: &'a ClusterView, id: &str) -> &'a Task {
-    v.tasks
-        .get(id)
-        .unwrap_or_else(|| panic!("task {id} in {:?}", v.tasks.keys().collect::<Vec<_>>()))
+    v.tasks.get(id).unwrap_or_else(|| {
+        panic!(
+            "task {id} in {:?}",
+            v.tasks.keys().map(|k| &**k).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn groups(t: &Task) -> Vec<&str> {

@@ -335,7 +335,7 @@ fn served_apps_parse_with_groupds_parser() {
         by_app("/bridged").not_enforced,
         Some(NotEnforced::NatBridge)
     );
-    let later = &view.tasks[&staging.tasks[0]];
+    let later = &view.tasks[staging.tasks[0].as_str()];
     assert!(later.ips.is_empty() && !later.is_endpoint());
 
     // Without embed there are no tasks; /v2/tasks lists them all.

@@ -750,8 +750,8 @@ fn fixtures_load_and_serve_what_they_describe() {
     let served = get(sim.addr(), "/master/state");
     let view = parse_document(&served.body, &groups(), &mut VersionCache::default()).unwrap();
     assert_eq!(
-        view.tasks.keys().collect::<Vec<_>>(),
-        expected.tasks.keys().collect::<Vec<_>>()
+        view.tasks.keys().map(|k| &**k).collect::<Vec<_>>(),
+        expected.tasks.keys().map(|k| &**k).collect::<Vec<_>>()
     );
     for (id, task) in &expected.tasks {
         assert_eq!(view.tasks[id].ips, task.ips, "{id}");

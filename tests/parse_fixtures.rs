@@ -358,7 +358,7 @@ fn marathon_final_docs_app_still_shows_legacy_ip_address_groups() {
     let app =
         app_fixture("marathon/apps/app-master-docs-example-legacy-ipaddress.marathon-docs.json");
     assert_eq!(&*app.config().ip_groups, [GroupName::new("dev")]);
-    assert_eq!(app.id, "/foo");
+    assert_eq!(&*app.id, "/foo");
 }
 
 #[test]
@@ -464,7 +464,10 @@ fn marathon_pod_definitions_are_not_apps() {
 fn marathon_docker_bridge_tasks_are_nat_bridge_not_endpoints() {
     let view = parse_ok("marathon/apps/apps-embed-tasks-1.5-container-bridge.marathon-lb.json");
     let task = only_task(&view);
-    assert_eq!(task.id, "pywebserver.8cad6a69-6ca8-11e7-beb2-0e2beceebfcc");
+    assert_eq!(
+        &*task.id,
+        "pywebserver.8cad6a69-6ca8-11e7-beb2-0e2beceebfcc"
+    );
     assert_eq!(task.app, "/pywebserver");
     assert_eq!(
         task.agent.as_deref(),
@@ -562,7 +565,7 @@ fn marathon_task_lists_parse_as_task_models() {
     let list: TaskList =
         serde_json::from_slice(&fixture("marathon/tasks/tasks-list.marathon-docs.json"))
             .expect("tasks");
-    let ids: Vec<&str> = list.tasks.iter().map(|t| t.id.as_str()).collect();
+    let ids: Vec<&str> = list.tasks.iter().map(|t| &*t.id).collect();
     assert_eq!(
         ids,
         vec![
@@ -609,7 +612,7 @@ fn marathon_events_are_rejected_one_by_one_and_posted_app_definitions_parse() {
             }
             let post: ApiPost = serde_json::from_str(&line).expect("event object");
             if let Some(app) = post.app_definition {
-                assert_eq!(app.id, "/my-app");
+                assert_eq!(&*app.id, "/my-app");
                 assert_eq!(app.network_kind(), NetworkKind::Host);
                 definitions += 1;
             }
@@ -1037,10 +1040,7 @@ fn mesos_docs_examples_parse_or_are_rejected_clearly() {
     .expect("docs GET_TASKS");
     assert_eq!(parsed.kind, DocumentKind::MesosGetTasks);
     let task = only_task(&parsed.view);
-    assert_eq!(
-        (task.id.as_str(), ips(task)),
-        ("1", vec!["127.0.1.1".to_string()])
-    );
+    assert_eq!((&*task.id, ips(task)), ("1", vec!["127.0.1.1".to_string()]));
 
     // The docs' GET_AGENTS example opens with "{{".
     let get_agents = docs_response_json(&fixture_text(

@@ -129,7 +129,7 @@ fn every_documented_event_body_is_accepted() {
                 );
                 assert_eq!(!other, expect_handled, "{name} line {}: {event:?}", n + 1);
                 if let Event::ApiPost { app } = &event {
-                    assert_eq!(app.as_ref().map(|a| a.id.as_str()), Some("/my-app"));
+                    assert_eq!(app.as_ref().map(|a| &*a.id), Some("/my-app"));
                 }
                 handled += usize::from(!other);
             }

@@ -26,7 +26,7 @@ pub fn local_groups(groups: usize) -> BTreeSet<String> {
 
 /// Task `t` leaves its last group (by name) and joins `new`.
 fn with_swap(l: &Loaded, t: usize, new: String) -> (Task, String, String) {
-    let mut task = l.state.view().tasks[&cluster::task_id(t)].clone();
+    let mut task = l.state.view().tasks[cluster::task_id(t).as_str()].clone();
     let old = task
         .groups
         .keys()
@@ -41,7 +41,7 @@ fn with_swap(l: &Loaded, t: usize, new: String) -> (Task, String, String) {
 /// Task `t` swaps its last group for the first group of `candidates` (from
 /// position `i` on, cycling) that it is not in yet.
 pub fn swap_into(l: &Loaded, t: usize, i: usize, candidates: &[String]) -> (Task, String, String) {
-    let task = &l.state.view().tasks[&cluster::task_id(t)];
+    let task = &l.state.view().tasks[cluster::task_id(t).as_str()];
     let new = (0..candidates.len())
         .map(|j| &candidates[(i + j) % candidates.len()])
         .find(|g| !task.groups.contains_key(g.as_str()))

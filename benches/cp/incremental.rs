@@ -81,7 +81,7 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
             // The pair with a local endpoint of the group joined is there;
             // the one with a local endpoint of the group left is gone,
             // unless the two still share another group.
-            let task = &l.state.view().tasks[&cluster::task_id(t)];
+            let task = &l.state.view().tasks[cluster::task_id(t).as_str()];
             let shares = |lt: usize| {
                 cluster::groups_of(lt, g)
                     .into_iter()
@@ -96,7 +96,7 @@ pub fn run(l: &mut Loaded, changes: usize, rows: &mut Rows) {
     // A remote task moves between groups nobody on this agent is in.
     let unrelated_tasks: Vec<usize> = (LOCAL..n)
         .filter(|t| {
-            let task = &l.state.view().tasks[&cluster::task_id(*t)];
+            let task = &l.state.view().tasks[cluster::task_id(*t).as_str()];
             task.groups.keys().all(|k| !local.contains(k.as_str()))
         })
         .collect();

@@ -139,7 +139,7 @@ fn ip_conflicts(view: &ClusterView) -> Vec<IpConflict> {
         Vec::with_capacity(view.endpoints().map(|task| task.ips.len()).sum());
     claims.extend(
         view.endpoints()
-            .flat_map(|task| task.ips.iter().map(|ip| (*ip, task.id.as_str()))),
+            .flat_map(|task| task.ips.iter().map(|ip| (*ip, &*task.id))),
     );
     claims.sort_unstable();
     claims

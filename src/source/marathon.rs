@@ -1217,7 +1217,7 @@ mod tests {
         m.hub.push(&status("web.2", "TASK_STAGING", None, V1));
         match next(&mut rx).await {
             SourceUpdate::Upsert(t) => {
-                assert_eq!(t.id, "web.2");
+                assert_eq!(&*t.id, "web.2");
                 assert!(
                     t.ips.is_empty() && !t.is_endpoint(),
                     "staging binds nothing"
@@ -1259,7 +1259,7 @@ mod tests {
         // The newcomer reports the IP before the old task's end arrives.
         m.hub
             .push(&status("web.9", "TASK_RUNNING", Some("10.233.0.1"), V1));
-        assert!(matches!(next(&mut rx).await, SourceUpdate::Upsert(t) if t.id == "web.9"));
+        assert!(matches!(next(&mut rx).await, SourceUpdate::Upsert(t) if &*t.id == "web.9"));
         m.hub.push(&status("web.1", "TASK_FAILED", None, V1));
         let view = snapshot(&mut rx).await;
         assert!(!view.tasks.contains_key("web.1"));
@@ -1278,7 +1278,10 @@ mod tests {
         assert_eq!(snapshot(&mut rx).await.tasks.len(), 3);
         m.hub.push("event: app_terminated_event\r\ndata: {\"eventType\":\"app_terminated_event\",\"appId\":\"/web\"}\r\n\r\n");
         let view = snapshot(&mut rx).await;
-        assert_eq!(view.tasks.keys().collect::<Vec<_>>(), ["db.1"]);
+        assert_eq!(
+            view.tasks.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["db.1"]
+        );
     }
 
     #[tokio::test]

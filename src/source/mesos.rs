@@ -622,7 +622,7 @@ impl Source {
         let before = self.view.tasks.len();
         for id in &gone {
             self.tasks.remove(id);
-            self.view.tasks.remove(id);
+            self.view.tasks.remove(id.as_str());
         }
         if self.view.tasks.len() == before {
             Change::None
@@ -1034,7 +1034,7 @@ mod tests {
         expect_remove(next(&mut rx).await, &killing.id);
         let staging = upsert(&mut rx).await;
         assert_eq!(
-            (staging.id.as_str(), &staging.state),
+            (&*staging.id, &staging.state),
             (
                 "hello-world.60bcc4e8-28dc-11e8-964a-70b3d5800003",
                 &TaskState::Staging
@@ -1128,7 +1128,7 @@ mod tests {
             upsert(&mut rx).await,
         ]
         .into_iter()
-        .map(|t| (t.id, t.state))
+        .map(|t| (t.id.to_string(), t.state))
         .collect();
         let id = "web.instance-8b38cc52-c951-11e9-8d5b-70b3d5800001._app.2".to_string();
         assert_eq!(
@@ -1156,7 +1156,7 @@ mod tests {
         hub.push(&frame(&task_added(&b)));
         let added = upsert(&mut rx).await;
         assert_eq!(
-            (added.id.as_str(), groups_of(&added), ips(&added)),
+            (&*added.id, groups_of(&added), ips(&added)),
             (
                 "db.b",
                 vec!["db".to_string(), "public".to_string()],
@@ -1183,10 +1183,13 @@ mod tests {
         // A new task reports web.a's IP; web.a dies: one snapshot moves it.
         let c = task_json("web.c", "TASK_RUNNING", "10.233.0.1", &["web2"]);
         hub.push(&frame(&task_added(&c)));
-        assert_eq!(upsert(&mut rx).await.id, "web.c");
+        assert_eq!(&*upsert(&mut rx).await.id, "web.c");
         hub.push(&frame(&task_updated("web.a", "TASK_KILLED")));
         let view = snapshot(&mut rx).await;
-        assert_eq!(view.tasks.keys().collect::<Vec<_>>(), ["web.c"]);
+        assert_eq!(
+            view.tasks.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["web.c"]
+        );
         assert!(view.conflicts.is_empty());
         // The framework goes: all its tasks in one snapshot.
         hub.push(&frame(&format!(
@@ -1222,14 +1225,17 @@ mod tests {
         // A task added meanwhile is forgotten by the next SUBSCRIBED.
         let b = task_json("web.b", "TASK_RUNNING", "10.233.0.2", &["web"]);
         hub.push(&frame(&task_added(&b)));
-        assert_eq!(upsert(&mut rx).await.id, "web.b");
+        assert_eq!(&*upsert(&mut rx).await.id, "web.b");
         let reason = degraded(&mut rx).await;
         assert!(
             reason.contains("no event or heartbeat for 0.6 s"),
             "{reason}"
         );
         let view = snapshot(&mut rx).await;
-        assert_eq!(view.tasks.keys().collect::<Vec<_>>(), ["web.a"]);
+        assert_eq!(
+            view.tasks.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["web.a"]
+        );
         assert_eq!(server.requests(API_PATH).len(), 2);
     }
 

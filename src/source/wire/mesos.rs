@@ -548,7 +548,7 @@ fn collect_view<'a>(
 ) -> ClusterView {
     let mut view = ClusterView::default();
     for (task, framework) in tasks {
-        if !view.tasks.contains_key(&task.id.0) {
+        if !view.tasks.contains_key(task.id.0.as_str()) {
             view.insert(convert(task, framework, ctx, groups));
         }
     }

@@ -52,7 +52,7 @@ pub fn classify(kind: NetworkKind, state: &TaskState, has_ips: bool) -> Option<N
 /// A task with nothing but its identity; the converters fill in the rest.
 pub(crate) fn new_task(id: &str, app: String, agent: Option<String>, state: TaskState) -> Task {
     Task {
-        id: id.to_string(),
+        id: id.into(),
         app,
         agent,
         state,
