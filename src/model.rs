@@ -433,23 +433,65 @@ impl ClusterView {
         self.tasks.values().filter(|t| t.is_endpoint())
     }
 
-    /// Every IP that more than one live endpoint claims (recomputed from
-    /// `tasks`; does not read or change `conflicts`).
+    /// Every IP that more than one live endpoint claims, sorted by IP
+    /// (recomputed from `tasks`; does not read or change `conflicts`).
+    /// Sorts one flat list of claims: a map of every IP to its claimants
+    /// would cost a table and a list per IP of the cluster, for the few
+    /// conflicts there are.
     pub fn ip_conflicts(&self) -> Vec<IpConflict> {
-        let mut owners: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
-        for task in self.endpoints() {
-            for ip in &task.ips {
-                owners.entry(*ip).or_default().push(task.id.to_string());
-            }
-        }
-        owners
-            .into_iter()
-            .filter(|(_, tasks)| tasks.len() > 1)
-            .map(|(ip, mut tasks)| {
-                tasks.sort();
-                IpConflict { ip, tasks }
+        let mut claims: Vec<(IpAddr, &str)> =
+            Vec::with_capacity(self.endpoints().map(|task| task.ips.len()).sum());
+        claims.extend(
+            self.endpoints()
+                .flat_map(|task| task.ips.iter().map(|ip| (*ip, &*task.id))),
+        );
+        claims.sort_unstable();
+        claims
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|claims| claims.len() > 1)
+            .filter_map(|claims| {
+                let (ip, _) = claims.first()?;
+                Some(IpConflict {
+                    ip: *ip,
+                    tasks: claims.iter().map(|(_, id)| id.to_string()).collect(),
+                })
             })
             .collect()
+    }
+}
+
+/// Builds a view of a whole document task by task, its B-tree kept nearly
+/// full: it is repacked (see [`ClusterView::repack`]) each time it has grown
+/// by a quarter, so that a large view under construction is not mostly half
+/// empty nodes (that was the peak memory of a snapshot). The sizes grow
+/// geometrically, so this costs a few rebuilds of the tree in all.
+#[derive(Debug, Default)]
+pub struct ViewBuilder {
+    view: ClusterView,
+    repack_at: usize,
+}
+
+/// Below this size half empty nodes do not matter.
+const REPACK_FROM: usize = 1024;
+
+impl ViewBuilder {
+    pub fn insert(&mut self, task: Task) {
+        self.view.insert(task);
+        let len = self.view.tasks.len();
+        if len >= self.repack_at.max(REPACK_FROM) {
+            self.view.repack();
+            self.repack_at = len + len / 4;
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.view.tasks.contains_key(id)
+    }
+
+    /// The view, packed.
+    pub fn finish(mut self) -> ClusterView {
+        self.view.repack();
+        self.view
     }
 }
 
@@ -504,5 +546,22 @@ mod tests {
         one.repack();
         assert_eq!(one, before);
         ClusterView::default().repack();
+    }
+
+    #[test]
+    fn builder_gives_the_view_insert_gives() {
+        let mut plain = ClusterView::default();
+        let mut built = ViewBuilder::default();
+        for i in (0..3000).map(|i| (i * 7919) % 5000) {
+            let ip = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+            let task = Task::running(&format!("t{i}"), "app", [ip], &["g"]);
+            plain.insert(task.clone());
+            built.insert(task);
+        }
+        // The same id again replaces the task, as `insert` does.
+        plain.insert(Task::running("t0", "other", [], &[]));
+        built.insert(Task::running("t0", "other", [], &[]));
+        assert!(built.contains("t0") && !built.contains("t5000"));
+        assert_eq!(built.finish(), plain);
     }
 }

@@ -6,14 +6,17 @@
 //! members of its groups). The difference becomes the pending [`Delta`], so
 //! a transaction carries messages proportional to the change, not the table.
 
+mod members;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::config::Ungrouped;
-use crate::model::{ClusterView, GroupName, Task, TaskId};
+use crate::model::{ClusterView, GroupName, IpConflict, Task, TaskId};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
+use members::Members;
 
 /// What must change in the kernel: elements only (the chains are static).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,9 +54,9 @@ pub struct DesiredState {
     /// [`compiled`]: DesiredState::compiled
     local_eps: HashMap<TaskId, Endpoint>,
     /// Group id -> its member endpoints (groups that are not open).
-    members: HashMap<GroupId, HashSet<TaskId>>,
+    members: HashMap<GroupId, Members>,
     /// Group id -> its members that are local endpoints.
-    local_members: HashMap<GroupId, HashSet<TaskId>>,
+    local_members: HashMap<GroupId, Members>,
     /// Elements in the desired tables. The elements themselves are not kept:
     /// [`tables`](Self::tables) derives them from the endpoints.
     elements: usize,
@@ -250,27 +253,22 @@ impl DesiredState {
     /// previous owner: they get it when that owner is gone.
     fn resolve_conflicts(&self, view: &mut ClusterView) -> (Vec<String>, BTreeMap<TaskId, Task>) {
         let mut waiting = BTreeMap::new();
-        let mut claims: HashMap<IpAddr, Vec<TaskId>> = HashMap::new();
-        for t in view.endpoints() {
-            for ip in &t.ips {
-                claims.entry(*ip).or_default().push(t.id.clone());
-            }
-        }
         let mut messages = Vec::new();
-        for (ip, claimants) in claims {
-            if claimants.len() < 2 {
-                continue;
-            }
+        for IpConflict {
+            ip,
+            tasks: claimants,
+        } in view.ip_conflicts()
+        {
             let keeper = self
                 .owners
                 .get(&ip)
-                .filter(|o| claimants.contains(o))
+                .filter(|o| claimants.iter().any(|c| **c == ***o))
                 .cloned();
             for id in &claimants {
-                if Some(id) != keeper.as_ref() {
-                    if let Some(t) = view.tasks.get_mut(id) {
-                        if keeper.is_some() && !waiting.contains_key(id) {
-                            waiting.insert(id.clone(), t.clone());
+                if keeper.as_deref() != Some(id.as_str()) {
+                    if let Some(t) = view.tasks.get_mut(id.as_str()) {
+                        if keeper.is_some() && !waiting.contains_key(id.as_str()) {
+                            waiting.insert(TaskId::clone(&t.id), t.clone());
                         }
                         t.ips.remove(&ip);
                     }
@@ -287,6 +285,10 @@ impl DesiredState {
 
     fn reindex_owners(&mut self) {
         self.owners.clear();
+        // At full size at once: growing step by step holds the old and the
+        // new table together at each step.
+        self.owners
+            .reserve(self.view.endpoints().map(|t| t.ips.len()).sum());
         for t in self.view.endpoints() {
             for ip in &t.ips {
                 self.owners.insert(*ip, t.id.clone());
@@ -456,7 +458,7 @@ impl DesiredState {
         e.gids
             .iter()
             .filter_map(|g| index.get(g))
-            .flatten()
+            .flat_map(Members::iter)
             .map(|k| &**k)
             .filter(|k| *k != id)
             .collect()

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use serde_json::error::Category;
 use super::wire::marathon::{self, App, AppGroup, SingleApp, VersionCache};
 use super::wire::mesos::{self, MasterState, V1Message};
 use crate::config::GroupsConfig;
-use crate::model::{ClusterView, IpConflict};
+use crate::model::ClusterView;
 
 const WANTED: &str =
     "a Marathon /v2/apps?embed=apps.tasks, Mesos /master/state or SUBSCRIBE snapshot document";
@@ -128,31 +127,8 @@ pub fn parse_document_kind(
     check_single_json_value(bytes)?;
     let keys = top_level_keys(bytes)?;
     let (kind, mut view) = dispatch(bytes, &keys, groups, versions)?;
-    view.conflicts = ip_conflicts(&view);
+    view.conflicts = view.ip_conflicts();
     Ok(Parsed { kind, view })
-}
-
-/// [`ClusterView::ip_conflicts`] without a copy of every endpoint's id (a
-/// view of the whole cluster is large; only the conflicts are copied).
-fn ip_conflicts(view: &ClusterView) -> Vec<IpConflict> {
-    let mut claims: Vec<(IpAddr, &str)> =
-        Vec::with_capacity(view.endpoints().map(|task| task.ips.len()).sum());
-    claims.extend(
-        view.endpoints()
-            .flat_map(|task| task.ips.iter().map(|ip| (*ip, &*task.id))),
-    );
-    claims.sort_unstable();
-    claims
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|claims| claims.len() > 1)
-        .filter_map(|claims| {
-            let (ip, _) = claims.first()?;
-            Some(IpConflict {
-                ip: *ip,
-                tasks: claims.iter().map(|(_, id)| id.to_string()).collect(),
-            })
-        })
-        .collect()
 }
 
 /// Syntax first, so a half-written file is reported as such and not as a

@@ -31,6 +31,7 @@ use super::{
 use crate::config::GroupsConfig;
 use crate::model::{
     ClusterView, DiscoveryPort, GroupName, GroupOrigin, Protocol, Task, TaskState, VecMap, VecSet,
+    ViewBuilder,
 };
 
 /// `GET /v2/apps` (`{"apps": [...]}`) and `GET /v2/groups` (the same plus
@@ -802,7 +803,7 @@ pub struct Conversion<'a> {
     complete: bool,
     groups: &'a GroupsConfig,
     versions: &'a mut VersionCache,
-    view: ClusterView,
+    view: ViewBuilder,
 }
 
 impl<'a> Conversion<'a> {
@@ -818,7 +819,7 @@ impl<'a> Conversion<'a> {
             complete,
             groups,
             versions,
-            view: ClusterView::default(),
+            view: ViewBuilder::default(),
         }
     }
 
@@ -844,9 +845,7 @@ impl<'a> Conversion<'a> {
             self.versions.forget_unmarked();
         }
         self.versions.sweep();
-        let mut view = self.view;
-        view.repack();
-        view
+        self.view.finish()
     }
 }
 

@@ -40,7 +40,9 @@ use super::{
     GroupInputs, NetworkKind, Notes,
 };
 use crate::config::GroupsConfig;
-use crate::model::{ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecSet};
+use crate::model::{
+    ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecSet, ViewBuilder,
+};
 
 /// CNI networks that NAT: their addresses repeat on every agent.
 pub const NAT_BRIDGE_NETWORKS: &[&str] = &["mesos-bridge"];
@@ -546,14 +548,13 @@ fn collect_view<'a>(
     ctx: &Context,
     groups: &GroupsConfig,
 ) -> ClusterView {
-    let mut view = ClusterView::default();
+    let mut view = ViewBuilder::default();
     for (task, framework) in tasks {
-        if !view.tasks.contains_key(task.id.0.as_str()) {
+        if !view.contains(task.id.0.as_str()) {
             view.insert(convert(task, framework, ctx, groups));
         }
     }
-    view.repack();
-    view
+    view.finish()
 }
 
 impl MesosTask {
