@@ -20,8 +20,8 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::dump::messages;
 use super::model::Address;
-use super::netns::messages;
 use super::parse;
 
 // rtnetlink multicast groups (RTNLGRP_*, linux/rtnetlink.h).

@@ -4,14 +4,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::Context;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
+use super::dump::dump_here;
 use super::model::{HostRoute, Link};
 use super::parse;
 
@@ -40,43 +41,39 @@ impl Kernel {
         })
     }
 
-    /// Every link of our namespace.
+    /// Every link of our namespace (without their statistics, which we
+    /// do not use), read one datagram at a time (see [`dump`](super::dump)).
     pub async fn links(&self) -> anyhow::Result<Vec<Link>> {
-        let msgs: Vec<_> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .context("dumping links")?;
-        Ok(msgs.iter().filter_map(parse::link).collect())
+        let mut request = LinkMessage::default();
+        request
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        dump(RouteNetlinkMessage::GetLink(request), |msg| match msg {
+            RouteNetlinkMessage::NewLink(link) => parse::link(&link),
+            _ => None,
+        })
+        .await
+        .context("dumping links")
     }
 
     /// Every host route of our namespace, IPv4 and IPv6, all tables.
     pub async fn host_routes(&self) -> anyhow::Result<Vec<HostRoute>> {
         // Without NETLINK_GET_STRICT_CHK the kernel ignores the table, scope and
         // type in these requests and dumps every table, which is what we want.
-        let v4 = self
-            .dump_routes(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        let mut routes = Vec::new();
+        for (request, family) in [
+            (RouteMessageBuilder::<Ipv4Addr>::new().build(), "IPv4"),
+            (RouteMessageBuilder::<Ipv6Addr>::new().build(), "IPv6"),
+        ] {
+            let found = dump(RouteNetlinkMessage::GetRoute(request), |msg| match msg {
+                RouteNetlinkMessage::NewRoute(route) => parse::host_route(&route),
+                _ => None,
+            })
             .await
-            .context("dumping IPv4 routes")?;
-        let v6 = self
-            .dump_routes(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .await
-            .context("dumping IPv6 routes")?;
-        Ok(v4.into_iter().chain(v6).collect())
-    }
-
-    async fn dump_routes(&self, request: RouteMessage) -> anyhow::Result<Vec<HostRoute>> {
-        let msgs: Vec<_> = self
-            .handle
-            .route()
-            .get(request)
-            .execute()
-            .try_collect()
-            .await?;
-        Ok(msgs.iter().filter_map(parse::host_route).collect())
+            .with_context(|| format!("dumping {family} routes"))?;
+            routes.extend(found);
+        }
+        Ok(routes)
     }
 
     /// The id our namespace gives to the namespace behind `ns` (an fd on a
@@ -93,6 +90,21 @@ impl Kernel {
         let replies = handle.request(req).context("asking for a namespace id")?;
         first_nsid(replies).await
     }
+}
+
+/// [`dump_here`] on a blocking thread (ours are never moved to another
+/// namespace), keeping what `keep` makes of each message.
+async fn dump<T: Send + 'static>(
+    request: RouteNetlinkMessage,
+    keep: fn(RouteNetlinkMessage) -> Option<T>,
+) -> anyhow::Result<Vec<T>> {
+    let dumped = tokio::task::spawn_blocking(move || {
+        let mut kept = Vec::new();
+        dump_here(request, |msg| kept.extend(keep(msg))).map(|()| kept)
+    })
+    .await
+    .context("the netlink dump thread ended without an answer")?;
+    Ok(dumped?)
 }
 
 async fn first_nsid(

@@ -18,6 +18,7 @@
 //! inside a task namespace, because either would keep the namespace — and
 //! with it the task's veth pair — alive after the task is gone.
 
+mod dump;
 mod events;
 mod kernel;
 mod model;

@@ -21,11 +21,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use super::dump::dump_here;
 use super::kernel::Kernel;
 use super::model::{group_addresses, NsAddrs};
 use super::parse;
@@ -163,60 +162,15 @@ fn enter(ns: &File) -> io::Result<()> {
 
 /// Dump the addresses of the calling thread's namespace, blocking.
 fn dump_addresses_here() -> io::Result<NsAddrs> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-
-    // AF_UNSPEC: IPv4 and IPv6 in one dump.
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetAddress(AddressMessage::default()));
-    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.header.sequence_number = 1;
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-
     let mut addresses = Vec::new();
-    loop {
-        let (datagram, _) = socket.recv_from_full()?;
-        for msg in messages(&datagram) {
-            let msg = match msg {
-                Ok(msg) => msg,
-                Err(e) => {
-                    tracing::debug!("skipping an undecodable address message: {e}");
-                    continue;
-                }
-            };
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(group_addresses(addresses)),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => {
-                    addresses.extend(parse::address(&a));
-                }
-                _ => {}
+    // AF_UNSPEC: IPv4 and IPv6 in one dump.
+    dump_here(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        |msg| {
+            if let RouteNetlinkMessage::NewAddress(a) = msg {
+                addresses.extend(parse::address(&a));
             }
-        }
-    }
-}
-
-/// Split a datagram into netlink messages. A message that cannot be decoded
-/// is an `Err` in its place; a broken frame ends the list with an `Err`.
-pub(super) fn messages(
-    mut datagram: &[u8],
-) -> Vec<Result<NetlinkMessage<RouteNetlinkMessage>, String>> {
-    let mut out = Vec::new();
-    while datagram.len() >= 16 {
-        let len = u32::from_ne_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]) as usize;
-        if len < 16 || len > datagram.len() {
-            out.push(Err(format!(
-                "netlink message of length {len} in a datagram of {}",
-                datagram.len()
-            )));
-            break;
-        }
-        out.push(NetlinkMessage::deserialize(&datagram[..len]).map_err(|e| e.to_string()));
-        // Messages are 4-byte aligned inside a datagram.
-        datagram = datagram.get(len.next_multiple_of(4)..).unwrap_or_default();
-    }
-    out
+        },
+    )?;
+    Ok(group_addresses(addresses))
 }
