@@ -6,6 +6,7 @@
 //! members of its groups). The difference becomes the pending [`Delta`], so
 //! a transaction carries messages proportional to the change, not the table.
 
+mod ip_map;
 mod members;
 
 use std::borrow::Cow;
@@ -16,6 +17,7 @@ use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::config::Ungrouped;
 use crate::model::{ClusterView, GroupName, IpConflict, Task, TaskId};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
+use ip_map::IpMap;
 use members::Members;
 
 /// What must change in the kernel: elements only (the chains are static).
@@ -43,7 +45,7 @@ pub struct DesiredState {
     policy: Policy,
     view: ClusterView,
     /// IP -> owning task id (after conflict resolution).
-    owners: HashMap<IpAddr, TaskId>,
+    owners: IpMap<TaskId>,
     /// IP -> where it is bound on this agent.
     bindings: HashMap<IpAddr, LocalBinding>,
     /// The endpoints of this agent, compiled (task id -> endpoint). Remote
@@ -83,7 +85,7 @@ impl DesiredState {
         DesiredState {
             policy,
             view: ClusterView::default(),
-            owners: HashMap::new(),
+            owners: IpMap::default(),
             bindings: HashMap::new(),
             local_eps: HashMap::new(),
             members: HashMap::new(),
@@ -173,7 +175,7 @@ impl DesiredState {
             let taken: Vec<IpAddr> = task
                 .ips
                 .iter()
-                .filter(|ip| self.owners.get(*ip).is_some_and(|o| *o != task.id))
+                .filter(|ip| self.owners.get(ip).is_some_and(|o| *o != task.id))
                 .copied()
                 .collect();
             let lost = !taken.is_empty();
@@ -284,11 +286,8 @@ impl DesiredState {
     }
 
     fn reindex_owners(&mut self) {
-        self.owners.clear();
-        // At full size at once: growing step by step holds the old and the
-        // new table together at each step.
         self.owners
-            .reserve(self.view.endpoints().map(|t| t.ips.len()).sum());
+            .clear_for(self.view.endpoints().flat_map(|t| t.ips.iter()));
         for t in self.view.endpoints() {
             for ip in &t.ips {
                 self.owners.insert(*ip, t.id.clone());

@@ -123,12 +123,132 @@ pub fn parse_document_kind(
     groups: &GroupsConfig,
     versions: &mut VersionCache,
 ) -> Result<Parsed, DocumentError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match prepare(bytes, groups, versions, false)? {
+        Prepared::Parsed(parsed) => Ok(parsed),
+        Prepared::MarathonApps(apps) => apps.convert_slice(strip_bom(bytes), groups, versions),
+    }
+}
+
+/// A document checked in full, possibly not yet converted.
+#[derive(Debug)]
+pub enum Prepared {
+    Parsed(Parsed),
+    /// A valid Marathon app list, converted by a second read of the same
+    /// bytes (see [`prepare_document`]).
+    MarathonApps(MarathonApps),
+}
+
+/// A Marathon app list (`/v2/apps`, `/v2/groups`) that passed every check.
+#[derive(Debug)]
+pub struct MarathonApps {
+    kind: DocumentKind,
+    apps: usize,
+}
+
+/// [`parse_document_kind`], except that a Marathon app list (the largest
+/// documents) is only checked: the caller converts it with
+/// [`MarathonApps::convert`] from a second read of the same bytes, so that
+/// it need not hold the whole document while the view is built. The version
+/// cache is only touched by the conversion.
+pub fn prepare_document(
+    bytes: &[u8],
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Result<Prepared, DocumentError> {
+    prepare(bytes, groups, versions, true)
+}
+
+impl MarathonApps {
+    /// Convert the document from `reader`, which must give the bytes that
+    /// [`prepare_document`] checked (compare a hash: if they differ, the
+    /// view describes whatever was read, or this fails).
+    pub fn convert(
+        self,
+        reader: impl std::io::Read,
+        groups: &GroupsConfig,
+        versions: &mut VersionCache,
+    ) -> Result<Parsed, DocumentError> {
+        let mut reader = reader;
+        // The BOM `prepare_document` skipped, if there is one.
+        let mut head = [0u8; 3];
+        let mut got = 0;
+        while got < head.len() {
+            match reader.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(unsupported(format!("cannot read the document again: {e}"))),
+            }
+        }
+        let head = head.get(..got).unwrap_or_default();
+        let head = if head == b"\xEF\xBB\xBF" {
+            &[][..]
+        } else {
+            head
+        };
+        let body = std::io::Read::chain(head, std::io::BufReader::with_capacity(64 << 10, reader));
+        self.convert_with(
+            serde_json::Deserializer::from_reader(body),
+            groups,
+            versions,
+        )
+    }
+
+    fn convert_slice(
+        self,
+        bytes: &[u8],
+        groups: &GroupsConfig,
+        versions: &mut VersionCache,
+    ) -> Result<Parsed, DocumentError> {
+        self.convert_with(
+            serde_json::Deserializer::from_slice(bytes),
+            groups,
+            versions,
+        )
+    }
+
+    fn convert_with<'de, R: serde_json::de::Read<'de>>(
+        self,
+        de: serde_json::Deserializer<R>,
+        groups: &GroupsConfig,
+        versions: &mut VersionCache,
+    ) -> Result<Parsed, DocumentError> {
+        let mut conversion = marathon::Conversion::new(true, groups, versions);
+        conversion.reserve(self.apps);
+        walk_apps(de, self.kind, &mut |app| conversion.add(&app))?;
+        let mut view = conversion.finish();
+        view.conflicts = view.ip_conflicts();
+        Ok(Parsed {
+            kind: self.kind,
+            view,
+        })
+    }
+}
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+fn prepare(
+    bytes: &[u8],
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+    defer: bool,
+) -> Result<Prepared, DocumentError> {
+    let bytes = strip_bom(bytes);
     check_single_json_value(bytes)?;
     let keys = top_level_keys(bytes)?;
-    let (kind, mut view) = dispatch(bytes, &keys, groups, versions)?;
+    let (kind, mut view) = match dispatch(bytes, &keys, groups, versions)? {
+        Routed::Converted(converted) => converted,
+        Routed::MarathonApps(apps) if defer => return Ok(Prepared::MarathonApps(apps)),
+        Routed::MarathonApps(apps) => {
+            return apps
+                .convert_slice(bytes, groups, versions)
+                .map(Prepared::Parsed)
+        }
+    };
     view.conflicts = view.ip_conflicts();
-    Ok(Parsed { kind, view })
+    Ok(Prepared::Parsed(Parsed { kind, view }))
 }
 
 /// Syntax first, so a half-written file is reported as such and not as a
@@ -306,12 +426,25 @@ impl MaybeString {
 
 type Converted = (DocumentKind, ClusterView);
 
+/// What [`dispatch`] made of a document.
+enum Routed {
+    Converted(Converted),
+    /// A checked app list in document order, not converted yet.
+    MarathonApps(MarathonApps),
+}
+
+impl From<Converted> for Routed {
+    fn from(converted: Converted) -> Routed {
+        Routed::Converted(converted)
+    }
+}
+
 fn dispatch(
     bytes: &[u8],
     keys: &BTreeMap<String, IgnoredAny>,
     groups: &GroupsConfig,
     versions: &mut VersionCache,
-) -> Result<Converted, DocumentError> {
+) -> Result<Routed, DocumentError> {
     let has = |k: &str| keys.contains_key(k);
     let probe: TypeProbe = serde_json::from_slice(bytes).unwrap_or_default();
     // v1 message types are protobuf enum names (`SUBSCRIBED`, `GET_STATE`);
@@ -351,17 +484,17 @@ fn dispatch(
     }
     if has("app") {
         let single: SingleApp = typed(bytes, DocumentKind::MarathonApp)?;
-        return marathon_single(&single.app, groups, versions);
+        return marathon_single(&single.app, groups, versions).map(Routed::from);
     }
     if has("frameworks") {
         let state: MasterState = typed(bytes, DocumentKind::MesosMasterState)?;
-        return Ok((
+        return Ok(Routed::from((
             DocumentKind::MesosMasterState,
             mesos::view_from_master_state(&state, groups),
-        ));
+        )));
     }
     if v1_type.is_some() || has("subscribed") || has("get_state") || has("get_tasks") {
-        return mesos_v1(bytes, v1_type.as_deref(), keys, groups);
+        return mesos_v1(bytes, v1_type.as_deref(), keys, groups).map(Routed::from);
     }
     if has("tasks") {
         return Err(unsupported(
@@ -389,7 +522,7 @@ fn dispatch(
         .any(|k| has(k))
     {
         let app: App = typed(bytes, DocumentKind::MarathonApp)?;
-        return marathon_single(&app, groups, versions);
+        return marathon_single(&app, groups, versions).map(Routed::from);
     }
     Err(unsupported(format!(
         "top-level keys are {} (expected \"apps\", \"frameworks\", or a v1 \"type\" of SUBSCRIBED/GET_STATE/GET_TASKS)",
@@ -429,12 +562,15 @@ fn invalid(kind: DocumentKind, e: &serde_json::Error) -> DocumentError {
     }
 }
 
+/// Check an app list; convert it only if its order needs the typed
+/// document (converting the usual one is left to the caller: see
+/// [`MarathonApps`]).
 fn marathon_group(
     bytes: &[u8],
     nested: bool,
     groups: &GroupsConfig,
     versions: &mut VersionCache,
-) -> Result<Converted, DocumentError> {
+) -> Result<Routed, DocumentError> {
     let kind = if nested {
         DocumentKind::MarathonGroups
     } else {
@@ -442,11 +578,12 @@ fn marathon_group(
     };
     // Read twice, converting each app as it is read, so that the whole
     // document never exists in memory as typed values (a large cluster's
-    // document is several times its JSON size that way). The first pass
+    // document is several times its JSON size that way). This first pass
     // only checks it: an invalid or task-less document must leave the
     // version cache as it was.
     let (mut apps, mut with_tasks) = (0usize, 0usize);
-    let in_order = walk_apps(bytes, kind, &mut |app| {
+    let de = serde_json::Deserializer::from_slice(bytes);
+    let in_order = walk_apps(de, kind, &mut |app| {
         apps += 1;
         with_tasks += usize::from(app.tasks.is_some());
     })?;
@@ -461,25 +598,21 @@ fn marathon_group(
         // Some group lists nested groups before its own apps: convert in the
         // order of `all_apps` (what matters when an app or task id repeats).
         let doc: AppGroup = typed(bytes, kind)?;
-        return Ok((
+        return Ok(Routed::from((
             kind,
             marathon::convert_apps(doc.all_apps(), true, groups, versions),
-        ));
+        )));
     }
-    let mut conversion = marathon::Conversion::new(true, groups, versions);
-    conversion.reserve(apps);
-    walk_apps(bytes, kind, &mut |app| conversion.add(&app))?;
-    Ok((kind, conversion.finish()))
+    Ok(Routed::MarathonApps(MarathonApps { kind, apps }))
 }
 
 /// [`marathon::walk_app_group`] over the whole document; a type mismatch
 /// names the kind and place like [`typed`].
-fn walk_apps(
-    bytes: &[u8],
+fn walk_apps<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
     kind: DocumentKind,
     sink: &mut dyn FnMut(App),
 ) -> Result<bool, DocumentError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     marathon::walk_app_group(&mut de, sink)
         .and_then(|in_order| de.end().map(|()| in_order))
         .map_err(|e| invalid(kind, &e))
@@ -814,6 +947,77 @@ mod tests {
             }
         }
         assert!(checked > 0, "no Marathon fixtures found");
+    }
+
+    /// Gives its bytes `step` at a time (a file read in small pieces).
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            let (now, rest) = self.bytes.split_at(n);
+            buf[..n].copy_from_slice(now);
+            self.bytes = rest;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_app_list_converted_from_a_second_read_is_the_parsed_document() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fixture = std::fs::read(root.join(
+            "tests/fixtures/marathon/apps/apps-embed-tasks-1.5-container-bridge.marathon-lb.json",
+        ))
+        .expect("fixture");
+        let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+        with_bom.extend_from_slice(&fixture);
+        let docs: [&[u8]; 4] = [
+            &fixture,
+            &with_bom,
+            b" {\"apps\":[]} ",
+            b"\xEF\xBB\xBF{\"apps\":[]}",
+        ];
+        let groups = GroupsConfig::default();
+        for doc in docs {
+            let expected = parse_document_kind(doc, &groups, &mut VersionCache::default())
+                .expect("a valid document");
+            for step in [1, 2, 3, 7, 1 << 20] {
+                let mut versions = VersionCache::default();
+                let Ok(Prepared::MarathonApps(apps)) =
+                    prepare_document(doc, &groups, &mut versions)
+                else {
+                    panic!("an app list is left to convert");
+                };
+                assert!(versions.is_empty(), "checking learns nothing");
+                let got = apps
+                    .convert(Trickle { bytes: doc, step }, &groups, &mut versions)
+                    .expect("the same bytes convert");
+                assert_eq!(got.kind, expected.kind);
+                assert_eq!(got.view, expected.view, "step {step}");
+            }
+        }
+        // Anything else is parsed at once.
+        let mesos = br#"{"frameworks":[]}"#;
+        assert!(matches!(
+            prepare_document(mesos, &groups, &mut VersionCache::default()),
+            Ok(Prepared::Parsed(_))
+        ));
+        // Other bytes on the second read: an error, not a panic.
+        let Ok(Prepared::MarathonApps(apps)) =
+            prepare_document(b"{\"apps\":[]}", &groups, &mut VersionCache::default())
+        else {
+            panic!("an app list");
+        };
+        let other = Trickle {
+            bytes: b"{\"apps\":[",
+            step: 4,
+        };
+        assert!(apps
+            .convert(other, &groups, &mut VersionCache::default())
+            .is_err());
     }
 
     #[test]

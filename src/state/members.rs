@@ -17,7 +17,10 @@ const FEW: usize = 32;
 pub enum Members {
     /// Sorted, without duplicates, no spare room.
     Few(Vec<TaskId>),
-    Many(HashSet<TaskId>),
+    /// Boxed: the group index holds one `Members` per group inline, and
+    /// the few large groups should not make every entry twice the size.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<TaskId>>),
 }
 
 impl Default for Members {
@@ -34,7 +37,7 @@ impl Members {
                 Err(_) if list.len() >= FEW => {
                     let mut set: HashSet<TaskId> = list.drain(..).collect();
                     set.insert(id);
-                    *self = Members::Many(set);
+                    *self = Members::Many(Box::new(set));
                 }
                 Err(at) => {
                     list.reserve_exact(1);
