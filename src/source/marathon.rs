@@ -464,7 +464,7 @@ fn unknown_versions(apps: &[App], versions: &mut VersionCache) -> Vec<(String, S
             let Some(v) = task.version.as_deref() else {
                 continue;
             };
-            if app.version.as_deref() == Some(v) || versions.lookup(&app.id, v).is_some() {
+            if app.version.as_deref() == Some(v) || versions.knows(&app.id, v) {
                 continue;
             }
             if seen.insert((app.id.clone(), v.to_string())) {
@@ -808,8 +808,7 @@ impl Source {
             return Ok(known);
         };
         let key = (app_id.to_string(), version.to_string());
-        if known && (self.versions.lookup(app_id, version).is_some() || self.missing.contains(&key))
-        {
+        if known && (self.versions.knows(app_id, version) || self.missing.contains(&key)) {
             return Ok(true);
         }
         match fetch_version(client, app_id, version).await? {

@@ -16,8 +16,11 @@
 //! Groups come from the app version that launched the task (design §1):
 //! see [`VersionCache`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+mod versions;
+
+pub use versions::VersionCache;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::fmt;
 
@@ -537,206 +540,6 @@ fn discovery_port(
         .collect()
 }
 
-/// Remembers the configuration of app versions seen in earlier documents.
-///
-/// `/v2/apps` only shows the newest version of an app, but a task keeps the
-/// groups of the version that launched it (`task.version`) until it is
-/// replaced, e.g. during a rolling deployment. groupd learns each version
-/// while it is current and uses that knowledge for older tasks later.
-///
-/// A version covers more than its own timestamp: Marathon creates a new
-/// version on every scale or restart too, and `versionInfo.lastConfigChangeAt`
-/// says since when the configuration is unchanged. Every version between that
-/// and `app.version` has the same configuration.
-///
-/// It holds an entry for every app of the cluster, so it is kept compact:
-/// only the [`AppConfig`] (what a task inherits), never the app definition,
-/// and each distinct configuration once, shared by all the apps and versions
-/// that have it (apps deployed with the same groups and labels are common).
-#[derive(Debug, Clone, Default)]
-pub struct VersionCache {
-    apps: HashMap<Box<str>, KnownApp>,
-    /// One copy of each configuration some entry of `apps` uses.
-    configs: HashSet<Arc<AppConfig>>,
-    /// `configs` is swept of unused configurations when it reaches this size.
-    sweep_at: usize,
-    /// Number of complete documents converted; see [`KnownApp::seen`].
-    generation: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-struct KnownApp {
-    configs: Vec<KnownConfig>,
-    /// The last complete document (`VersionCache::generation`) the app was in.
-    seen: u64,
-}
-
-#[derive(Debug, Clone)]
-struct KnownConfig {
-    /// `lastConfigChangeAt` of the versions below.
-    since: Option<Box<str>>,
-    /// Versions that were seen current with this configuration, sorted,
-    /// without duplicates.
-    versions: Vec<Box<str>>,
-    config: Arc<AppConfig>,
-}
-
-/// Bounds memory for an app redeployed in a loop while old tasks linger.
-const MAX_CONFIGS_PER_APP: usize = 32;
-
-/// `configs` is never swept below this size.
-const MIN_SWEEP: usize = 1024;
-
-impl KnownConfig {
-    fn covers(&self, version: &str) -> bool {
-        if self
-            .versions
-            .binary_search_by(|v| (**v).cmp(version))
-            .is_ok()
-        {
-            return true;
-        }
-        let (Some(since), Some(latest)) = (
-            self.since.as_deref(),
-            self.versions.iter().filter_map(|v| timestamp_key(v)).max(),
-        ) else {
-            return false;
-        };
-        match (timestamp_key(since), timestamp_key(version)) {
-            (Some(since), Some(v)) => since <= v && v <= latest,
-            _ => false,
-        }
-    }
-
-    fn insert_version(&mut self, version: &str) {
-        if let Err(at) = self.versions.binary_search_by(|v| (**v).cmp(version)) {
-            self.versions.insert(at, version.into());
-        }
-    }
-}
-
-impl VersionCache {
-    /// Record `app` as the configuration of `app.version` (no-op for an app
-    /// without a version: there is nothing to match tasks against).
-    pub fn learn(&mut self, app: &App) {
-        self.learn_config(app, app.config());
-    }
-
-    /// [`learn`](Self::learn) with `config == app.config()`; returns it,
-    /// shared with the cache when it was recorded.
-    fn learn_config(&mut self, app: &App, config: AppConfig) -> Arc<AppConfig> {
-        let Some(version) = app
-            .version
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        else {
-            return Arc::new(config);
-        };
-        let since = app
-            .version_info
-            .as_ref()
-            .and_then(|i| i.last_config_change_at.as_deref());
-        if !self.apps.contains_key(app.id.as_str()) {
-            self.apps
-                .insert(app.id.as_str().into(), KnownApp::default());
-        }
-        let Some(known) = self.apps.get_mut(app.id.as_str()) else {
-            return Arc::new(config);
-        };
-        let known = &mut known.configs;
-        if let Some(entry) = known
-            .iter_mut()
-            .find(|k| k.since.as_deref() == since && *k.config == config)
-        {
-            entry.insert_version(version);
-            return Arc::clone(&entry.config);
-        }
-        known.retain(|k| !k.versions.iter().any(|v| **v == *version));
-        let config = match self.configs.get(&config) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared = Arc::new(config);
-                self.configs.insert(Arc::clone(&shared));
-                shared
-            }
-        };
-        // Nearly every app has one configuration: no spare room (a `Vec`
-        // otherwise starts with four, ~150 bytes per app for nothing).
-        known.reserve_exact(1);
-        known.push(KnownConfig {
-            since: since.map(Box::from),
-            versions: vec![version.into()],
-            config: Arc::clone(&config),
-        });
-        if known.len() > MAX_CONFIGS_PER_APP {
-            known.remove(0);
-        }
-        if self.configs.len() >= self.sweep_at {
-            self.sweep();
-        }
-        config
-    }
-
-    /// Drop the shared configurations no entry uses any more.
-    fn sweep(&mut self) {
-        self.configs.retain(|c| Arc::strong_count(c) > 1);
-        self.sweep_at = (2 * self.configs.len()).max(MIN_SWEEP);
-    }
-
-    /// The configuration of `app_id` at `version`, if groupd has seen it.
-    pub fn lookup(&self, app_id: &str, version: &str) -> Option<&AppConfig> {
-        let version = version.trim();
-        self.apps
-            .get(app_id)?
-            .configs
-            .iter()
-            .rev()
-            .find(|k| k.covers(version))
-            .map(|k| &*k.config)
-    }
-
-    /// Number of (app, configuration) pairs remembered.
-    pub fn len(&self) -> usize {
-        self.apps.values().map(|k| k.configs.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forget configurations of `app_id` that cover none of `versions`.
-    fn retain_versions(&mut self, app_id: &str, versions: &BTreeSet<&str>) {
-        if let Some(known) = self.apps.get_mut(app_id) {
-            known
-                .configs
-                .retain(|k| versions.iter().any(|v| k.covers(v)));
-        }
-    }
-
-    /// Start converting a complete document: apps not [`mark`](Self::mark)ed
-    /// before [`forget_unmarked`](Self::forget_unmarked) are forgotten.
-    fn begin_complete(&mut self) {
-        self.generation += 1;
-    }
-
-    /// `app_id` is in the complete document being converted.
-    fn mark(&mut self, app_id: &str) {
-        if let Some(known) = self.apps.get_mut(app_id) {
-            known.seen = self.generation;
-        }
-    }
-
-    /// Forget apps that are not in the complete document just converted.
-    fn forget_unmarked(&mut self) {
-        let generation = self.generation;
-        self.apps.retain(|_, k| k.seen == generation);
-        if self.apps.capacity() > 4 * self.apps.len().max(64) {
-            self.apps.shrink_to_fit();
-        }
-    }
-}
-
 /// Comparable form of Marathon's ISO timestamps (`2017-07-19T17:34:41.967Z`):
 /// (date, nanoseconds of day). `None` for anything else, which then only
 /// matches itself exactly.
@@ -826,8 +629,7 @@ impl<'a> Conversion<'a> {
     /// Make room for `apps` apps in the cache at once (growing it step by
     /// step holds the old and the new table together at each step).
     pub fn reserve(&mut self, apps: usize) {
-        let cache = &mut self.versions.apps;
-        cache.reserve(apps.saturating_sub(cache.len()));
+        self.versions.reserve(apps);
     }
 
     pub fn add(&mut self, app: &App) {
@@ -844,7 +646,6 @@ impl<'a> Conversion<'a> {
         if self.complete {
             self.versions.forget_unmarked();
         }
-        self.versions.sweep();
         self.view.finish()
     }
 }
@@ -853,14 +654,24 @@ impl<'a> Conversion<'a> {
 /// each task the configuration of the version that launched it; a task whose
 /// version groupd never saw gets no groups at all (fail closed) and a note.
 pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache) -> Vec<Task> {
-    let current = versions.learn_config(app, app.config());
+    let current = app.config();
+    versions.learn_config(app, &current);
+    let current_version = app.version.as_deref().map(str::trim);
     let tasks = app.tasks.as_deref().unwrap_or_default();
     let converted = tasks
         .iter()
         .map(|task| {
+            let known;
             let launch = match task.version.as_deref() {
-                None => Ok(&*current),
-                Some(v) => versions.lookup(&app.id, v).ok_or(v),
+                None => Ok(&current),
+                // Just learned (the usual case): no need to look it up.
+                Some(v) if Some(v.trim()) == current_version && !v.trim().is_empty() => {
+                    Ok(&current)
+                }
+                Some(v) => {
+                    known = versions.lookup(&app.id, v);
+                    known.as_ref().ok_or(v)
+                }
             };
             convert_task(app, task, launch, &current, groups)
         })
@@ -887,9 +698,13 @@ pub fn convert_event_task(
     versions: &VersionCache,
 ) -> Task {
     let current = app.config();
+    let known;
     let launch = match task.version.as_deref() {
         None => Ok(&current),
-        Some(v) => versions.lookup(&app.id, v).ok_or(v),
+        Some(v) => {
+            known = versions.lookup(&app.id, v);
+            known.as_ref().ok_or(v)
+        }
     };
     convert_task(app, task, launch, &current, groups)
 }
