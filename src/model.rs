@@ -15,7 +15,7 @@ pub mod compact;
 mod group_name;
 
 pub use compact::{VecMap, VecSet};
-pub use group_name::GroupName;
+pub use group_name::{intern, GroupName};
 
 /// A task's id: shared by the view's index, the task and everything that
 /// refers to the task (one copy of each id, however many indexes hold it).
@@ -230,7 +230,7 @@ pub enum TaskState {
     Gone,
     GoneByOperator,
     Unknown,
-    Other(String),
+    Other(Box<str>),
 }
 
 impl TaskState {
@@ -253,7 +253,7 @@ impl TaskState {
             "GONE" => TaskState::Gone,
             "GONE_BY_OPERATOR" => TaskState::GoneByOperator,
             "UNKNOWN" => TaskState::Unknown,
-            _ => TaskState::Other(name.to_string()),
+            _ => TaskState::Other(name.into()),
         }
     }
 
@@ -313,10 +313,10 @@ pub struct Task {
     /// Mesos task ID (== Marathon task id). Any string; never becomes nft syntax.
     pub id: TaskId,
     /// Marathon app id or, for other frameworks, the framework name + task name.
-    pub app: String,
+    pub app: Arc<str>,
     /// Agent ID (Mesos slave_id / Marathon slaveId), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
+    pub agent: Option<Arc<str>>,
     pub state: TaskState,
     /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
     pub ips: VecSet<IpAddr>,
@@ -334,7 +334,7 @@ pub struct Task {
     /// A diagnostic for operators (shown by groupctl), e.g. why a task that
     /// should have groups was treated as ungrouped. Never affects rules by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Box<str>>,
 }
 
 impl Task {
@@ -348,7 +348,7 @@ impl Task {
     ) -> Task {
         let mut t = Task {
             id: id.into(),
-            app: app.to_string(),
+            app: app.into(),
             agent: None,
             state: TaskState::Running,
             ips: ips.into_iter().collect(),

@@ -121,7 +121,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
         }
         rows.push(EndpointRow {
             task: t.id.to_string(),
-            app: t.app.clone(),
+            app: t.app.to_string(),
             ips: t.ips.iter().copied().collect(),
             interfaces: interfaces.into_iter().collect(),
             groups: effective_groups(t, state.policy())
@@ -135,7 +135,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
                 .collect(),
             task_state: t.state.as_str().to_string(),
             enforcement,
-            note: t.note.clone(),
+            note: t.note.as_deref().map(str::to_string),
         });
     }
     rows

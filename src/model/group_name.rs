@@ -1,4 +1,5 @@
-//! Group names, stored once however many tasks are members.
+//! Group names (and other strings many tasks repeat), stored once however
+//! many tasks refer to them.
 //!
 //! A cluster has a few thousand groups but every task names several of them,
 //! and every Marathon app version remembers its own list: as `String`s that
@@ -37,23 +38,29 @@ static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
     })
 });
 
+/// The shared copy of `name`: for strings many tasks repeat (group names,
+/// agent ids).
+pub fn intern(name: &str) -> Arc<str> {
+    // A panic while the lock was held cannot leave the set inconsistent
+    // (each operation is a single insert or retain), so a poisoned lock
+    // is used as is.
+    let mut interner = INTERNER.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = interner.names.get(name) {
+        return Arc::clone(shared);
+    }
+    if interner.names.len() >= interner.sweep_at {
+        interner.names.retain(|n| Arc::strong_count(n) > 1);
+        interner.sweep_at = (2 * interner.names.len()).max(MIN_SWEEP);
+    }
+    let shared: Arc<str> = Arc::from(name);
+    interner.names.insert(Arc::clone(&shared));
+    shared
+}
+
 impl GroupName {
     /// The shared copy of `name`.
     pub fn new(name: &str) -> GroupName {
-        // A panic while the lock was held cannot leave the set inconsistent
-        // (each operation is a single insert or retain), so a poisoned lock
-        // is used as is.
-        let mut interner = INTERNER.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(shared) = interner.names.get(name) {
-            return GroupName(Arc::clone(shared));
-        }
-        if interner.names.len() >= interner.sweep_at {
-            interner.names.retain(|n| Arc::strong_count(n) > 1);
-            interner.sweep_at = (2 * interner.names.len()).max(MIN_SWEEP);
-        }
-        let shared: Arc<str> = Arc::from(name);
-        interner.names.insert(Arc::clone(&shared));
-        GroupName(shared)
+        GroupName(intern(name))
     }
 
     pub fn as_str(&self) -> &str {

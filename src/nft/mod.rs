@@ -67,8 +67,9 @@ impl Nft {
     /// netlink messages sent.
     pub fn apply_delta(&mut self, table: &str, delta: &Delta) -> Result<usize, NftError> {
         let requests = delta_requests(table, delta);
-        self.sock.transact(&requests)?;
-        Ok(requests.len())
+        let sent = requests.len();
+        self.sock.transact(requests)?;
+        Ok(sent)
     }
 
     /// Make the kernel hold exactly `tables`, in one transaction.
@@ -87,7 +88,7 @@ impl Nft {
             diff_table(t, &kernel, &mut requests, &mut report);
         }
         report.messages = requests.len();
-        self.sock.transact(&requests)?;
+        self.sock.transact(requests)?;
         Ok(report)
     }
 
@@ -99,8 +100,9 @@ impl Nft {
                 requests.push(encode::delete_table(family, table));
             }
         }
-        self.sock.transact(&requests)?;
-        Ok(requests.len())
+        let sent = requests.len();
+        self.sock.transact(requests)?;
+        Ok(sent)
     }
 
     fn read_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {

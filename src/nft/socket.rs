@@ -94,26 +94,42 @@ impl NfSocket {
 
     /// Send `requests` as ONE atomic nf_tables transaction and wait for the
     /// kernel's verdict. Either everything is committed or nothing is.
-    pub fn transact(&mut self, requests: &[Request]) -> Result<(), NftError> {
+    /// The encoded bytes of each request are released as they are copied
+    /// into the batch (a full apply is megabytes of set elements; holding
+    /// them twice was the daemon's peak memory).
+    pub fn transact(&mut self, mut requests: Vec<Request>) -> Result<(), NftError> {
         if requests.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(requests.len() * 96 + 64);
+        // The batch's exact size for encoded requests (growing the buffer by
+        // doubling would hold up to twice the batch).
+        let size: usize = requests
+            .iter()
+            .map(|r| match &r.body {
+                Body::Typed(_) => 256,
+                Body::Raw { attributes, .. } => (20 + attributes.len()).next_multiple_of(4),
+            })
+            .sum();
+        let mut buf = Vec::with_capacity(size + 64);
         let begin_seq = self.seq();
         emit_control(&mut buf, ControlMessage::BatchBegin, begin_seq);
         let first_seq = self.next_seq;
         let last = requests.len() - 1;
-        for (i, r) in requests.iter().enumerate() {
+        for (i, r) in requests.iter_mut().enumerate() {
             let seq = self.seq();
             // Only the last message asks for an ACK: it tells us the batch was
             // processed; failing messages report themselves regardless.
             let ack = if i == last { NLM_F_ACK } else { 0 };
             let flags = NLM_F_REQUEST | ack | r.flags;
-            match &r.body {
+            match &mut r.body {
                 Body::Typed(message) => emit_nft(&mut buf, r.family, message.clone(), flags, seq),
                 Body::Raw {
                     kind, attributes, ..
-                } => emit_raw(&mut buf, r.family, *kind, attributes, flags, seq),
+                } => {
+                    emit_raw(&mut buf, r.family, *kind, attributes, flags, seq);
+                    // Errors name a request by `what`, never by its bytes.
+                    drop(std::mem::take(attributes));
+                }
             }
         }
         let last_seq = first_seq.wrapping_add(last as u32);

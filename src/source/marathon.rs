@@ -845,7 +845,7 @@ impl Source {
     fn on_app_terminated(&mut self, app_id: &str) -> Change {
         self.apps.remove(app_id);
         let before = self.view.tasks.len();
-        self.view.tasks.retain(|_, t| t.app != app_id);
+        self.view.tasks.retain(|_, t| *t.app != *app_id);
         if self.view.tasks.len() == before {
             Change::None
         } else {

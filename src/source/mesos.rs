@@ -1012,13 +1012,13 @@ mod tests {
         assert_eq!(req.header("accept"), Some(JSON));
         assert_eq!(view.tasks.len(), 4);
         let hello = &view.tasks["hello-world.e26a1fe7-28d9-11e8-964a-70b3d5800003"];
-        assert_eq!(hello.app, "marathon:hello-world");
+        assert_eq!(&*hello.app, "marathon:hello-world");
         assert_eq!(ips(hello), ["172.17.0.4"]);
         // Host networking in the capture: shown, not enforced, no groups.
         assert_eq!(hello.not_enforced, Some(NotEnforced::HostNetwork));
         assert!(view.tasks.values().all(|t| t.groups.is_empty()));
         assert_eq!(
-            view.tasks["world-0-server__deb2e5df-d33e-43cd-a41b-10f1ea5c88b3"].app,
+            &*view.tasks["world-0-server__deb2e5df-d33e-43cd-a41b-10f1ea5c88b3"].app,
             "hello-world:world-0-server"
         );
 
@@ -1150,7 +1150,7 @@ mod tests {
         let view = snapshot(&mut rx).await;
         assert_eq!(groups_of(&view.tasks["web.a"]), ["web"]);
         assert_eq!(ips(&view.tasks["web.a"]), ["10.233.0.1"]);
-        assert_eq!(view.tasks["web.a"].app, "marathon:web");
+        assert_eq!(&*view.tasks["web.a"].app, "marathon:web");
 
         let b = task_json("db.b", "TASK_RUNNING", "10.233.0.2", &["db", "public"]);
         hub.push(&frame(&task_added(&b)));

@@ -21,6 +21,7 @@ mod versions;
 pub use versions::VersionCache;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use std::fmt;
 
@@ -657,6 +658,7 @@ pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache
     let current = app.config();
     versions.learn_config(app, &current);
     let current_version = app.version.as_deref().map(str::trim);
+    let app_id: Arc<str> = Arc::from(app.id.as_str());
     let tasks = app.tasks.as_deref().unwrap_or_default();
     let converted = tasks
         .iter()
@@ -673,7 +675,7 @@ pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache
                     known.as_ref().ok_or(v)
                 }
             };
-            convert_task(app, task, launch, &current, groups)
+            convert_task_of(app, &app_id, task, launch, &current, groups)
         })
         .collect();
     // Keep what the current version and the remaining tasks still need.
@@ -718,9 +720,32 @@ fn convert_task(
     current: &AppConfig,
     groups: &GroupsConfig,
 ) -> Task {
+    convert_task_of(
+        app,
+        &Arc::from(app.id.as_str()),
+        task,
+        launch,
+        current,
+        groups,
+    )
+}
+
+/// [`convert_task`] with `app.id` as a shared string (one for all the
+/// tasks of an app).
+fn convert_task_of(
+    app: &App,
+    app_id: &Arc<str>,
+    task: &MarathonTask,
+    launch: Result<&AppConfig, &str>,
+    current: &AppConfig,
+    groups: &GroupsConfig,
+) -> Task {
     let state = task_state(task);
-    let app_id = task.app_id.clone().unwrap_or_else(|| app.id.clone());
-    let mut out = new_task(&task.id, app_id, task.slave_id.clone(), state);
+    let app_id = match task.app_id.as_deref() {
+        Some(own) if own != &**app_id => Arc::from(own),
+        _ => Arc::clone(app_id),
+    };
+    let mut out = new_task(&task.id, app_id, task.slave_id.as_deref(), state);
     let mut notes = Notes::default();
     // The network mode can change between versions too; without the launch
     // version the current one is the best guess (the IPs are the task's own).

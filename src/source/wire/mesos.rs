@@ -692,8 +692,13 @@ pub fn convert_task(task: &MesosTask, ctx: &Context, groups: &GroupsConfig) -> T
 /// listed under, used when the task does not name its own.
 fn convert(task: &MesosTask, framework: Option<&Id>, ctx: &Context, groups: &GroupsConfig) -> Task {
     let state = task.current_state();
-    let agent = task.slave_id.as_ref().map(|id| id.0.clone());
-    let mut out = new_task(&task.id.0, app_name(task, framework, ctx), agent, state);
+    let agent = task.slave_id.as_ref().map(|id| id.0.as_str());
+    let mut out = new_task(
+        &task.id.0,
+        app_name(task, framework, ctx).into(),
+        agent,
+        state,
+    );
     let mut notes = Notes::default();
     let reported = task.reported_networks();
     let has_ips = reported.iter().any(|n| n.has_address());
@@ -1075,12 +1080,12 @@ mod tests {
         ctx.add_framework(Some(&Id("F1".into())), Some("marathon"));
         let t = task(r#"{"id":"t","name":"web.prod","framework_id":"F1"}"#);
         assert_eq!(
-            convert_task(&t, &ctx, &GroupsConfig::default()).app,
+            &*convert_task(&t, &ctx, &GroupsConfig::default()).app,
             "marathon:web.prod"
         );
         let t = task(r#"{"id":"t","name":"web","framework_id":"F2"}"#);
         assert_eq!(
-            convert_task(&t, &ctx, &GroupsConfig::default()).app,
+            &*convert_task(&t, &ctx, &GroupsConfig::default()).app,
             "F2:web"
         );
     }

@@ -12,11 +12,12 @@
 //! endpoint classification.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::config::GroupsConfig;
-use crate::model::{GroupOrigin, NotEnforced, Task, TaskState, VecMap};
+use crate::model::{intern, GroupOrigin, NotEnforced, Task, TaskState, VecMap};
 
 pub mod marathon;
 pub mod mesos;
@@ -50,11 +51,12 @@ pub fn classify(kind: NetworkKind, state: &TaskState, has_ips: bool) -> Option<N
 }
 
 /// A task with nothing but its identity; the converters fill in the rest.
-pub(crate) fn new_task(id: &str, app: String, agent: Option<String>, state: TaskState) -> Task {
+/// The agent id is interned: an agent runs many tasks.
+pub(crate) fn new_task(id: &str, app: Arc<str>, agent: Option<&str>, state: TaskState) -> Task {
     Task {
         id: id.into(),
         app,
-        agent,
+        agent: agent.map(intern),
         state,
         ips: Default::default(),
         groups: Default::default(),
@@ -134,11 +136,11 @@ impl Notes {
         }
     }
 
-    pub fn into_note(self) -> Option<String> {
+    pub fn into_note(self) -> Option<Box<str>> {
         if self.0.is_empty() {
             None
         } else {
-            Some(self.0.join("; "))
+            Some(self.0.join("; ").into())
         }
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! The cache has an entry for every app of the cluster, and most entries
 //! are never read (only tasks still running an older version need one), so
-//! each entry is packed: everything it knows of an app (its configurations
-//! and the versions that had each) is one byte string, written by [`pack`]
-//! and read by [`unpack`]. An app costs its id, those bytes and a table
-//! slot; as separate strings, vectors and shared configurations it cost
-//! about 2.5 times that (seven allocations per app, ~430 bytes).
+//! each entry is packed: an app's id and everything known of it (its
+//! configurations and the versions that had each) are one byte string,
+//! written by [`pack`] and read by [`unpack`]. An app costs those bytes and
+//! a 24-byte table slot; as separate strings, vectors and shared
+//! configurations it cost about three times that (seven allocations per
+//! app, ~430 bytes).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 use super::{timestamp_key, App, AppConfig};
 use crate::model::{DiscoveryPort, GroupName, Protocol, VecMap, VecSet};
@@ -30,18 +33,57 @@ use crate::source::wire::NetworkKind;
 /// definition, and packed (see the module documentation).
 #[derive(Debug, Clone, Default)]
 pub struct VersionCache {
-    apps: HashMap<Box<str>, KnownApp>,
-    /// Number of complete documents converted; see [`KnownApp::seen`].
+    /// Each app, with the last complete document (`generation`) it was in.
+    apps: HashMap<KnownApp, u64>,
+    /// Number of complete documents converted.
     generation: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-struct KnownApp {
-    /// The last complete document (`VersionCache::generation`) the app was in.
-    seen: u64,
-    /// Its configurations, oldest first ([`pack`]).
-    packed: Box<[u8]>,
+/// An app id and its configurations, oldest first, packed ([`pack`]). As a
+/// key it is its id: it hashes and compares as the id `str`, so the table is
+/// looked up by app id.
+#[derive(Debug, Clone)]
+struct KnownApp(Box<[u8]>);
+
+impl KnownApp {
+    fn new(id: &str, records: &[Record<'_>]) -> KnownApp {
+        KnownApp(pack(id, records))
+    }
+
+    fn id(&self) -> &str {
+        let mut c = Cursor(&self.0);
+        c.str().unwrap_or_default()
+    }
+
+    fn records(&self) -> Vec<Record<'_>> {
+        let mut c = Cursor(&self.0);
+        match c.str() {
+            Some(_) => unpack(c),
+            None => Vec::new(),
+        }
+    }
 }
+
+impl Borrow<str> for KnownApp {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Hash for KnownApp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires it.
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for KnownApp {
+    fn eq(&self, other: &KnownApp) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for KnownApp {}
 
 /// One configuration of an app and the versions seen current with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,16 +138,10 @@ impl VersionCache {
             .version_info
             .as_ref()
             .and_then(|i| i.last_config_change_at.as_deref());
-        if !self.apps.contains_key(app.id.as_str()) {
-            self.apps
-                .insert(app.id.as_str().into(), KnownApp::default());
-        }
-        let Some(known) = self.apps.get_mut(app.id.as_str()) else {
-            return;
-        };
         let mut encoded = Vec::new();
         encode_config(config, &mut encoded);
-        let mut records = unpack(&known.packed);
+        let known = self.apps.get_key_value(app.id.as_str());
+        let mut records = known.map(|(k, _)| k.records()).unwrap_or_default();
         if let Some(record) = records
             .iter_mut()
             .find(|r| r.since == since && r.config == encoded.as_slice())
@@ -126,15 +162,22 @@ impl VersionCache {
                 records.remove(0);
             }
         }
-        let packed = pack(&records);
-        known.packed = packed;
+        let replacement = KnownApp::new(&app.id, &records);
+        self.replace(replacement);
+    }
+
+    /// Put `known` in place of the entry with its id, keeping when that app
+    /// was last seen.
+    fn replace(&mut self, known: KnownApp) {
+        let seen = self.apps.remove(known.id()).unwrap_or(0);
+        self.apps.insert(known, seen);
     }
 
     /// The configuration of `app_id` at `version`, if groupd has seen it.
     pub fn lookup(&self, app_id: &str, version: &str) -> Option<AppConfig> {
         let version = version.trim();
-        let known = self.apps.get(app_id)?;
-        let records = unpack(&known.packed);
+        let (known, _) = self.apps.get_key_value(app_id)?;
+        let records = known.records();
         let record = records.iter().rev().find(|r| r.covers(version))?;
         decode_config(record.config)
     }
@@ -143,13 +186,13 @@ impl VersionCache {
     pub fn knows(&self, app_id: &str, version: &str) -> bool {
         let version = version.trim();
         self.apps
-            .get(app_id)
-            .is_some_and(|known| unpack(&known.packed).iter().any(|r| r.covers(version)))
+            .get_key_value(app_id)
+            .is_some_and(|(known, _)| known.records().iter().any(|r| r.covers(version)))
     }
 
     /// Number of (app, configuration) pairs remembered.
     pub fn len(&self) -> usize {
-        self.apps.values().map(|k| unpack(&k.packed).len()).sum()
+        self.apps.keys().map(|k| k.records().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -164,15 +207,15 @@ impl VersionCache {
 
     /// Forget configurations of `app_id` that cover none of `versions`.
     pub(super) fn retain_versions(&mut self, app_id: &str, versions: &BTreeSet<&str>) {
-        let Some(known) = self.apps.get_mut(app_id) else {
+        let Some((known, _)) = self.apps.get_key_value(app_id) else {
             return;
         };
-        let mut records = unpack(&known.packed);
+        let mut records = known.records();
         let before = records.len();
         records.retain(|r| versions.iter().any(|v| r.covers(v)));
         if records.len() != before {
-            let packed = pack(&records);
-            known.packed = packed;
+            let replacement = KnownApp::new(app_id, &records);
+            self.replace(replacement);
         }
     }
 
@@ -184,15 +227,15 @@ impl VersionCache {
 
     /// `app_id` is in the complete document being converted.
     pub(super) fn mark(&mut self, app_id: &str) {
-        if let Some(known) = self.apps.get_mut(app_id) {
-            known.seen = self.generation;
+        if let Some(seen) = self.apps.get_mut(app_id) {
+            *seen = self.generation;
         }
     }
 
     /// Forget apps that are not in the complete document just converted.
     pub(super) fn forget_unmarked(&mut self) {
         let generation = self.generation;
-        self.apps.retain(|_, k| k.seen == generation);
+        self.apps.retain(|_, seen| *seen == generation);
         if self.apps.capacity() > 4 * self.apps.len().max(64) {
             self.apps.shrink_to_fit();
         }
@@ -203,8 +246,9 @@ impl VersionCache {
 // and its bytes. Only `pack` writes it, so `unpack` of anything else is not
 // expected; it stops at the first thing it cannot read.
 //
-//   records: { since-flag u8, [since str], count u16, version str * count,
-//              config-length u32, config bytes } *
+//   app id str, then records: { since-flag u8, [since str], count u16,
+//                               version str * count, config-length u32,
+//                               config bytes } *
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
@@ -260,8 +304,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn pack(records: &[Record<'_>]) -> Box<[u8]> {
+fn pack(id: &str, records: &[Record<'_>]) -> Box<[u8]> {
     let mut out = Vec::new();
+    put_str(&mut out, id);
     for r in records {
         match r.since {
             Some(since) => {
@@ -280,9 +325,9 @@ fn pack(records: &[Record<'_>]) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
-fn unpack(packed: &[u8]) -> Vec<Record<'_>> {
+/// The records after the app id.
+fn unpack(mut c: Cursor<'_>) -> Vec<Record<'_>> {
     let mut records = Vec::new();
-    let mut c = Cursor(packed);
     while !c.is_empty() {
         let Some(record) = unpack_record(&mut c) else {
             break;
@@ -483,7 +528,16 @@ mod tests {
                 config: b"",
             },
         ];
-        assert_eq!(unpack(&pack(&records)), records);
-        assert!(unpack(&pack(&[])).is_empty());
+        let known = KnownApp::new("/web", &records);
+        assert_eq!(known.id(), "/web");
+        assert_eq!(known.records(), records);
+        let empty = KnownApp::new("", &[]);
+        assert_eq!((empty.id(), empty.records()), ("", vec![]));
+        // A key is its id: found by `str`, equal whatever it knows.
+        let mut apps = HashMap::new();
+        apps.insert(known, 7u64);
+        assert_eq!(apps.get("/web"), Some(&7));
+        assert!(apps.contains_key(&KnownApp::new("/web", &[])));
+        assert!(!apps.contains_key("/we"));
     }
 }
