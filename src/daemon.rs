@@ -93,9 +93,14 @@ impl Daemon {
     /// re-applies it at once.
     fn load_persisted(&self) -> Option<ClusterView> {
         let path = self.view_path();
-        let bytes = std::fs::read(&path).ok()?;
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => Some(v),
+        let file = std::fs::File::open(&path).ok()?;
+        // Streamed, like `persist`: the file is megabytes for a large cluster.
+        let reader = std::io::BufReader::with_capacity(64 << 10, file);
+        match serde_json::from_reader::<_, ClusterView>(reader) {
+            Ok(mut view) => {
+                view.repack();
+                Some(view)
+            }
             Err(e) => {
                 warn!(path = %path.display(), "ignoring unreadable persisted view: {e}");
                 None
