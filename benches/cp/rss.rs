@@ -96,6 +96,70 @@ impl Drop for Daemon {
     }
 }
 
+/// Read-backs of the kernel table during the measurement: the daemon's
+/// periodic drift check (every `verify_interval`, 10 s by default) reads all
+/// 41k elements back, so its memory belongs in the peak.
+const VERIFY_INTERVAL_S: f64 = 2.0;
+/// How long the peak is watched after the daemon is in sync: past two
+/// read-backs, the file source's re-looks within its racy window and the
+/// persisting of the view.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// What one daemon run showed.
+struct Run {
+    ready: f64,
+    in_sync_rss: f64,
+    hwm: f64,
+    settled: f64,
+    apply_ms: f64,
+    ifaces: u64,
+}
+
+/// Start groupd with `config`, wait until it reports `n` tasks, watch it for
+/// [`SETTLE`], stop it (SIGTERM: it keeps its persisted view).
+fn measure(ns: &ScratchNs, dir: &Path, config: &Path, socket: &Path, n: usize) -> Run {
+    let log = std::fs::File::create(dir.join("groupd.log")).expect("create log");
+    let started = Instant::now();
+    let config = config.to_path_buf();
+    let child = ns.run(move || {
+        Command::new(GROUPD)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start groupd")
+    });
+    let daemon = Daemon(child);
+    let pid = daemon.0.id();
+    let st = loop {
+        if let Some(v) = status(socket) {
+            if v["tasks"].as_u64() == Some(n as u64) && v["health"]["source_state"] == "in-sync" {
+                break v;
+            }
+        }
+        let log = std::fs::read_to_string(dir.join("groupd.log")).unwrap_or_default();
+        assert!(
+            started.elapsed() < STARTUP_TIMEOUT,
+            "groupd did not report {n} tasks within {STARTUP_TIMEOUT:?}; its log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ready = started.elapsed().as_secs_f64();
+    let in_sync_rss = proc_kb(pid, "VmRSS:") / 1024.0;
+    std::thread::sleep(SETTLE);
+    let run = Run {
+        ready,
+        in_sync_rss,
+        hwm: proc_kb(pid, "VmHWM:") / 1024.0,
+        settled: proc_kb(pid, "VmRSS:") / 1024.0,
+        apply_ms: st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN),
+        ifaces: st["task_interfaces"].as_u64().unwrap_or(0),
+    };
+    drop(daemon);
+    run
+}
+
 pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
     let n = cluster::task_count(g);
     eprintln!("[apply] G={g}: peak RSS of groupd holding {n} tasks");
@@ -111,64 +175,47 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
         &config,
         format!(
             "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n\
-             [daemon]\nsocket = {:?}\nstate_dir = {:?}\n[metrics]\nlisten = \"\"\n",
+             [daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = {VERIFY_INTERVAL_S:?}\n\
+             [metrics]\nlisten = \"\"\n",
             doc,
             socket,
             dir.join("state")
         ),
     )
     .expect("write config");
-    let log = std::fs::File::create(dir.join("groupd.log")).expect("create log");
-    let started = Instant::now();
-    let child = ns.run(move || {
-        Command::new(GROUPD)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start groupd")
-    });
-    let daemon = Daemon(child);
-    let pid = daemon.0.id();
-    let st = loop {
-        if let Some(v) = status(&socket) {
-            if v["tasks"].as_u64() == Some(n as u64) {
-                break v;
-            }
-        }
-        let log = std::fs::read_to_string(dir.join("groupd.log")).unwrap_or_default();
-        assert!(
-            started.elapsed() < STARTUP_TIMEOUT,
-            "groupd did not report {n} tasks within {STARTUP_TIMEOUT:?}; its log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let ready = started.elapsed().as_secs_f64();
-    let rss = proc_kb(pid, "VmRSS:") / 1024.0;
-    let apply_ms = st["health"]["last_apply_ms"].as_f64().unwrap_or(f64::NAN);
-    let ifaces = st["task_interfaces"].as_u64().unwrap_or(0);
-    // The peak includes what follows the first apply (persisting the view,
-    // the file source's re-look within its racy window), before the first
-    // periodic read-back (10 s).
-    std::thread::sleep(Duration::from_secs(3));
-    let (hwm, settled) = (
-        proc_kb(pid, "VmHWM:") / 1024.0,
-        proc_kb(pid, "VmRSS:") / 1024.0,
-    );
-    drop(daemon);
+    let first = measure(&ns, &dir, &config, &socket, n);
     rows.row([
         &format!(
-            "groupd peak RSS (VmHWM), G={g}: {n} tasks, {ifaces} task interfaces, file source"
+            "groupd peak RSS (VmHWM), G={g}: {n} tasks, {} task interfaces, file source; first start, watched {}s after it is in sync ({} periodic read-backs of the table)",
+            first.ifaces,
+            SETTLE.as_secs(),
+            (SETTLE.as_secs_f64() / VERIFY_INTERVAL_S) as u32
         ),
-        &format!("{hwm:.1} MB (VmRSS {rss:.1} MB when in sync, {settled:.1} MB 3 s later)"),
+        &format!(
+            "{:.1} MB (VmRSS {:.1} MB when in sync, {:.1} MB at the end)",
+            first.hwm, first.in_sync_rss, first.settled
+        ),
         &format!(
             "start to in sync {}; its last apply {:.0} ms",
-            fmt_s(ready),
-            apply_ms
+            fmt_s(first.ready),
+            first.apply_ms
         ),
         "",
         &format!("< {TARGET_RSS_MB} MB"),
-        pass(hwm < TARGET_RSS_MB),
+        pass(first.hwm < TARGET_RSS_MB),
+    ]);
+    // A restart: the persisted view is enforced at once, then replaced by
+    // the file's snapshot (two views exist for a moment).
+    let again = measure(&ns, &dir, &config, &socket, n);
+    rows.row([
+        &format!("… the same after a restart (persisted view loaded first), G={g}"),
+        &format!(
+            "{:.1} MB (VmRSS {:.1} MB at the end)",
+            again.hwm, again.settled
+        ),
+        &format!("start to in sync {}", fmt_s(again.ready)),
+        "",
+        "",
+        "",
     ]);
 }
