@@ -136,7 +136,7 @@ fn quirk_08_task_ids_with_dots_keep_the_app_from_app_id() {
     let doc = r#"{"apps":[{"id":"/prod/web","version":"v1","ipAddress":{"groups":["g"]},
         "tasks":[{"id":"pod.instance-ea1231be.app.2","appId":"/prod/web","version":"v1","state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"9.0.0.8","protocol":"IPv4"}]}]}]}"#;
     let v = parse(doc);
-    assert_eq!(task(&v, "pod.instance-ea1231be.app.2").app, "/prod/web");
+    assert_eq!(&*task(&v, "pod.instance-ea1231be.app.2").app, "/prod/web");
 }
 
 #[test]

@@ -308,7 +308,7 @@ fn served_apps_parse_with_groupds_parser() {
     let web: Vec<_> = view
         .tasks
         .values()
-        .filter(|t| t.app == "/prod/web")
+        .filter(|t| &*t.app == "/prod/web")
         .collect();
     assert_eq!(web.len(), 2);
     for t in &web {
@@ -326,7 +326,7 @@ fn served_apps_parse_with_groupds_parser() {
     assert_eq!(db.agent.as_deref(), Some("agent-1"));
     let groups: Vec<&str> = db.groups.keys().map(|g| g.as_str()).collect();
     assert_eq!(groups, ["backend", "frontend"], "1.5 app: groups by label");
-    let by_app = |app: &str| view.tasks.values().find(|t| t.app == app).unwrap();
+    let by_app = |app: &str| view.tasks.values().find(|t| &*t.app == app).unwrap();
     assert_eq!(
         by_app("/host-app").not_enforced,
         Some(NotEnforced::HostNetwork)

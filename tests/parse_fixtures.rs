@@ -468,7 +468,7 @@ fn marathon_docker_bridge_tasks_are_nat_bridge_not_endpoints() {
         &*task.id,
         "pywebserver.8cad6a69-6ca8-11e7-beb2-0e2beceebfcc"
     );
-    assert_eq!(task.app, "/pywebserver");
+    assert_eq!(&*task.app, "/pywebserver");
     assert_eq!(
         task.agent.as_deref(),
         Some("db7b40e2-791c-445f-b373-183e2a648a86-S1")
@@ -771,7 +771,7 @@ fn mesos_get_state_responses_parse() {
         Some(NotEnforced::HostNetwork),
         "docker HOST"
     );
-    assert_eq!(task.app, "marathon:app");
+    assert_eq!(&*task.app, "marathon:app");
 
     let view = parse_ok("mesos/operator-api/mesos-1.8.0-get-state-unhealthy.dcos-net.json");
     let task = only_task(&view);
@@ -1221,7 +1221,7 @@ fn unknown_fields_everywhere_are_ignored() {
     let escaped = r#"{"frameworks":[{"id":"F","name":"fw","tasks":[{"id":"a\/b","name":"x\/y","labels":[{"key":"network-groups","value":"g\/1"}]}]}]}"#;
     let view = parse(escaped.as_bytes()).expect("escaped slashes");
     let task = &view.tasks["a/b"];
-    assert_eq!(task.app, "fw:x/y");
+    assert_eq!(&*task.app, "fw:x/y");
     assert_eq!(group_names(task), vec!["g/1"]);
 }
 
