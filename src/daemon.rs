@@ -240,6 +240,7 @@ impl Daemon {
         match update {
             SourceUpdate::Snapshot(view) => {
                 let conflicts = self.state.set_view(view);
+                release_free_memory();
                 for c in &conflicts {
                     warn!("{c}");
                 }
@@ -466,7 +467,9 @@ fn sd_notify(msg: &[u8]) {
 /// Give the memory a snapshot, its compilation and a full reconcile freed
 /// back to the kernel (glibc keeps it otherwise), so the resident size an
 /// operator sees is what groupd holds, not what it once needed. Called after
-/// a reconcile that wrote something, not after every periodic check.
+/// a reconcile that wrote something and after a snapshot replaced the view
+/// (the old view is megabytes of small blocks), not after every periodic
+/// check.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages; no pointer changes.
