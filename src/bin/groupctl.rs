@@ -114,6 +114,85 @@ fn clean_long(s: &str) -> String {
         .collect()
 }
 
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// "3h12m", "45s": how long ago `then` (unix seconds) was.
+fn ago(then: Option<f64>, now: f64) -> String {
+    let Some(then) = then else {
+        return "never".into();
+    };
+    let s = (now - then).max(0.0) as u64;
+    let text = match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    };
+    format!("{text} ago")
+}
+
+/// `groupctl status` for people: health first, then what is enforced,
+/// then what was dropped and why (`--json` has every field).
+fn status_text(v: &serde_json::Value, now: f64) -> String {
+    let h = &v["health"];
+    let text = |x: &serde_json::Value| clean(x.as_str().unwrap_or("?"));
+    let num = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    let mut out = format!(
+        "source      {} ({}), last snapshot {}\n",
+        text(&h["source"]),
+        text(&h["source_state"]),
+        ago(h["last_sync_unix"].as_f64(), now)
+    );
+    if let Some(reason) = h["degraded_reason"].as_str() {
+        out.push_str(&format!("degraded    {}\n", clean_long(reason)));
+    }
+    out.push_str(&format!(
+        "daemon      up {}; {} transactions ({} failed), last apply {:.1} ms\n",
+        ago(h["started_unix"].as_f64(), now).trim_end_matches(" ago"),
+        num(&h["transactions"]),
+        num(&h["transaction_errors"]),
+        h["last_apply_ms"].as_f64().unwrap_or(0.0)
+    ));
+    out.push_str(&format!(
+        "kernel      {} set elements; last read-back {}, {} drift repairs\n",
+        num(&v["kernel_elements"]),
+        ago(h["last_verify_unix"].as_f64(), now),
+        num(&h["drift_repairs"])
+    ));
+    out.push_str(&format!(
+        "cluster     {} tasks, {} endpoints; {} task interfaces on this agent\n",
+        num(&v["tasks"]),
+        num(&v["endpoints"]),
+        num(&v["task_interfaces"])
+    ));
+    let conflicts = h["conflicts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for c in conflicts {
+        out.push_str(&format!(
+            "conflict    {}\n",
+            clean_long(c.as_str().unwrap_or("?"))
+        ));
+    }
+    out.push_str("dropped (packets, bytes, since the table was created):\n");
+    if let Some(drops) = v["dropped_packets_bytes"].as_object() {
+        for (reason, pb) in drops {
+            out.push_str(&format!(
+                "  {:<52} {:>12} {:>14}\n",
+                clean(reason),
+                num(&pb[0]),
+                num(&pb[1])
+            ));
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let req = match &cli.command {
@@ -209,7 +288,7 @@ fn main() -> ExitCode {
             ),
             Err(e) => format!("unexpected answer: {e}"),
         },
-        Request::Status => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Request::Status => status_text(&v, now_unix()),
         Request::Explain { .. } => {
             match serde_json::from_value::<groupd::explain::Explanation>(v) {
                 Ok(e) => {
@@ -232,4 +311,42 @@ fn main() -> ExitCode {
     };
     println!("{text}");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reads_for_people_and_keeps_every_number() {
+        let v = serde_json::json!({
+            "health": {
+                "source": "file", "source_state": "degraded",
+                "degraded_reason": "file /x: truncated JSON",
+                "last_sync_unix": 1000.0, "transactions": 12, "transaction_errors": 1,
+                "last_apply_ms": 0.44, "drift_repairs": 2, "last_verify_unix": 1090.0,
+                "conflicts": ["IP 10.233.0.1 is claimed by 2 live tasks (a, b)"],
+                "started_unix": 100.0
+            },
+            "tasks": 3, "endpoints": 2, "task_interfaces": 1, "kernel_elements": 40,
+            "dropped_packets_bytes": {"egress denied (R1, R4)": [5, 420]}
+        });
+        let text = status_text(&v, 1100.0);
+        for want in [
+            "file (degraded), last snapshot 100s ago",
+            "degraded    file /x: truncated JSON",
+            "up 16m40s; 12 transactions (1 failed), last apply 0.4 ms",
+            "40 set elements; last read-back 10s ago, 2 drift repairs",
+            "3 tasks, 2 endpoints; 1 task interfaces",
+            "conflict    IP 10.233.0.1 is claimed by 2 live tasks (a, b)",
+            "egress denied (R1, R4)",
+            "420",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in:\n{text}");
+        }
+        // A daemon that never synced, and an answer missing fields.
+        let text = status_text(&serde_json::json!({"health": {}}), 5.0);
+        assert!(text.contains("last snapshot never"), "{text}");
+        assert_eq!(ago(Some(0.0), 7300.0), "2h01m ago");
+    }
 }
