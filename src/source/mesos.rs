@@ -404,7 +404,7 @@ impl Source {
         let mut reader = RecordReader::new(stream, self.tuning.max_record, silence);
         tracing::info!(url = %reader.url(), "mesos source: SUBSCRIBE stream open");
         let first = self.next_record(&mut reader).await?;
-        self.on_subscribed(&mut reader, &first).await?;
+        self.on_subscribed(&mut reader, first).await?;
         loop {
             let record = self.next_record(&mut reader).await?;
             let change = self.apply(&reader.url(), &record)?;
@@ -423,14 +423,17 @@ impl Source {
     async fn on_subscribed(
         &mut self,
         reader: &mut RecordReader,
-        record: &[u8],
+        record: Vec<u8>,
     ) -> Result<(), Failure> {
         let url = reader.url();
         let bad = |detail: String| Failure::BadEvent {
             url: url.clone(),
             detail,
         };
-        let event = parse_event(record).map_err(bad)?;
+        let event = parse_event(&record).map_err(bad)?;
+        // The record is the whole cluster as JSON (megabytes): not held
+        // while the view is built from its parsed form.
+        drop(record);
         let kind = event.kind.as_deref().unwrap_or("(no type)");
         let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
             return Err(bad(format!(
