@@ -497,7 +497,7 @@ mod tests {
             },
             AppConfig {
                 network: NetworkKind::Unknown,
-                ..config(&["c"; 1], &[], &[])
+                ..config(&["c"], &[], &[])
             },
         ];
         for c in &configs {
