@@ -28,6 +28,20 @@ pub struct Delta {
 }
 
 impl Delta {
+    /// Note that `e` is added to (`add`) or removed from the set `key`: a
+    /// pending change the other way is cancelled instead.
+    fn record(&mut self, key: (Family, SetName), e: Element, add: bool) {
+        let (this_way, other_way) = if add {
+            (&mut self.add, &mut self.del)
+        } else {
+            (&mut self.del, &mut self.add)
+        };
+        let cancelled = other_way.get_mut(&key).is_some_and(|s| s.remove(&e));
+        if !cancelled {
+            this_way.entry(key).or_default().insert(e);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.add.values().all(|s| s.is_empty()) && self.del.values().all(|s| s.is_empty())
     }
@@ -523,13 +537,8 @@ impl DesiredState {
             }
         }
         self.elements += 1;
-        if !self.tracking {
-            return;
-        }
-        let key = (family, set);
-        let cancelled = self.pending.del.get_mut(&key).is_some_and(|d| d.remove(&e));
-        if !cancelled {
-            self.pending.add.entry(key).or_default().insert(e);
+        if self.tracking {
+            self.pending.record((family, set), e, true);
         }
     }
 
@@ -545,13 +554,8 @@ impl DesiredState {
             self.port_refs.remove(&e);
         }
         self.elements = self.elements.saturating_sub(1);
-        if !self.tracking {
-            return;
-        }
-        let key = (family, set);
-        let cancelled = self.pending.add.get_mut(&key).is_some_and(|a| a.remove(&e));
-        if !cancelled {
-            self.pending.del.entry(key).or_default().insert(e);
+        if self.tracking {
+            self.pending.record((family, set), e, false);
         }
     }
 

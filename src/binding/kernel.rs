@@ -1,4 +1,5 @@
-//! Requests to the kernel of our own namespace, over rtnetlink.
+//! Requests to the kernel of our own namespace: an rtnetlink connection
+//! ([`Kernel`]) for questions, and link and route dumps read directly.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -41,41 +42,6 @@ impl Kernel {
         })
     }
 
-    /// Every link of our namespace (without their statistics, which we
-    /// do not use), read one datagram at a time (see [`dump`](super::dump)).
-    pub async fn links(&self) -> anyhow::Result<Vec<Link>> {
-        let mut request = LinkMessage::default();
-        request
-            .attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        dump(RouteNetlinkMessage::GetLink(request), |msg| match msg {
-            RouteNetlinkMessage::NewLink(link) => parse::link(&link),
-            _ => None,
-        })
-        .await
-        .context("dumping links")
-    }
-
-    /// Every host route of our namespace, IPv4 and IPv6, all tables.
-    pub async fn host_routes(&self) -> anyhow::Result<Vec<HostRoute>> {
-        // Without NETLINK_GET_STRICT_CHK the kernel ignores the table, scope and
-        // type in these requests and dumps every table, which is what we want.
-        let mut routes = Vec::new();
-        for (request, family) in [
-            (RouteMessageBuilder::<Ipv4Addr>::new().build(), "IPv4"),
-            (RouteMessageBuilder::<Ipv6Addr>::new().build(), "IPv6"),
-        ] {
-            let found = dump(RouteNetlinkMessage::GetRoute(request), |msg| match msg {
-                RouteNetlinkMessage::NewRoute(route) => parse::host_route(&route),
-                _ => None,
-            })
-            .await
-            .with_context(|| format!("dumping {family} routes"))?;
-            routes.extend(found);
-        }
-        Ok(routes)
-    }
-
     /// The id our namespace gives to the namespace behind `ns` (an fd on a
     /// network namespace), or `None` when it has none (RTM_GETNSID with
     /// NETNSA_FD; the kernel does not allocate one for this question).
@@ -90,6 +56,41 @@ impl Kernel {
         let replies = handle.request(req).context("asking for a namespace id")?;
         first_nsid(replies).await
     }
+}
+
+/// Every link of our namespace (without their statistics, which we
+/// do not use), read one datagram at a time (see [`dump`](super::dump)).
+pub async fn links() -> anyhow::Result<Vec<Link>> {
+    let mut request = LinkMessage::default();
+    request
+        .attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    dump(RouteNetlinkMessage::GetLink(request), |msg| match msg {
+        RouteNetlinkMessage::NewLink(link) => parse::link(&link),
+        _ => None,
+    })
+    .await
+    .context("dumping links")
+}
+
+/// Every host route of our namespace, IPv4 and IPv6, all tables.
+pub async fn host_routes() -> anyhow::Result<Vec<HostRoute>> {
+    // Without NETLINK_GET_STRICT_CHK the kernel ignores the table, scope and
+    // type in these requests and dumps every table, which is what we want.
+    let mut routes = Vec::new();
+    for (request, family) in [
+        (RouteMessageBuilder::<Ipv4Addr>::new().build(), "IPv4"),
+        (RouteMessageBuilder::<Ipv6Addr>::new().build(), "IPv6"),
+    ] {
+        let found = dump(RouteNetlinkMessage::GetRoute(request), |msg| match msg {
+            RouteNetlinkMessage::NewRoute(route) => parse::host_route(&route),
+            _ => None,
+        })
+        .await
+        .with_context(|| format!("dumping {family} routes"))?;
+        routes.extend(found);
+    }
+    Ok(routes)
 }
 
 /// [`dump_here`] on a blocking thread (ours are never moved to another

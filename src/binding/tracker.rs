@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use crate::config::InterfacesConfig;
 
 use super::events::Event;
-use super::kernel::Kernel;
+use super::kernel::{self, Kernel};
 use super::model::{self, HostRoute, Link, NsAddrs};
 use super::netns::{self, Resolver};
 use super::Bindings;
@@ -138,9 +138,9 @@ impl Tracker {
 
     async fn try_flush(&mut self, pending: &Pending) -> anyhow::Result<()> {
         if pending.own || pending.all_namespaces {
-            let kernel = connected(&mut self.kernel)?;
-            let links = kernel.links().await?;
-            let routes = kernel.host_routes().await?;
+            // Plain dumps (`kernel::links`): no rtnetlink connection needed.
+            let links = kernel::links().await?;
+            let routes = kernel::host_routes().await?;
             self.links = links;
             self.routes = routes;
         }

@@ -123,7 +123,7 @@ pub fn parse_document_kind(
     groups: &GroupsConfig,
     versions: &mut VersionCache,
 ) -> Result<Parsed, DocumentError> {
-    match prepare(bytes, groups, versions, false)? {
+    match prepare_document(bytes, groups, versions)? {
         Prepared::Parsed(parsed) => Ok(parsed),
         Prepared::MarathonApps(apps) => apps.convert_slice(strip_bom(bytes), groups, versions),
     }
@@ -143,6 +143,8 @@ pub enum Prepared {
 pub struct MarathonApps {
     kind: DocumentKind,
     apps: usize,
+    /// The checked bytes started with a UTF-8 byte order mark.
+    bom: bool,
 }
 
 /// [`parse_document_kind`], except that a Marathon app list (the largest
@@ -155,7 +157,18 @@ pub fn prepare_document(
     groups: &GroupsConfig,
     versions: &mut VersionCache,
 ) -> Result<Prepared, DocumentError> {
-    prepare(bytes, groups, versions, true)
+    let bom = bytes.starts_with(BOM);
+    let bytes = strip_bom(bytes);
+    check_single_json_value(bytes)?;
+    let keys = top_level_keys(bytes)?;
+    let (kind, mut view) = match dispatch(bytes, &keys, groups, versions)? {
+        Routed::Converted(converted) => converted,
+        Routed::MarathonApps { kind, apps } => {
+            return Ok(Prepared::MarathonApps(MarathonApps { kind, apps, bom }))
+        }
+    };
+    view.conflicts = view.ip_conflicts();
+    Ok(Prepared::Parsed(Parsed { kind, view }))
 }
 
 impl MarathonApps {
@@ -169,24 +182,15 @@ impl MarathonApps {
         versions: &mut VersionCache,
     ) -> Result<Parsed, DocumentError> {
         let mut reader = reader;
-        // The BOM `prepare_document` skipped, if there is one.
-        let mut head = [0u8; 3];
-        let mut got = 0;
-        while got < head.len() {
-            match reader.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(unsupported(format!("cannot read the document again: {e}"))),
-            }
+        if self.bom {
+            // Skipped as `prepare_document` skipped it; other bytes there
+            // are the caller's to notice (its hash differs).
+            let mut bom = [0u8; BOM.len()];
+            reader
+                .read_exact(&mut bom)
+                .map_err(|e| unsupported(format!("cannot read the document again: {e}")))?;
         }
-        let head = head.get(..got).unwrap_or_default();
-        let head = if head == b"\xEF\xBB\xBF" {
-            &[][..]
-        } else {
-            head
-        };
-        let body = std::io::Read::chain(head, std::io::BufReader::with_capacity(64 << 10, reader));
+        let body = std::io::BufReader::with_capacity(64 << 10, reader);
         self.convert_with(
             serde_json::Deserializer::from_reader(body),
             groups,
@@ -225,30 +229,11 @@ impl MarathonApps {
     }
 }
 
-fn strip_bom(bytes: &[u8]) -> &[u8] {
-    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
-}
+/// The UTF-8 byte order mark some editors write first.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-fn prepare(
-    bytes: &[u8],
-    groups: &GroupsConfig,
-    versions: &mut VersionCache,
-    defer: bool,
-) -> Result<Prepared, DocumentError> {
-    let bytes = strip_bom(bytes);
-    check_single_json_value(bytes)?;
-    let keys = top_level_keys(bytes)?;
-    let (kind, mut view) = match dispatch(bytes, &keys, groups, versions)? {
-        Routed::Converted(converted) => converted,
-        Routed::MarathonApps(apps) if defer => return Ok(Prepared::MarathonApps(apps)),
-        Routed::MarathonApps(apps) => {
-            return apps
-                .convert_slice(bytes, groups, versions)
-                .map(Prepared::Parsed)
-        }
-    };
-    view.conflicts = view.ip_conflicts();
-    Ok(Prepared::Parsed(Parsed { kind, view }))
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
 }
 
 /// Syntax first, so a half-written file is reported as such and not as a
@@ -429,8 +414,12 @@ type Converted = (DocumentKind, ClusterView);
 /// What [`dispatch`] made of a document.
 enum Routed {
     Converted(Converted),
-    /// A checked app list in document order, not converted yet.
-    MarathonApps(MarathonApps),
+    /// A checked app list of `apps` apps in document order, not converted
+    /// yet ([`MarathonApps`]).
+    MarathonApps {
+        kind: DocumentKind,
+        apps: usize,
+    },
 }
 
 impl From<Converted> for Routed {
@@ -603,7 +592,7 @@ fn marathon_group(
             marathon::convert_apps(doc.all_apps(), true, groups, versions),
         )));
     }
-    Ok(Routed::MarathonApps(MarathonApps { kind, apps }))
+    Ok(Routed::MarathonApps { kind, apps })
 }
 
 /// [`marathon::walk_app_group`] over the whole document; a type mismatch

@@ -110,19 +110,25 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
-/// SHA-256 of a file, read in chunks.
-async fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
         }
-        hasher.update(&buf[..n]);
     }
+
+    /// The hash of everything read so far.
+    fn finish(self) -> [u8; 32] {
+        self.hasher.finalize().into()
+    }
+}
+
+/// SHA-256 of a file, read as a stream (the parse, too, runs on this task).
+fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut reader = HashingReader::new(std::fs::File::open(path)?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.finish())
 }
 
 impl Watcher {
@@ -168,7 +174,7 @@ impl Watcher {
         // Contents already applied (a re-look within the racy window, or a
         // rewrite with the same bytes): found by hashing the file as a
         // stream, without holding megabytes of it.
-        if let (Some(done), Ok(hash)) = (self.processed, hash_file(&self.path).await) {
+        if let (Some(done), Ok(hash)) = (self.processed, hash_file(&self.path)) {
             if done == hash {
                 self.seen = Some((stamp, read_at, meta.modified().ok()));
                 return None;
@@ -262,13 +268,10 @@ impl Watcher {
         if file.metadata().map(|m| Stamp::of(&m)).ok()? != stamp {
             return None;
         }
-        let mut reader = HashingReader {
-            inner: file,
-            hasher: Sha256::new(),
-        };
+        let mut reader = HashingReader::new(file);
         let result = apps.convert(&mut reader, &self.groups, &mut self.versions);
         // After a successful conversion the reader is at the end of the file.
-        let same: [u8; 32] = reader.hasher.finalize().into();
+        let same = reader.finish();
         let unchanged = std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == stamp);
         match result {
             Ok(parsed) if same == hash => Some(Ok(parsed)),
