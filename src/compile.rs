@@ -53,6 +53,9 @@ pub const GATE_PORTS4: &str = "gate_ports4";
 pub const GATE_PORTS6: &str = "gate_ports6";
 pub const PORTS: &str = "ports";
 pub const IGNORED_PORTS: &str = "ignored_ports";
+/// One element: the generation of the cluster view the table was compiled
+/// from (see [`generation_element`]).
+pub const GENERATION: &str = "generation";
 
 // Chains of the inet table.
 pub const SOURCE_CHECK: &str = "source_check";
@@ -274,6 +277,29 @@ fn task_interface_rules(dir: Dir, patterns: &[IfacePattern], v: Verdict) -> Vec<
     rules
 }
 
+/// Largest generation an element can carry: 15 decimal digits fit an
+/// `ifname` key (1,000 view changes a second for 31,000 years).
+pub const MAX_GENERATION: u64 = 999_999_999_999_999;
+
+/// The element that stamps a table with the generation of the view it
+/// holds. A set element, because it is the one thing in a table that one
+/// transaction can replace (table and chain comments cannot be updated);
+/// an `ifname` key because `nft list` then prints it as a plain number.
+pub fn generation_element(generation: u64) -> Element {
+    let digits = generation.min(MAX_GENERATION).to_string();
+    Element::set(&[KeyValue::Ifname(&digits)])
+}
+
+/// The generation a table read back from the kernel is stamped with (`None`
+/// when it has no stamp: made by an older groupd or by hand).
+pub fn generation_of(set_elements: &std::collections::BTreeSet<Element>) -> Option<u64> {
+    let [e] = set_elements.iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let digits: Vec<u8> = e.key.iter().copied().take_while(|c| *c != 0).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// The static part of both tables: every chain and set, no elements.
 pub fn skeleton(policy: &Policy) -> (Table, Table) {
     (inet_skeleton(policy), bridge_skeleton(policy))
@@ -291,6 +317,7 @@ fn inet_sets(t: &mut Table) {
         (BOUND4, vec![ifname, v4]),
         (BOUND6, vec![ifname, v6]),
         (BRIDGES, vec![ifname]),
+        (GENERATION, vec![ifname]),
         (EGRESS4, vec![ifname, v4, v4]),
         (EGRESS6, vec![ifname, v6, v6]),
         (INGRESS4, vec![ifname, v4, v4]),

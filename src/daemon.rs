@@ -1,9 +1,16 @@
 //! The loop: source updates and interface bindings -> desired state ->
 //! one nftables transaction; periodic read-back repairs drift.
 //!
-//! Kernel I/O happens only in [`Daemon::apply`] and [`Daemon::verify`].
-//! Fail-static: when the source is degraded nothing is changed; on exit the
-//! rules stay in the kernel (only `groupd --cleanup` removes them).
+//! Kernel I/O happens only in [`Daemon::apply`] and [`Daemon::reconcile`],
+//! through a [`Dataplane`] (netlink in production, a fake in tests).
+//!
+//! Fail-static: the kernel is changed only by a truth at least as new as
+//! what it holds. Every view has a generation, stamped into the table by the
+//! transaction that enforces it and written to `state_dir` before that
+//! transaction. At start-up an existing table is kept untouched until the
+//! source answers, unless the persisted view is at least as new as the
+//! table's stamp; a degraded source changes nothing; on exit the rules stay
+//! in the kernel (only `groupd --cleanup` removes them).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -15,13 +22,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::binding::{self, Attachment, Bindings};
+use crate::compile;
 use crate::compile::{LocalBinding, Policy};
 use crate::config::{Config, SourceKind};
 use crate::model::ClusterView;
-use crate::nft::Nft;
+use crate::nft::{Dataplane, Netlink, Nft, NftError};
 use crate::source::{self, SourceUpdate};
 use crate::state::DesiredState;
 use crate::status::{self, Request};
+use crate::view_store::{Change, Persisted, ViewStore};
 
 /// Counters and health shown by `groupctl status` and the metrics.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -37,6 +46,9 @@ pub struct Health {
     pub last_verify_unix: Option<f64>,
     pub conflicts: Vec<String>,
     pub started_unix: f64,
+    /// Generation of the view groupd holds (stamped into the table).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 fn now_unix() -> f64 {
@@ -46,23 +58,62 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-pub struct Daemon {
-    config: Config,
-    state: DesiredState,
-    nft: Nft,
-    health: Health,
-    bindings: Bindings,
-    /// The tables are known to hold our desired state (after the first reconcile).
-    synced: bool,
-    metrics: crate::metrics::Shared,
-    /// The view changed since it was last written to `state_dir`.
-    dirty: bool,
+/// What start-up found and did, before the source answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    /// groupd's table was in the kernel and nothing on disk was as new: it
+    /// is kept untouched until the source answers.
+    KernelKept {
+        kernel: Option<u64>,
+        persisted: Option<u64>,
+    },
+    /// The persisted view (no older than the kernel's table) was applied.
+    AppliedPersisted { generation: Option<u64> },
+    /// No table and no usable view: the empty policy was applied, so task
+    /// interfaces are dropped (fail closed) until the source answers.
+    AppliedEmpty,
+    /// The kernel could not be read: nothing was written.
+    KernelUnreadable(String),
 }
 
-impl Daemon {
-    pub fn new(config: Config) -> anyhow::Result<Daemon> {
+/// The stamp of groupd's table in the kernel.
+enum KernelStamp {
+    Absent,
+    /// Present; `None` when it carries no generation (older groupd, by hand).
+    Present(Option<u64>),
+}
+
+pub struct Daemon<D: Dataplane = Netlink> {
+    config: Config,
+    state: DesiredState,
+    nft: Nft<D>,
+    health: Health,
+    bindings: Bindings,
+    /// The tables are known to hold our desired state (after the first
+    /// reconcile): from then on changes go as deltas.
+    synced: bool,
+    /// The view in `state` may be written to the kernel: the source has
+    /// answered, or the persisted view is no older than the kernel's table.
+    /// Until then nothing is written, not even a drift repair.
+    authoritative: bool,
+    /// The newest generation seen anywhere (kernel, disk, this process).
+    newest_generation: u64,
+    /// The last attempt to program the kernel failed.
+    kernel_failing: bool,
+    store: ViewStore,
+    metrics: crate::metrics::Shared,
+}
+
+impl Daemon<Netlink> {
+    pub fn open(config: Config) -> anyhow::Result<Daemon<Netlink>> {
         let nft = Nft::open()
             .context("cannot open a netfilter netlink socket (groupd needs CAP_NET_ADMIN)")?;
+        Ok(Daemon::new(config, nft))
+    }
+}
+
+impl<D: Dataplane> Daemon<D> {
+    pub fn new(config: Config, nft: Nft<D>) -> Daemon<D> {
         let policy = Policy::from_config(&config);
         let health = Health {
             source: format!("{:?}", config.source.kind).to_lowercase(),
@@ -73,59 +124,145 @@ impl Daemon {
         // Not in sync yet: the first reconcile writes everything.
         let mut state = DesiredState::new(policy);
         state.track_changes(false);
-        Ok(Daemon {
+        let store = ViewStore::new(&config.daemon.state_dir);
+        Daemon {
             config,
             state,
             nft,
             health,
             bindings: Bindings::default(),
             synced: false,
+            authoritative: false,
+            newest_generation: 0,
+            kernel_failing: false,
+            store,
             metrics: Default::default(),
-            dirty: false,
-        })
+        }
     }
 
-    fn view_path(&self) -> PathBuf {
-        self.config.daemon.state_dir.join("view.json")
+    pub fn state(&self) -> &DesiredState {
+        &self.state
     }
 
-    /// The last cluster view we enforced, so a restart without the master
-    /// re-applies it at once.
-    fn load_persisted(&self) -> Option<ClusterView> {
-        let path = self.view_path();
-        let file = std::fs::File::open(&path).ok()?;
-        // Streamed, like `persist`: the file is megabytes for a large cluster.
-        let reader = std::io::BufReader::with_capacity(64 << 10, file);
-        match serde_json::from_reader::<_, ClusterView>(reader) {
-            Ok(mut view) => {
-                view.repack();
-                Some(view)
-            }
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn nft(&mut self) -> &mut Nft<D> {
+        &mut self.nft
+    }
+
+    /// Whether the systemd watchdog may be fed: the loop runs and the last
+    /// attempt to program the kernel succeeded (in sync, or deliberately
+    /// waiting for the source with the kernel's table kept).
+    pub fn watchdog_ok(&self) -> bool {
+        !self.kernel_failing
+    }
+
+    /// Whether the kernel holds the desired state.
+    pub fn in_sync(&self) -> bool {
+        self.synced
+    }
+
+    fn kernel_stamp(&mut self) -> Result<KernelStamp, NftError> {
+        let table = self.config.daemon.table.clone();
+        let kernel = self.nft.read(crate::ruleset::Family::Inet, &table)?;
+        if !kernel.exists {
+            return Ok(KernelStamp::Absent);
+        }
+        let stamp = kernel
+            .sets
+            .get(compile::GENERATION)
+            .and_then(|s| compile::generation_of(&s.elements));
+        Ok(KernelStamp::Present(stamp))
+    }
+
+    /// Decide, before the source answers, what the kernel must hold: the
+    /// kernel is changed only by a view at least as new as its table.
+    pub fn start(&mut self) -> Startup {
+        let kernel = match self.kernel_stamp() {
+            Ok(k) => k,
             Err(e) => {
-                warn!(path = %path.display(), "ignoring unreadable persisted view: {e}");
+                self.kernel_failing = true;
+                error!("cannot read groupd's table from the kernel ({e}); nothing is written until it can be read and the source answers");
+                return Startup::KernelUnreadable(e.to_string());
+            }
+        };
+        let persisted = match self.store.load() {
+            Persisted::View { generation, view } => Some((generation, view)),
+            Persisted::Absent => None,
+            Persisted::Corrupt(why) => {
+                warn!("ignoring the unreadable persisted view ({why}); the source will rebuild it");
                 None
             }
+        };
+        let persisted_generation = persisted.as_ref().and_then(|(g, _)| *g);
+        let kernel_generation = match kernel {
+            KernelStamp::Present(g) => g,
+            KernelStamp::Absent => None,
+        };
+        self.newest_generation = persisted_generation
+            .unwrap_or(0)
+            .max(kernel_generation.unwrap_or(0));
+        self.health.generation = self.newest_generation;
+        let usable = match (&kernel, &persisted) {
+            (_, None) => false,
+            (KernelStamp::Absent, Some(_)) => true,
+            // Over an existing table only a stamped view at least as new.
+            (KernelStamp::Present(Some(k)), Some((Some(p), _))) => p >= k,
+            (KernelStamp::Present(_), Some(_)) => false,
+        };
+        let kernel_has_table = matches!(kernel, KernelStamp::Present(_));
+        if !usable && kernel_has_table {
+            info!(
+                kernel_generation,
+                persisted_generation,
+                "groupd's table is in the kernel and nothing on disk is newer: it stays untouched until the source answers"
+            );
+            self.health.source_state = "starting (kernel table kept)".into();
+            return Startup::KernelKept {
+                kernel: kernel_generation,
+                persisted: persisted_generation,
+            };
         }
+        let outcome = match persisted.filter(|_| usable) {
+            Some((generation, view)) => {
+                info!(
+                    tasks = view.tasks.len(),
+                    generation, kernel_has_table, "applying the last known cluster view"
+                );
+                self.load_view(view, generation.unwrap_or(0));
+                self.health.source_state = "starting (persisted view)".into();
+                Startup::AppliedPersisted { generation }
+            }
+            None => {
+                info!("no groupd table in the kernel and no persisted view: applying the empty policy (task interfaces are dropped until the source answers)");
+                Startup::AppliedEmpty
+            }
+        };
+        self.authoritative = true;
+        self.apply();
+        outcome
     }
 
-    fn persist(&self) {
-        let path = self.view_path();
-        let tmp = path.with_extension("json.tmp");
-        let result = std::fs::create_dir_all(&self.config.daemon.state_dir)
-            .and_then(|_| std::fs::File::create(&tmp))
-            .and_then(|f| {
-                // Streamed: the view of a large cluster is megabytes of JSON.
-                let mut w = std::io::BufWriter::new(f);
-                serde_json::to_writer(&mut w, self.state.view()).map_err(std::io::Error::other)?;
-                std::io::Write::flush(&mut w)
-            })
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        if let Err(e) = result {
-            warn!(path = %path.display(), "cannot persist the cluster view ({e}); a restart without the master will start from the kernel's table");
+    fn load_view(&mut self, view: ClusterView, generation: u64) {
+        let conflicts = self.state.set_view(view);
+        self.state.set_generation(generation);
+        self.health.generation = generation;
+        for c in &conflicts {
+            warn!("{c}");
         }
+        self.health.conflicts = conflicts;
     }
 
-    fn set_bindings(&mut self, b: Bindings) {
+    /// The generation of the next view change.
+    fn next_generation(&mut self) -> u64 {
+        self.newest_generation = (self.newest_generation + 1).min(compile::MAX_GENERATION);
+        self.health.generation = self.newest_generation;
+        self.newest_generation
+    }
+
+    pub fn set_bindings(&mut self, b: Bindings) {
         let mut map: HashMap<IpAddr, LocalBinding> = HashMap::new();
         // Bridges with task ports: the inet hooks see bridged task traffic on them.
         let mut task_bridges = BTreeSet::new();
@@ -151,11 +288,15 @@ impl Daemon {
         self.bindings = b;
     }
 
-    /// Send what changed as one transaction; on failure fall back to a full
-    /// reconcile (also one transaction), and keep the delta for a retry.
-    fn apply(&mut self) {
+    /// Send what changed as one transaction; on failure the delta is
+    /// dropped and the whole table reconciled (also one transaction), which
+    /// writes whatever the failed delta carried.
+    pub fn apply(&mut self) {
+        if !self.authoritative {
+            return;
+        }
         if !self.synced {
-            self.verify();
+            self.reconcile();
             return;
         }
         let delta = self.state.take_delta();
@@ -164,8 +305,9 @@ impl Daemon {
         }
         let started = Instant::now();
         let table = self.config.daemon.table.clone();
-        match tokio::task::block_in_place(|| self.nft.apply_delta(&table, &delta)) {
+        match self.nft.apply_elements(&table, &delta.del, &delta.add) {
             Ok(messages) => {
+                self.kernel_failing = false;
                 self.health.transactions += 1;
                 self.health.last_apply_ms = started.elapsed().as_secs_f64() * 1000.0;
                 info!(
@@ -180,17 +322,23 @@ impl Daemon {
                 error!("incremental transaction failed: {e}; reconciling the whole table");
                 self.synced = false;
                 self.state.track_changes(false);
-                self.verify();
+                self.reconcile();
             }
         }
     }
 
     /// Read the tables back and repair any difference (start-up, drift).
-    fn verify(&mut self) {
+    /// Never before the view is authoritative: until then the kernel's
+    /// table is the newest truth there is.
+    pub fn reconcile(&mut self) {
+        if !self.authoritative {
+            return;
+        }
         let (inet, bridge) = self.state.tables();
         let started = Instant::now();
-        match tokio::task::block_in_place(|| self.nft.reconcile(&[&inet, &bridge])) {
+        match self.nft.reconcile(&[&inet, &bridge]) {
             Ok(report) => {
+                self.kernel_failing = false;
                 self.health.last_verify_unix = Some(now_unix());
                 if report.changed() {
                     self.health.transactions += 1;
@@ -211,9 +359,33 @@ impl Daemon {
                 self.synced = true;
             }
             Err(e) => {
+                self.kernel_failing = true;
                 self.health.transaction_errors += 1;
                 error!("cannot reconcile the nftables tables: {e}; the previous rules stay in force, retrying");
             }
+        }
+    }
+
+    /// Periodic work: read-back and repair, and compaction of the journal
+    /// once it holds more lines than a snapshot would hold tasks.
+    pub fn verify(&mut self) {
+        self.reconcile();
+        let lines = self.store.journal_lines();
+        if self.authoritative && lines > JOURNAL_MIN_COMPACT.max(self.state.view().tasks.len()) {
+            self.persist_snapshot();
+        }
+    }
+
+    fn persist_snapshot(&mut self) {
+        let generation = self.state.generation();
+        if let Err(e) = self.store.write_snapshot(generation, self.state.view()) {
+            warn!(dir = %self.store.dir().display(), "cannot persist the cluster view ({e}); a restart without the master keeps the kernel's table as it is");
+        }
+    }
+
+    fn journal(&mut self, generation: u64, change: Change<'_>) {
+        if let Err(e) = self.store.append(generation, change) {
+            warn!(dir = %self.store.dir().display(), "cannot persist a change ({e}); a restart without the master keeps the kernel's table as it is");
         }
     }
 
@@ -236,35 +408,57 @@ impl Daemon {
         }
     }
 
-    fn on_source(&mut self, update: SourceUpdate) -> bool {
+    /// Take one update from the source: the view changes (with a new
+    /// generation, persisted first) and the kernel follows.
+    pub fn on_source(&mut self, update: SourceUpdate) {
         match update {
             SourceUpdate::Snapshot(view) => {
-                let conflicts = self.state.set_view(view);
-                release_free_memory();
-                for c in &conflicts {
-                    warn!("{c}");
+                // A resync that finds nothing new is not a new generation:
+                // the kernel and the disk stay as they are.
+                if !(self.authoritative && *self.state.view() == view) {
+                    let generation = self.next_generation();
+                    self.load_view(view, generation);
+                    release_free_memory();
+                    self.persist_snapshot();
                 }
-                self.health.conflicts = conflicts;
+                self.authoritative = true;
                 self.health.source_state = "in-sync".into();
                 self.health.degraded_reason = None;
                 self.health.last_sync_unix = Some(now_unix());
-                true
+                self.apply();
             }
             SourceUpdate::Upsert(task) => {
+                if self.state.view().tasks.get(&task.id) == Some(&task) {
+                    return;
+                }
+                // Before the first snapshot the view is partial: nothing of
+                // it is persisted or enforced.
+                if self.authoritative {
+                    let generation = self.next_generation();
+                    self.journal(generation, Change::Upsert(&task));
+                    self.state.set_generation(generation);
+                }
                 for c in self.state.upsert_task(task) {
                     warn!("{c}");
                 }
-                true
+                self.apply();
             }
             SourceUpdate::Remove(id) => {
+                if !self.state.view().tasks.contains_key(id.as_str()) {
+                    return;
+                }
+                if self.authoritative {
+                    let generation = self.next_generation();
+                    self.journal(generation, Change::Remove(&id));
+                    self.state.set_generation(generation);
+                }
                 self.state.remove_task(&id);
-                true
+                self.apply();
             }
             SourceUpdate::Degraded(reason) => {
                 warn!("source degraded: {reason}; the last applied rules stay in force");
                 self.health.source_state = "degraded".into();
                 self.health.degraded_reason = Some(reason);
-                false
             }
         }
     }
@@ -276,16 +470,19 @@ impl Daemon {
                 let table = self.config.daemon.table.clone();
                 // Rules only: reading the sets of a large table would cost
                 // megabytes and milliseconds for every `groupctl status`.
-                tokio::task::block_in_place(|| {
-                    self.nft.counters(crate::ruleset::Family::Inet, &table)
-                })
-                .unwrap_or_default()
+                self.nft
+                    .counters(crate::ruleset::Family::Inet, &table)
+                    .unwrap_or_default()
             }
             _ => HashMap::new(),
         };
         status::answer(&req, &self.state, &self.bindings, &self.health, &counters)
     }
 }
+
+/// The journal is compacted into a snapshot past this many lines (or past
+/// as many lines as the view has tasks, whichever is more).
+const JOURNAL_MIN_COMPACT: usize = 10_000;
 
 /// Set the bridge netfilter switches so bridged task traffic also passes the
 /// inet hooks (conntrack + group policy). Without br_netfilter only the
@@ -305,7 +502,7 @@ fn enable_bridge_netfilter() {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let mut d = Daemon::new(config.clone())?;
+    let mut d = Daemon::open(config.clone())?;
     enable_bridge_netfilter();
 
     // Bindings first: applying before we know the interfaces would remove
@@ -322,28 +519,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    // Start-up without removing protection. If our table is in the kernel
-    // (groupd restarted), it holds the newest state anyone applied: leave it
-    // untouched until the source answers, then reconcile. If it is not (the
-    // machine rebooted), re-apply the persisted view at once, or at least the
-    // skeleton, so unknown task interfaces are dropped (fail closed).
-    let kernel_has_table = tokio::task::block_in_place(|| {
-        d.nft
-            .read(crate::ruleset::Family::Inet, &config.daemon.table)
-    })
-    .map(|t| t.exists)
-    .unwrap_or(false);
-    if let Some(view) = d.load_persisted() {
-        info!(
-            tasks = view.tasks.len(),
-            kernel_has_table, "loaded the last known cluster view"
-        );
-        d.on_source(SourceUpdate::Snapshot(view));
-        d.health.source_state = "starting (persisted view)".into();
-    }
-    if !kernel_has_table {
-        d.apply();
-    }
+    let startup = tokio::task::block_in_place(|| d.start());
+    info!(?startup, "start-up");
 
     let (stx, mut srx) = mpsc::channel::<SourceUpdate>(16);
     match config.source.kind {
@@ -379,27 +556,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);
     status::serve(&config.daemon.socket, qtx).await?;
     notify_ready();
+    d.publish();
 
     // Publishing the metrics walks every task (~1 ms at 10,000): after
     // source updates it happens once per PUBLISH_GAP, not once per event.
     let mut publish_at: Option<tokio::time::Instant> = None;
-    let mut verify = tokio::time::interval(config.daemon.verify());
+    // The first read-back one period after start (start-up did its own).
+    let period = config.daemon.verify();
+    let mut verify = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The watchdog has its own ticker (half of WatchdogSec), whatever the
+    // verify interval: it fires only while this loop turns.
+    let watchdog_period = watchdog_period();
+    let mut watchdog =
+        tokio::time::interval(watchdog_period.unwrap_or(std::time::Duration::from_secs(3600)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             Some(update) = srx.recv() => {
-                let snapshot = matches!(update, SourceUpdate::Snapshot(_));
-                if d.on_source(update) {
-                    d.apply();
-                    // A snapshot is written at once (it is rare); events are
-                    // written at most once per verify interval.
-                    if snapshot {
-                        d.persist();
-                    } else {
-                        d.dirty = true;
-                    }
-                }
+                tokio::task::block_in_place(|| d.on_source(update));
                 publish_at.get_or_insert_with(|| tokio::time::Instant::now() + PUBLISH_GAP);
             }
             _ = sleep_until_some(publish_at), if publish_at.is_some() => {
@@ -409,34 +584,50 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ok(()) = brx.changed() => {
                 let b = brx.borrow_and_update().clone();
                 d.set_bindings(b);
-                d.apply();
+                tokio::task::block_in_place(|| d.apply());
                 d.publish();
             }
             _ = verify.tick() => {
-                d.verify();
-                // Written at most once per verify interval: events can
-                // arrive by the thousand per second.
-                if std::mem::take(&mut d.dirty) {
-                    d.persist();
-                }
+                tokio::task::block_in_place(|| d.verify());
                 d.publish();
-                // The watchdog follows programming progress, not mere liveness.
-                if d.synced {
+            }
+            _ = watchdog.tick(), if watchdog_period.is_some() => {
+                if d.watchdog_ok() {
                     sd_notify(b"WATCHDOG=1");
                 }
             }
             Some((req, reply)) = qrx.recv() => {
-                let _ = reply.send(d.answer(req));
+                let answer = tokio::task::block_in_place(|| d.answer(req));
+                let _ = reply.send(answer);
             }
             _ = term.recv() => { info!("SIGTERM: exiting; the rules stay in force"); break; }
             _ = tokio::signal::ctrl_c() => { info!("interrupted: exiting; the rules stay in force"); break; }
         }
     }
-    if d.dirty {
-        d.persist();
-    }
     let _ = std::fs::remove_file(&config.daemon.socket);
     Ok(())
+}
+
+/// Half of the watchdog timeout systemd set for this process, if any.
+fn watchdog_period() -> Option<std::time::Duration> {
+    watchdog_period_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+fn watchdog_period_from(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    me: u32,
+) -> Option<std::time::Duration> {
+    // WATCHDOG_PID names the process meant; without it, it is us.
+    if pid.is_some_and(|p| p.trim().parse::<u32>().ok() != Some(me)) {
+        return None;
+    }
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    Some(std::time::Duration::from_micros(usec / 2))
 }
 
 /// Longest delay between a source update and the metrics showing it.

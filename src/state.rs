@@ -92,6 +92,8 @@ pub struct DesiredState {
     /// Bridges with task ports, and ports of ignored bridges.
     bridges: BTreeSet<String>,
     ignored_ports: BTreeSet<String>,
+    /// Generation of the view, stamped into the inet table (0: unstamped).
+    generation: u64,
 }
 
 impl DesiredState {
@@ -112,7 +114,29 @@ impl DesiredState {
             gid_cache: HashMap::new(),
             bridges: BTreeSet::new(),
             ignored_ports: BTreeSet::new(),
+            generation: 0,
         }
+    }
+
+    /// The generation of the view, stamped into the table with it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Stamp the view with `generation`: the stamp in the kernel is replaced
+    /// in the same transaction as the view's own changes.
+    pub fn set_generation(&mut self, generation: u64) {
+        let old = std::mem::replace(&mut self.generation, generation);
+        if old == generation || !self.tracking {
+            return;
+        }
+        let key = (Family::Inet, compile::GENERATION);
+        if old != 0 {
+            self.pending
+                .record(key, compile::generation_element(old), false);
+        }
+        self.pending
+            .record(key, compile::generation_element(generation), true);
     }
 
     pub fn policy(&self) -> &Policy {
@@ -601,6 +625,10 @@ impl DesiredState {
         }
         for p in &self.ignored_ports {
             sink(Family::Bridge, compile::IGNORED_PORTS, ifname_element(p));
+        }
+        if self.generation != 0 {
+            let stamp = compile::generation_element(self.generation);
+            sink(Family::Inet, compile::GENERATION, stamp);
         }
         (inet, bridge)
     }

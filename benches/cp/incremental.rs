@@ -1,6 +1,6 @@
 //! One-task changes on the loaded largest table, the way the daemon applies
 //! an event: DesiredState::upsert_task / remove_task, take_delta and, when
-//! the delta is not empty, Nft::apply_delta (one transaction). Next to it,
+//! the delta is not empty, Nft::apply_elements (one transaction). Next to it,
 //! `nft add element` / `nft delete element` of one member of the flat table.
 
 use std::collections::BTreeSet;
@@ -44,7 +44,7 @@ fn apply(l: &mut Loaded, s: &mut Samples, update: impl FnOnce(&mut DesiredState)
         return;
     }
     l.nft
-        .apply_delta(&table, &delta)
+        .apply_elements(&table, &delta.del, &delta.add)
         .expect("incremental transaction");
     let t2 = Instant::now();
     s.total.push((t2 - t0).as_secs_f64());
@@ -180,7 +180,9 @@ fn local_add_remove(l: &mut Loaded, count: usize) -> (Samples, Samples) {
     let untimed = |l: &mut Loaded, b: Bindings| {
         l.state.set_bindings(b, BTreeSet::new(), BTreeSet::new());
         let d = l.state.take_delta();
-        l.nft.apply_delta(&table, &d).expect("binding change");
+        l.nft
+            .apply_elements(&table, &d.del, &d.add)
+            .expect("binding change");
     };
     let (mut add, mut del) = (Samples::default(), Samples::default());
     for i in 0..count {

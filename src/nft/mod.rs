@@ -1,23 +1,32 @@
-//! nf_tables over netlink: the only place that writes to the kernel.
+//! nf_tables: the only place that writes to the kernel.
 //!
-//! - [`Nft::apply_delta`]: an incremental change as one transaction.
+//! - [`Nft::apply_elements`]: an incremental change as one transaction.
 //! - [`Nft::reconcile`]: read the tables back, diff against the desired
 //!   tables, repair what differs in one transaction (start-up and drift).
 //! - [`Nft::cleanup`]: delete groupd's tables.
+//!
+//! The kernel itself sits behind [`Dataplane`]: [`Netlink`] in production,
+//! [`FakeKernel`] in tests that need no root.
 
+pub mod dataplane;
 pub mod encode;
+pub mod fake;
 pub mod nla;
 pub mod readback;
 pub mod socket;
 pub mod udata;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+pub use dataplane::{Dataplane, Netlink, Op};
+pub use fake::FakeKernel;
 pub use readback::{KernelSet, KernelTable};
 pub use socket::{NfSocket, NftError, Request};
 
 use crate::ruleset::{Element, Family, SetDef, Table};
-use crate::state::Delta;
+
+/// Element changes by (family, set): what an incremental change carries.
+pub type ElementChanges = BTreeMap<(Family, &'static str), BTreeSet<Element>>;
 
 /// What one reconcile found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +36,7 @@ pub struct ReconcileReport {
     pub elements_added: usize,
     pub elements_removed: usize,
     pub chains_rewritten: usize,
+    /// Operations in the transaction (0: the kernel already matched).
     pub messages: usize,
 }
 
@@ -36,19 +46,34 @@ impl ReconcileReport {
     }
 }
 
-pub struct Nft {
-    sock: NfSocket,
+/// groupd's tables in one [`Dataplane`].
+pub struct Nft<D: Dataplane = Netlink> {
+    dp: D,
 }
 
-impl Nft {
-    pub fn open() -> Result<Nft, NftError> {
+impl Nft<Netlink> {
+    pub fn open() -> Result<Nft<Netlink>, NftError> {
         Ok(Nft {
-            sock: NfSocket::open()?,
+            dp: Netlink::open()?,
         })
+    }
+}
+
+impl<D: Dataplane> Nft<D> {
+    pub fn new(dp: D) -> Nft<D> {
+        Nft { dp }
+    }
+
+    pub fn dataplane(&self) -> &D {
+        &self.dp
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dp
     }
 
     pub fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
-        readback::read_table(&mut self.sock, family, table)
+        self.dp.read(family, table)
     }
 
     /// (packets, bytes) of the counted rules of every chain, by chain name.
@@ -57,81 +82,76 @@ impl Nft {
         family: Family,
         table: &str,
     ) -> Result<std::collections::HashMap<String, Vec<(u64, u64)>>, NftError> {
-        Ok(readback::read_chains(&mut self.sock, family, table)?
+        Ok(self
+            .dp
+            .read_chains(family, table)?
             .into_iter()
             .map(|(name, chain)| (name, chain.counters()))
             .collect())
     }
 
-    /// Send an incremental change as one transaction. Returns the number of
-    /// netlink messages sent.
-    pub fn apply_delta(&mut self, table: &str, delta: &Delta) -> Result<usize, NftError> {
-        let requests = delta_requests(table, delta);
-        let sent = requests.len();
-        self.sock.transact(requests)?;
+    /// Send an incremental change as one transaction: deletions first, then
+    /// additions (an IP that moves between tasks leaves before it arrives).
+    /// Returns the number of operations sent.
+    pub fn apply_elements(
+        &mut self,
+        table: &str,
+        del: &ElementChanges,
+        add: &ElementChanges,
+    ) -> Result<usize, NftError> {
+        let mut ops = Vec::new();
+        for (changes, add) in [(del, false), (add, true)] {
+            for ((family, set), elems) in changes {
+                ops.push(Op::Elements {
+                    family: *family,
+                    table,
+                    set,
+                    elems: elems.iter().collect(),
+                    add,
+                });
+            }
+        }
+        let sent = ops.len();
+        self.dp.commit(ops)?;
         Ok(sent)
     }
 
     /// Make the kernel hold exactly `tables`, in one transaction.
     pub fn reconcile(&mut self, tables: &[&Table]) -> Result<ReconcileReport, NftError> {
-        let mut requests = Vec::new();
-        let mut report = ReconcileReport::default();
+        let mut kernels = Vec::with_capacity(tables.len());
         for t in tables {
-            let mut kernel = self.read(t.family, &t.name)?;
+            let mut kernel = self.dp.read(t.family, &t.name)?;
             if kernel.exists && !elements_match(t, &kernel) {
                 // A hash set the kernel is still resizing (just after a
                 // large insert) can be dumped with elements missing: look
                 // again before calling a difference drift.
                 std::thread::sleep(REREAD_AFTER);
-                kernel = self.read(t.family, &t.name)?;
+                kernel = self.dp.read(t.family, &t.name)?;
             }
-            diff_table(t, &kernel, &mut requests, &mut report);
+            kernels.push(kernel);
         }
-        report.messages = requests.len();
-        self.sock.transact(requests)?;
+        let mut ops = Vec::new();
+        let mut report = ReconcileReport::default();
+        for (t, kernel) in tables.iter().zip(&kernels) {
+            diff_table(t, kernel, &mut ops, &mut report);
+        }
+        report.messages = ops.len();
+        self.dp.commit(ops)?;
         Ok(report)
     }
 
     /// Delete groupd's tables (both families). Returns how many existed.
     pub fn cleanup(&mut self, table: &str) -> Result<usize, NftError> {
-        let mut requests = Vec::new();
+        let mut ops = Vec::new();
         for family in [Family::Inet, Family::Bridge] {
-            if self.read_exists(family, table)? {
-                requests.push(encode::delete_table(family, table));
+            if self.dp.exists(family, table)? {
+                ops.push(Op::DeleteTable { family, table });
             }
         }
-        let sent = requests.len();
-        self.sock.transact(requests)?;
+        let sent = ops.len();
+        self.dp.commit(ops)?;
         Ok(sent)
     }
-
-    fn read_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableMessage};
-        let tables = self.sock.dump(
-            encode::nl_family(family),
-            NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-        )?;
-        Ok(tables.iter().any(|m| match m {
-            NfTablesMessage::NewTable(t) => t
-                .attributes
-                .iter()
-                .any(|a| matches!(a, TableAttribute::Name(n) if n == table)),
-            _ => false,
-        }))
-    }
-}
-
-/// Order inside one transaction: delete elements, then add them (an IP
-/// that moves between tasks leaves before it arrives).
-fn delta_requests(table: &str, d: &Delta) -> Vec<Request> {
-    let mut out = Vec::new();
-    for ((f, set), elems) in &d.del {
-        out.extend(encode::elements(*f, table, set, elems, false));
-    }
-    for ((f, set), elems) in &d.add {
-        out.extend(encode::elements(*f, table, set, elems, true));
-    }
-    out
 }
 
 /// How long to wait before reading a table again whose elements differ.
@@ -153,14 +173,14 @@ fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
         && k.data_type.is_none()
 }
 
-/// Append the requests that turn `kernel` into `desired`.
-fn diff_table(
-    desired: &Table,
-    kernel: &KernelTable,
-    out: &mut Vec<Request>,
+/// Append the operations that turn `kernel` into `desired`.
+pub fn diff_table<'a>(
+    desired: &'a Table,
+    kernel: &'a KernelTable,
+    out: &mut Vec<Op<'a>>,
     report: &mut ReconcileReport,
 ) {
-    let (family, name) = (desired.family, desired.name.as_str());
+    let (family, table) = (desired.family, desired.name.as_str());
     let structural_ok = kernel.exists
         && desired
             .sets
@@ -179,7 +199,7 @@ fn diff_table(
             .all(|(n, k)| k.hook.is_none() || desired.chain(n).is_some_and(|c| c.base.is_some()));
     if !structural_ok {
         if kernel.exists {
-            out.push(encode::delete_table(family, name));
+            out.push(Op::DeleteTable { family, table });
         }
         create_table(desired, out);
         report.rebuilt = true;
@@ -187,9 +207,13 @@ fn diff_table(
         return;
     }
     // Chains: create missing ones first, then rewrite those whose rules differ.
-    for c in &desired.chains {
-        if !kernel.chains.contains_key(&c.name) {
-            out.push(encode::new_chain(family, name, c));
+    for chain in &desired.chains {
+        if !kernel.chains.contains_key(&chain.name) {
+            out.push(Op::NewChain {
+                family,
+                table,
+                chain,
+            });
         }
     }
     for c in &desired.chains {
@@ -202,50 +226,91 @@ fn diff_table(
         });
         if have.as_ref() != Some(&want) {
             if have.is_some_and(|h| !h.is_empty()) {
-                out.push(encode::flush_chain(family, name, &c.name));
+                out.push(Op::FlushChain {
+                    family,
+                    table,
+                    chain: &c.name,
+                });
             }
-            for r in &c.rules {
-                out.push(encode::new_rule(family, name, &c.name, r));
+            for rule in &c.rules {
+                out.push(Op::NewRule {
+                    family,
+                    table,
+                    chain: &c.name,
+                    rule,
+                });
             }
             report.chains_rewritten += 1;
         }
     }
+    static EMPTY: BTreeSet<Element> = BTreeSet::new();
     for (set, (_, want)) in &desired.sets {
-        let have = kernel.sets.get(set).map(|k| &k.elements);
-        let empty = BTreeSet::new();
-        let have = have.unwrap_or(&empty);
+        let have = kernel.sets.get(set).map_or(&EMPTY, |k| &k.elements);
         let extra: Vec<&Element> = have.difference(want).collect();
         let missing: Vec<&Element> = want.difference(have).collect();
         report.elements_removed += extra.len();
         report.elements_added += missing.len();
-        out.extend(encode::elements(family, name, set, extra, false));
-        out.extend(encode::elements(family, name, set, missing, true));
+        for (elems, add) in [(extra, false), (missing, true)] {
+            if !elems.is_empty() {
+                out.push(Op::Elements {
+                    family,
+                    table,
+                    set,
+                    elems,
+                    add,
+                });
+            }
+        }
     }
-    for (n, _) in kernel
-        .chains
-        .iter()
-        .filter(|(n, _)| desired.chain(n).is_none())
-    {
-        out.push(encode::delete_chain(family, name, n));
+    for chain in kernel.chains.keys().filter(|n| desired.chain(n).is_none()) {
+        out.push(Op::DeleteChain {
+            family,
+            table,
+            chain,
+        });
         report.chains_rewritten += 1;
     }
 }
 
 /// Everything needed to create `t` from nothing.
-fn create_table(t: &Table, out: &mut Vec<Request>) {
-    out.push(encode::new_table(t.family, &t.name));
-    for (i, (set, (def, _))) in t.sets.iter().enumerate() {
-        out.push(encode::new_set(t.family, &t.name, set, def, i as u32 + 1));
+fn create_table<'a>(t: &'a Table, out: &mut Vec<Op<'a>>) {
+    let (family, table) = (t.family, t.name.as_str());
+    out.push(Op::NewTable { family, table });
+    for (i, (name, (def, _))) in t.sets.iter().enumerate() {
+        out.push(Op::NewSet {
+            family,
+            table,
+            name,
+            def,
+            id: i as u32 + 1,
+        });
+    }
+    for chain in &t.chains {
+        out.push(Op::NewChain {
+            family,
+            table,
+            chain,
+        });
     }
     for c in &t.chains {
-        out.push(encode::new_chain(t.family, &t.name, c));
-    }
-    for c in &t.chains {
-        for r in &c.rules {
-            out.push(encode::new_rule(t.family, &t.name, &c.name, r));
+        for rule in &c.rules {
+            out.push(Op::NewRule {
+                family,
+                table,
+                chain: &c.name,
+                rule,
+            });
         }
     }
     for (set, (_, elems)) in &t.sets {
-        out.extend(encode::elements(t.family, &t.name, set, elems, true));
+        if !elems.is_empty() {
+            out.push(Op::Elements {
+                family,
+                table,
+                set,
+                elems: elems.iter().collect(),
+                add: true,
+            });
+        }
     }
 }

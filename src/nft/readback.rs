@@ -56,6 +56,21 @@ impl KernelTable {
     }
 }
 
+/// Whether table `name` of `family` exists (a dump of the table list only).
+pub fn table_exists(sock: &mut NfSocket, family: Family, name: &str) -> Result<bool, NftError> {
+    let tables = sock.dump(
+        super::encode::nl_family(family),
+        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
+    )?;
+    Ok(tables.iter().any(|m| match m {
+        NfTablesMessage::NewTable(t) => t
+            .attributes
+            .iter()
+            .any(|a| matches!(a, TableAttribute::Name(n) if n == name)),
+        _ => false,
+    }))
+}
+
 /// Dump table `name` of `family`. A missing table reads as `exists: false`.
 pub fn read_table(
     sock: &mut NfSocket,
@@ -63,17 +78,7 @@ pub fn read_table(
     name: &str,
 ) -> Result<KernelTable, NftError> {
     let fam = super::encode::nl_family(family);
-    let tables = sock.dump(
-        fam,
-        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-    )?;
-    let exists = tables.iter().any(|m| match m {
-        NfTablesMessage::NewTable(t) => t
-            .attributes
-            .iter()
-            .any(|a| matches!(a, TableAttribute::Name(n) if n == name)),
-        _ => false,
-    });
+    let exists = table_exists(sock, family, name)?;
     let mut out = KernelTable {
         exists,
         ..Default::default()
