@@ -1,7 +1,7 @@
 //! `groupd::binding` against real namespaces, veths, bridges, routes and
 //! addresses. Runs as root (the suite requires it; nothing is skipped).
 //!
-//! Safety (design §6): every namespace is created here with a unique name
+//! Safety (docs/design.md §6): every namespace is created here with a unique name
 //! (`gdbind-<pid>-<n>`) and removed on success, failure and panic (a Drop
 //! guard); addresses come only from 10.233.0.0/16 and fd00:233::/64 and live
 //! only inside those namespaces; no default route; the host namespace is
