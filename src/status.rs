@@ -52,7 +52,7 @@ pub struct EndpointRow {
     /// Where each group came from.
     pub origins: BTreeMap<String, Vec<GroupOrigin>>,
     pub task_state: String,
-    /// "enforced", "remote", or "not enforced: <reason>".
+    /// "enforced", "remote", or `"not enforced: <reason>"`.
     pub enforcement: String,
     pub note: Option<String>,
 }

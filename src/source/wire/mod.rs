@@ -1,5 +1,5 @@
 //! Serde models of what the masters serve, and the rules that turn one task
-//! of either master into a [`Task`](crate::model::Task).
+//! of either master into a [`Task`].
 //!
 //! The models are tolerant: unknown fields are ignored (never deserialized, so
 //! odd numbers or 64-bit nanoseconds elsewhere in a payload cannot fail a
