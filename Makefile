@@ -25,11 +25,13 @@ bench-deps: deps
 	for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
-# Every test runs, including the network-namespace suite (root required).
+# Every test runs, including the network-namespace suite (root required): the
+# tests that need root are #[ignore = "needs root: …"] so a plain `cargo test`
+# works for anyone; --include-ignored runs them here.
 test: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root (it creates network namespaces); run: sudo make test" >&2; exit 1; fi
 	$(CARGO) build --bins --benches
-	$(CARGO) test --lib --bins --tests -- --test-threads=4
+	$(CARGO) test --lib --bins --tests -- --include-ignored --test-threads=4
 	$(CARGO) test --doc
 
 lint:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dataplane.sh        packets through groupd's policy, against no rules at all
 #
-# Adapted from the shared dataplane baseline (../shared/bench/dataplane.sh,
-# routed mode, sockperf parts; not part of this repository). Builds the
+# Adapted from the data-plane baseline's dataplane.sh (docs/notes/dataplane-baseline.md;
+# routed mode, sockperf parts; the script is not part of this repository). Builds the
 # routed topology of dp/topo.sh (a scratch host namespace and 3 task
 # namespaces), then alternates A (no rules) and B (groupd's policy for G
 # groups, loaded by the dp_policy helper) as A B A B A, and measures task1 ->

@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-file}" in
   file)
-    exec cargo test --release --test e2e_file_source demo_shows_groupctl_and_a_measured_matrix -- --nocapture --test-threads=1 ;;
+    exec cargo test --release --test e2e_file_source demo_shows_groupctl_and_a_measured_matrix -- --include-ignored --nocapture --test-threads=1 ;;
   marathon)
-    exec cargo test --release --test e2e_marathon demo_marathon_regroups_an_app_live -- --nocapture --test-threads=1 ;;
+    exec cargo test --release --test e2e_marathon demo_marathon_regroups_an_app_live -- --include-ignored --nocapture --test-threads=1 ;;
   *)
     echo "usage: $0 [file|marathon]" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 //! groupd: network security groups for IP-per-task workloads on Mesos agents.
 //!
 //! The flow, one module per step:
-//! `source` (master -> [`model::ClusterView`]) -> `binding` (which local
-//! interface carries which IP) -> `compile` (view + bindings + policy ->
-//! desired ruleset, pure) -> `nft` (diff against the kernel, one atomic
-//! netlink transaction) ; `daemon` runs the loop, `status` serves groupctl.
+//! `source` (master -> [`source::SourceUpdate`]s of a [`model::ClusterView`])
+//! and `binding` (which local interface carries which IP) -> `state`
+//! ([`state::DesiredState`], compiled by `compile`, pure: what changed
+//! becomes a [`state::Delta`]) -> `nft` (one atomic netlink transaction;
+//! read back and diffed against the kernel to repair drift); `daemon` runs
+//! the loop, `status` serves groupctl. docs/ARCHITECTURE.md has the map.
 
 pub mod binding;
 pub mod compile;

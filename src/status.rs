@@ -52,7 +52,7 @@ pub struct EndpointRow {
     /// Where each group came from.
     pub origins: BTreeMap<String, Vec<GroupOrigin>>,
     pub task_state: String,
-    /// "enforced", "remote", or "not enforced: <reason>".
+    /// "enforced", "remote", or `"not enforced: <reason>"`.
     pub enforcement: String,
     pub note: Option<String>,
 }
@@ -161,6 +161,14 @@ pub fn group_rows(state: &DesiredState) -> Vec<GroupRow> {
         }
     }
     groups.into_values().collect()
+}
+
+/// The text `groupctl ruleset` prints for the daemon's answer to
+/// [`Request::Ruleset`]: the inet table, then the bridge table, in `nft`
+/// syntax. Here rather than in groupctl so tests can render it the same way.
+pub fn ruleset_text(answer: &serde_json::Value) -> String {
+    let table = |family: &str| answer.get(family).and_then(|x| x.as_str()).unwrap_or("");
+    format!("{}{}", table("inet"), table("bridge"))
 }
 
 pub fn answer(

@@ -1,7 +1,8 @@
 //! `groupd::binding` against real namespaces, veths, bridges, routes and
-//! addresses. Runs as root (the suite requires it; nothing is skipped).
+//! addresses. Needs root: every test is `#[ignore = "needs root: …"]`, and
+//! `make test` (as root) runs them with `--include-ignored`.
 //!
-//! Safety (design §6): every namespace is created here with a unique name
+//! Safety (docs/design.md §6): every namespace is created here with a unique name
 //! (`gdbind-<pid>-<n>`) and removed on success, failure and panic (a Drop
 //! guard); addresses come only from 10.233.0.0/16 and fd00:233::/64 and live
 //! only inside those namespaces; no default route; the host namespace is
@@ -245,6 +246,7 @@ impl Drop for Watcher {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces, veths, bridges, routes and addresses"]
 fn snapshot_binds_routed_and_bridged_interfaces_and_ignores_the_rest() {
     let agent = Netns::new();
     let routed_task = Netns::new();
@@ -306,6 +308,7 @@ fn snapshot_binds_routed_and_bridged_interfaces_and_ignores_the_rest() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces, veths, bridges, routes and addresses"]
 fn watch_follows_routed_interfaces() {
     let agent = Netns::new();
     let task1 = Netns::new();
@@ -363,6 +366,7 @@ fn watch_follows_routed_interfaces() {
 }
 
 #[test]
+#[ignore = "needs root: creates network namespaces, veths, bridges, routes and addresses"]
 fn watch_follows_addresses_inside_task_namespaces() {
     let agent = Netns::new();
     let mut task = Netns::new();

@@ -426,6 +426,7 @@ fn require_tools() {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn group_policy_end_to_end_with_real_packets() {
     require_tools();
     let mut w = World::build("e2e");
@@ -759,6 +760,7 @@ fn group_policy_end_to_end_with_real_packets() {
 
 /// Bad input never loses the last good state.
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn malformed_rewrites_keep_the_last_good_rules() {
     require_tools();
     let mut w = World::build("badinput");
@@ -822,6 +824,7 @@ fn malformed_rewrites_keep_the_last_good_rules() {
 /// `make demo`: the same simulated cluster, shown to a human: what groupctl
 /// says on each agent and who can talk to whom (measured, with the reason).
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn demo_shows_groupctl_and_a_measured_matrix() {
     require_tools();
     let mut w = World::build("demo");
@@ -879,6 +882,7 @@ fn demo_shows_groupctl_and_a_measured_matrix() {
 /// R9: with `enforce_discovery_ports`, peers reach a task that declares
 /// discovery ports only on those ports (and ICMP).
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn discovery_ports_limit_what_peers_reach() {
     require_tools();
     let mut w = World::build("r9");

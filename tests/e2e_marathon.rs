@@ -318,6 +318,7 @@ fn initial(w: &mut World) {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn marathon_source_end_to_end_with_a_standby_and_an_outage() {
     let test_started = Instant::now();
     let mut w = World::build("marathon");
@@ -483,6 +484,7 @@ fn outage_then_recovery(w: &mut World) {
 /// Marathon; groupctl and the measured TCP matrix, then a live re-grouping
 /// through a new app version and the matrix again, changed cells marked.
 #[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
 fn demo_marathon_regroups_an_app_live() {
     let mut w = World::build("demo-marathon");
     for (name, app, agent, bridged) in [

@@ -1,4 +1,4 @@
-//! One test per gotcha of ../shared/fixtures/FORMATS.md §8, named after it,
+//! One test per gotcha of docs/FORMATS.md §8, named after it,
 //! each on the smallest document that shows it.
 
 use std::net::IpAddr;

@@ -286,7 +286,7 @@ fn subscribe_stream_is_recordio_that_groupds_models_read() {
     let ctx = Context::from_get_state(&state);
 
     // A Docker task on a user network: agent IP while starting, its own
-    // IP once running (FORMATS §8.3).
+    // IP once running (docs/FORMATS.md §8.3).
     let change = sim
         .launch_task(TaskSpec {
             id: "db.1".into(),

@@ -137,8 +137,8 @@ fn docs_event_blocks(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A Mesos agent's `/state` (FORMATS.md §6): not a document groupd accepts,
-/// but its tasks are the §4 task JSON.
+/// A Mesos agent's `/state` (docs/FORMATS.md §6): not a document groupd accepts,
+/// but its tasks are the task JSON of docs/FORMATS.md §4.
 #[derive(Deserialize)]
 struct AgentState {
     #[serde(default)]
@@ -908,7 +908,7 @@ fn mesos_subscribe_stream_replay_classifies_every_networking_mode() {
         ctx: Context::from_get_state(&state),
         tasks: BTreeMap::new(),
     };
-    // How docker-on-dcos looks after each of its events (FORMATS.md §8.3).
+    // How docker-on-dcos looks after each of its events (docs/FORMATS.md §8.3).
     let mut docker_on_dcos = Vec::new();
     for line in &lines[1..] {
         let message: V1Message = serde_json::from_str(line).expect("event");

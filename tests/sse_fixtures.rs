@@ -1,6 +1,6 @@
 //! The SSE parser against real `/v2/events` byte captures, fed whole, split
 //! in two at every byte position, and byte by byte; and the Marathon event
-//! model against every documented event body (FORMATS.md §3).
+//! model against every documented event body (docs/FORMATS.md §3).
 
 use std::path::PathBuf;
 

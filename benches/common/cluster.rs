@@ -1,5 +1,5 @@
 //! The benchmark cluster: G groups of 10 members, every task in 3 groups
-//! (the shape of ../shared/bench's dataplane baseline), as a groupd
+//! (the shape of the data-plane baseline, docs/notes/dataplane-baseline.md), as a groupd
 //! [`ClusterView`] plus local bindings.
 //!
 //! Membership is laid out as 10·G "slots": slot `s` belongs to task `s / 3`

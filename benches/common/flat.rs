@@ -1,8 +1,8 @@
 //! The `nft -f` peer: the alternative design "ONE concatenated set of
 //! (iifname . member) pairs", byte for byte what `gen.sh nft-flat G N routed`
-//! of the shared dataplane baseline (../shared/bench/gen.sh, not part of this
-//! repository) prints, so the numbers compare with that baseline. Rewritten
-//! here because a fresh clone has no ../shared.
+//! of the data-plane baseline (docs/notes/dataplane-baseline.md; its scripts
+//! are not part of this repository) prints, so the numbers compare with that
+//! baseline. Rewritten here because a clone of this repository has no gen.sh.
 //!
 //! Model (from gen.sh): groups dp_g0..dp_g<G-1> of 10 IPv4 members; real
 //! tasks 1..N all own the last three groups; the other G-3 groups belong to

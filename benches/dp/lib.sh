@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # variables are used by the scripts that source this file
 # Names and helpers of the data-plane benchmark. Sourced, not executed.
-# Adapted from the shared dataplane baseline (../shared/bench/lib.sh, not part
-# of this repository): same addresses, but every name carries a per-run
+# Adapted from the data-plane baseline's lib.sh (docs/notes/dataplane-baseline.md;
+# the script is not part of this repository): same addresses, but every name carries a per-run
 # prefix so several runs (and the host) never collide, and the host ends are
 # called veth-b<i> so groupd's interface pattern "veth*" matches them.
 #

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # topo.sh up|down        routed topology of the data-plane benchmark
 #
-# Adapted from the shared dataplane baseline (../shared/bench/topo.sh, routed
-# mode with a scratch host namespace). Calico-style: task i has 10.233.1.i/32
-# on eth0 and an on-link route for 10.233.0.0/16; its host end veth-b<i> in
+# Adapted from the data-plane baseline's topo.sh (docs/notes/dataplane-baseline.md;
+# the script is not part of this repository), routed mode with a scratch host
+# namespace. Calico-style: task i has 10.233.1.i/32 on eth0 and an on-link
+# route for 10.233.0.0/16; its host end veth-b<i> in
 # $P-host has proxy_arp, per-interface forwarding and a /32 route to the task.
 # IPv4 only (IPv6 addresses are not generated at all). No sysctl of the
 # root namespace is touched and no namespace has a route out.

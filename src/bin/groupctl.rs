@@ -303,11 +303,7 @@ fn main() -> ExitCode {
                 Err(e) => format!("unexpected answer: {e}"),
             }
         }
-        Request::Ruleset => format!(
-            "{}{}",
-            v.get("inet").and_then(|x| x.as_str()).unwrap_or(""),
-            v.get("bridge").and_then(|x| x.as_str()).unwrap_or("")
-        ),
+        Request::Ruleset => groupd::status::ruleset_text(&v),
     };
     println!("{text}");
     ExitCode::SUCCESS

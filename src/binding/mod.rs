@@ -1,4 +1,4 @@
-//! Which local task interface carries which IP (design §3).
+//! Which local task interface carries which IP (docs/design.md §3).
 //!
 //! Learned with rtnetlink and kept live from netlink events:
 //! - links of our namespace tell which interfaces are task interfaces, how

@@ -1,7 +1,7 @@
 //! One long-lived nfnetlink socket: send a whole transaction in one
 //! `sendmsg`, and dump objects back.
 //!
-//! Lessons from ../shared/notes/nftables-from-rust.md: the batch must go out in
+//! Lessons from docs/notes/nftables-from-rust.md: the batch must go out in
 //! one write (page-by-page is rejected), the send buffer must be large, ACKs are
 //! asked only where needed (errors come back per message anyway), and the
 //! socket is kept open (closing right after a delete costs ~16 ms).

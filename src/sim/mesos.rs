@@ -2,7 +2,7 @@
 //!
 //! It serves the v1 operator API (`POST /api/v1`: `SUBSCRIBE` as a chunked
 //! RecordIO stream, `GET_STATE`) and `/master/state` in the real wire
-//! shapes (FORMATS.md §4, §5; the captures under `tests/fixtures/mesos/`),
+//! shapes (docs/FORMATS.md §4, §5; the captures under `tests/fixtures/mesos/`),
 //! changes them on command (agents, frameworks, task launches with the
 //! `TASK_STAGING` → `TASK_STARTING` → `TASK_RUNNING` updates, kills,
 //! losses), and misbehaves on demand. It shares the Marathon simulator's

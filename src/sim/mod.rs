@@ -2,7 +2,7 @@
 //! (The simulated Mesos master is [`mesos`]; it shares the HTTP pieces.)
 //!
 //! It serves apps, tasks and an event stream in the real wire shapes
-//! (FORMATS.md §1–§3, the fixtures under `tests/fixtures/marathon/`), changes
+//! (docs/FORMATS.md §1–§3, the fixtures under `tests/fixtures/marathon/`), changes
 //! them on command (deploy, scale, new version, kill, lose, IPs known...),
 //! emitting the events real Marathon emits, and misbehaves on demand. The
 //! HTTP/1.1 server is written on raw tokio sockets so that misbehaviour can

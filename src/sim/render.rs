@@ -98,7 +98,7 @@ impl From<IpAddr> for IpEntry {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimTask {
-    /// Omitted while no IP is known, like Marathon does (FORMATS.md §2).
+    /// Omitted while no IP is known, like Marathon does (docs/FORMATS.md §2).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<IpEntry>,
     pub staged_at: String,
@@ -168,7 +168,7 @@ pub const NETWORK_KEYS: [&str; 5] = [
 ///
 /// `groups` become `ipAddress.groups` only for [`Network::IpPerTask`] (the
 /// Marathon 0.14–1.4 API). Marathon 1.5+ (`networks[]`) accepts groups but
-/// never returns them (FORMATS.md §1.2): they are dropped here too, and a
+/// never returns them (docs/FORMATS.md §1.2): they are dropped here too, and a
 /// 1.5 app says its groups with labels.
 pub fn network_fields(
     network: &Network,

@@ -1,5 +1,5 @@
 //! One whole master document → [`ClusterView`], with the format detected
-//! from the content (design §2, `file` source; also usable by the remote
+//! from the content (docs/design.md §2, `file` source; also usable by the remote
 //! sources for their snapshots).
 //!
 //! Accepted: Marathon `/v2/apps?embed=apps.tasks` (and `/v2/groups` with

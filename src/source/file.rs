@@ -1,4 +1,4 @@
-//! `[source] kind = "file"`: a master document in a file (design §2).
+//! `[source] kind = "file"`: a master document in a file (docs/design.md §2).
 //!
 //! The file is polled every [`POLL`] with `stat` (cheap, no extra crate, and
 //! works on every filesystem, unlike inotify on NFS or bind mounts). It is

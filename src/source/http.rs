@@ -1,4 +1,4 @@
-//! HTTP to the masters (Marathon now, Mesos later): an ordered URL list with
+//! HTTP to the masters (Marathon and Mesos): an ordered URL list with
 //! failover, redirects, auth, TLS, timeouts, size caps and backoff.
 //!
 //! * **Failover.** URLs are tried in order starting with the one that worked

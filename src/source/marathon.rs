@@ -1,5 +1,5 @@
 //! `[source] kind = "marathon"`: `/v2/apps?embed=apps.tasks` snapshots and
-//! the `/v2/events` stream (design §2, FORMATS.md §1–§3, §7).
+//! the `/v2/events` stream (docs/design.md §2, docs/FORMATS.md §1–§3, §7).
 //!
 //! One *session* is: open the event stream, then take a snapshot while
 //! buffering the events that arrive meanwhile, fold those into the snapshot
@@ -144,7 +144,7 @@ pub enum Event {
     Other(String),
 }
 
-/// `status_update_event` (FORMATS.md §3).
+/// `status_update_event` (docs/FORMATS.md §3).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusUpdate {

@@ -1,23 +1,23 @@
 //! `[source] kind = "mesos"`: the v1 operator API event stream
 //! (`POST /api/v1 {"type":"SUBSCRIBE"}`, RecordIO-framed JSON), with
-//! `GET /master/state` polling for masters without it (design §2,
-//! FORMATS.md §4, §5, §7, §8).
+//! `GET /master/state` polling for masters without it (docs/design.md §2,
+//! docs/FORMATS.md §4, §5, §7, §8).
 //!
 //! One *session* is one SUBSCRIBE connection. Its first record must be
 //! `SUBSCRIBED`, whose `get_state` is the whole cluster: it becomes ONE
 //! [`SourceUpdate::Snapshot`] that replaces everything the daemon knew, on
 //! the first connection and on every reconnect alike (Mesos has no replay;
-//! it re-sends the snapshot instead, §8.11). Events follow, in order:
+//! it re-sends the snapshot instead, docs/FORMATS.md §8.11). Events follow, in order:
 //! * `TASK_ADDED` -> the task is kept (raw, for later updates) and upserted.
 //!   After a master failover tasks re-appear this way, possibly already
-//!   terminal (§8.12): a terminal one is removed, not upserted.
+//!   terminal (docs/FORMATS.md §8.12): a terminal one is removed, not upserted.
 //! * `TASK_UPDATED` -> the update is applied to the kept task the way the
 //!   master applies it ([`MesosTask::apply_update`]; groups come from the
-//!   TaskInfo, IPs from the newest status that has any, §8.2–§8.4) and the
+//!   TaskInfo, IPs from the newest status that has any, docs/FORMATS.md §8.2–§8.4) and the
 //!   task upserted, or removed when the new state is terminal. An update
 //!   for a task never added (filtered out by ACLs) is ignored.
 //! * `AGENT_REMOVED` -> nothing. The event does not list the agent's tasks
-//!   (§8.12); each of them gets its own `TASK_UPDATED` (LOST, GONE,
+//!   (docs/FORMATS.md §8.12); each of them gets its own `TASK_UPDATED` (LOST, GONE,
 //!   UNREACHABLE…) or comes back with the agent. Guessing from `agent_id`
 //!   would tear down rules of tasks that are merely partitioned.
 //! * `AGENT_ADDED`, `FRAMEWORK_ADDED`/`_UPDATED` -> the agent's IPs and the
@@ -574,7 +574,7 @@ impl Source {
         let id = task.id.0.clone();
         let converted = convert_task(&task, &self.ctx, &self.groups);
         if converted.state.is_terminal() {
-            // Re-announced after a failover, already dead (§8.12).
+            // Re-announced after a failover, already dead (docs/FORMATS.md §8.12).
             self.tasks.remove(&id);
             return self.remove_task(&id);
         }
@@ -1071,7 +1071,7 @@ mod tests {
     #[tokio::test]
     async fn mixed_capture_split_into_odd_chunks_converges() {
         // The whole RecordIO capture, re-chunked every 13 bytes: lengths
-        // and records split everywhere (§8.11: parse by length, not chunk).
+        // and records split everywhere (docs/FORMATS.md §8.11: parse by length, not chunk).
         let bytes =
             fixture("operator-api/mesos-1.5.0-subscribe-stream-mixed-networking.DERIVED.recordio");
         let chunks: Vec<Vec<u8>> = bytes.chunks(13).map(<[u8]>::to_vec).collect();
@@ -1090,18 +1090,18 @@ mod tests {
                 .find(|t| t.id.starts_with(prefix))
                 .expect("task")
         };
-        // §8.3: the Docker user-network task's STARTING status reports the
+        // docs/FORMATS.md §8.3: the Docker user-network task's STARTING status reports the
         // agent's IP; only RUNNING has the container's.
         assert_eq!(ips(get("docker-on-dcos.")), ["9.0.2.130"]);
         assert!(get("docker-on-dcos.").is_endpoint());
-        // §8.4: IPv4 and IPv6 from several NetworkInfos.
+        // docs/FORMATS.md §8.4: IPv4 and IPv6 from several NetworkInfos.
         assert_eq!(
             ips(get("docker-on-ipv6.")),
             ["172.19.0.2", "fd01:b::2:8000:0:2"]
         );
         assert!(get("ucr-on-dcos.").is_endpoint());
         assert!(get("pod-on-dcos.").is_endpoint());
-        // §8.7: host and NAT bridge networking are not endpoints.
+        // docs/FORMATS.md §8.7: host and NAT bridge networking are not endpoints.
         assert_eq!(
             get("docker-on-bridge.").not_enforced,
             Some(NotEnforced::NatBridge)
@@ -1115,7 +1115,7 @@ mod tests {
 
     #[tokio::test]
     async fn failover_capture_drops_tasks_re_added_as_terminal() {
-        // §8.12: after a master failover a dead task re-appears as a
+        // docs/FORMATS.md §8.12: after a master failover a dead task re-appears as a
         // TASK_ADDED in TASK_FAILED; it is never upserted. AGENT_ADDED,
         // FRAMEWORK_* and HEARTBEAT change nothing by themselves.
         let records = ndjson(

@@ -1,4 +1,4 @@
-//! Incremental RecordIO framing (Mesos `docs/recordio.md`, FORMATS.md §5):
+//! Incremental RecordIO framing (Mesos `docs/recordio.md`, docs/FORMATS.md §5):
 //! `<decimal byte length>\n<record bytes>` repeated, no separator after a
 //! record. Proxies re-chunk the stream, so a record or its length line may
 //! be split anywhere: bytes are fed as they come and complete records come

@@ -1,5 +1,5 @@
 //! An incremental parser for server-sent events (`text/event-stream`), as
-//! Marathon's `/v2/events` serves them (FORMATS.md §3).
+//! Marathon's `/v2/events` serves them (docs/FORMATS.md §3).
 //!
 //! Bytes are fed in whatever chunks the network delivers; complete events
 //! come out. Line ends may be LF, CRLF or a lone CR, and a CRLF split across
@@ -10,7 +10,7 @@
 //!
 //! One deliberate difference from the WHATWG algorithm: a blank line before
 //! any `data:` line keeps the pending `event:` name instead of resetting it.
-//! Marathon never sends that, and FORMATS.md asks for blank lines *inside* a
+//! Marathon never sends that, and docs/FORMATS.md asks for blank lines *inside* a
 //! frame to be ignored, so a stray keep-alive between `event:` and `data:`
 //! cannot relabel the event.
 //!

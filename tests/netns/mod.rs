@@ -5,7 +5,7 @@
 //! Include it from an integration test with
 //! `#[path = "netns/mod.rs"] mod netns;`.
 //!
-//! Safety (design.md §6):
+//! Safety (docs/design.md §6):
 //! - every namespace is named `gdt<pid>x<counter>-<role>` and is created with
 //!   `ip netns add`, which fails rather than reuse an existing name;
 //! - every `ip`/`sysctl` command runs inside one of our namespaces (`cmd.rs`),

@@ -343,7 +343,7 @@ impl Cluster {
     }
 }
 
-/// What the agent reports for a task in `state` (FORMATS §8.2–§8.3): nothing
+/// What the agent reports for a task in `state` (docs/FORMATS.md §8.2–§8.3): nothing
 /// while staging; Docker on a user network reports the agent's IP, without
 /// a network name, at `TASK_STARTING`, and the container's IPs from
 /// `TASK_RUNNING` on; UCR reports the container's IPs from `TASK_STARTING`;

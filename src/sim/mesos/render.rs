@@ -1,5 +1,5 @@
 //! The simulated master's JSON, in the field order and label shapes of the
-//! captures (FORMATS §4, §5): v1 operator API objects (protobuf-JSON: ids
+//! captures (docs/FORMATS.md §4, §5): v1 operator API objects (protobuf-JSON: ids
 //! are `{"value": …}`, labels `{"labels": […]}`) and `/master/state`
 //! (ids are strings, task and status labels are arrays, but
 //! `container.network_infos[].labels` keep the object form).
@@ -89,7 +89,7 @@ pub(crate) fn framework_v1(framework: &FrameworkRec) -> J {
 }
 
 /// `ContainerInfo` as the scheduler sent it (the same in both APIs):
-/// groups live here, IPs do not (FORMATS §8.2). Host-networked tasks
+/// groups live here, IPs do not (docs/FORMATS.md §8.2). Host-networked tasks
 /// without Docker have none.
 fn container(task: &TaskRec) -> Option<J> {
     let spec = &task.spec;

@@ -1,5 +1,5 @@
 //! Marathon app documents (`GET /v2/apps?embed=apps.tasks`, `/v2/groups`,
-//! `/v2/apps/{id}`) and their conversion to [`Task`]s. FORMATS.md §1–§2.
+//! `/v2/apps/{id}`) and their conversion to [`Task`]s. docs/FORMATS.md §1–§2.
 //!
 //! Network classification of a Marathon app (decided per app *version*, see
 //! [`App::network_kind`]):
@@ -13,7 +13,7 @@
 //! * Else an `ipAddress` object (even `{}`) means IP-per-task (Marathon builds
 //!   a NetworkInfo from it); `null` or no `ipAddress` means host networking.
 //!
-//! Groups come from the app version that launched the task (design §1):
+//! Groups come from the app version that launched the task (docs/design.md §1):
 //! see [`VersionCache`].
 
 mod versions;
@@ -784,7 +784,7 @@ fn task_state(task: &MarathonTask) -> TaskState {
 
 /// The task's IPs. For an IP-per-task app an address equal to the agent's
 /// (`host`) is dropped: Mesos reports the agent IP for Docker user networks
-/// until the container network is attached (FORMATS.md §8.3), and Marathon
+/// until the container network is attached (docs/FORMATS.md §8.3), and Marathon
 /// copies that report verbatim. Binding the agent's IP to a task would make
 /// the agent itself a member of the task's groups.
 fn task_ips(

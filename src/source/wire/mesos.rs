@@ -1,6 +1,6 @@
 //! Mesos master documents (`GET /master/state`, v1 `SUBSCRIBED` event,
 //! `GET_STATE` and `GET_TASKS` responses) and their conversion to [`Task`]s.
-//! FORMATS.md §4–§5, §8.
+//! docs/FORMATS.md §4–§5, §8.
 //!
 //! One task model serves both JSON dialects: `/master/state` writes ids as
 //! strings and labels as arrays, the v1 API writes `{"value": …}` ids and
@@ -25,7 +25,7 @@
 //! first), union of all its NetworkInfos and addresses. When the task asked
 //! for named networks, only reported NetworkInfos with one of those names
 //! count: Docker user-network tasks first report the agent's IP with no name
-//! (FORMATS.md §8.3). For the same reason an IP-per-task address equal to the
+//! (docs/FORMATS.md §8.3). For the same reason an IP-per-task address equal to the
 //! agent's own is dropped.
 
 use std::collections::{BTreeSet, HashMap};
@@ -282,7 +282,7 @@ pub struct TaskAdded {
     pub task: MesosTask,
 }
 
-/// `TASK_UPDATED`: the real shape (FORMATS.md §5), not the docs' example.
+/// `TASK_UPDATED`: the real shape (docs/FORMATS.md §5), not the docs' example.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TaskUpdated {
     #[serde(default)]
@@ -310,7 +310,7 @@ pub struct MesosTask {
     #[serde(default)]
     pub labels: Labels,
     /// The ContainerInfo the task was launched with: the requested networks
-    /// and their groups (authoritative per task, FORMATS.md §8.10).
+    /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
     #[serde(default)]
     pub container: Option<ContainerInfo>,
     /// Oldest first.
@@ -893,7 +893,7 @@ mod tests {
 
     #[test]
     fn unnamed_agent_address_of_a_docker_user_network_task_is_ignored() {
-        // FORMATS.md §8.3: STARTING reports the agent IP without a network name.
+        // docs/FORMATS.md §8.3: STARTING reports the agent IP without a network name.
         let t = convert(
             r#"{"id":"t","state":"TASK_STARTING","container":{"type":"DOCKER","docker":{"network":"USER"},"network_infos":[{"name":"dcos"}]},
                 "statuses":[{"state":"TASK_STARTING","container_status":{"network_infos":[{"ip_addresses":[{"ip_address":"172.17.0.4"}]}]}}]}"#,

@@ -1,5 +1,5 @@
 //! Serde models of what the masters serve, and the rules that turn one task
-//! of either master into a [`Task`](crate::model::Task).
+//! of either master into a [`Task`].
 //!
 //! The models are tolerant: unknown fields are ignored (never deserialized, so
 //! odd numbers or 64-bit nanoseconds elsewhere in a payload cannot fail a
@@ -8,7 +8,7 @@
 //! document where they do not is rejected as a whole (fail-static) rather than
 //! half-understood.
 //!
-//! The rules shared by both masters live here: groups(T) (design §1) and the
+//! The rules shared by both masters live here: groups(T) (docs/design.md §1) and the
 //! endpoint classification.
 
 use std::net::IpAddr;
@@ -86,7 +86,7 @@ pub(crate) struct GroupInputs<'a> {
     pub task_labels: Vec<(&'a str, &'a str)>,
 }
 
-/// groups(T), design §1: the union of the NetworkInfo group lists and the
+/// groups(T), docs/design.md §1: the union of the NetworkInfo group lists and the
 /// `label_key` label of the NetworkInfos or, only when no NetworkInfo label
 /// carries the key at all, of the task. A NetworkInfo label that is present
 /// but empty still wins: whoever set it on the network meant "no groups here".
