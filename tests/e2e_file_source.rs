@@ -964,10 +964,8 @@ fn degraded_restarts_keep_the_kernel_table() {
     let to_cache1: IpAddr = w.cluster.task(w.tasks[cache1]).ipv4.into();
     let restart_without_source = |w: &mut World, case: &str| {
         let before = kernel_text(w, 0);
-        let allowed =
-            ContinuousProbe::start(&w.cluster, w.tasks[web1], to_cache1, Proto::Tcp, 20);
-        let denied =
-            ContinuousProbe::start(&w.cluster, w.tasks[db2], to_cache1, Proto::Udp, 20);
+        let allowed = ContinuousProbe::start(&w.cluster, w.tasks[web1], to_cache1, Proto::Tcp, 20);
+        let denied = ContinuousProbe::start(&w.cluster, w.tasks[db2], to_cache1, Proto::Udp, 20);
         std::thread::sleep(Duration::from_millis(300));
         if let Some(d) = w.daemons[0].take() {
             d.kill9().expect("kill -9 groupd");
@@ -990,7 +988,11 @@ fn degraded_restarts_keep_the_kernel_table() {
             denied.iter().filter(|(_, ok)| *ok).count(),
             denied.len()
         );
-        assert_eq!(kernel_text(w, 0), before, "{case}: the table changed; log:\n{log}");
+        assert_eq!(
+            kernel_text(w, 0),
+            before,
+            "{case}: the table changed; log:\n{log}"
+        );
         let st = w.groupctl(0, &["status"]);
         assert!(
             st["health"]["source_state"] == "degraded"

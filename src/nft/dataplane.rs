@@ -134,6 +134,29 @@ pub trait Dataplane {
     fn commit(&mut self, ops: Vec<Op<'_>>) -> Result<(), NftError>;
 }
 
+/// A borrowed dataplane is one too (tests keep the fake and look into it).
+impl<D: Dataplane + ?Sized> Dataplane for &mut D {
+    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
+        (**self).read(family, table)
+    }
+
+    fn exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
+        (**self).exists(family, table)
+    }
+
+    fn read_chains(
+        &mut self,
+        family: Family,
+        table: &str,
+    ) -> Result<std::collections::BTreeMap<String, readback::KernelChain>, NftError> {
+        (**self).read_chains(family, table)
+    }
+
+    fn commit(&mut self, ops: Vec<Op<'_>>) -> Result<(), NftError> {
+        (**self).commit(ops)
+    }
+}
+
 /// The real kernel, over one long-lived nfnetlink socket.
 pub struct Netlink {
     sock: NfSocket,
