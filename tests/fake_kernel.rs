@@ -58,35 +58,22 @@ fn desired(variant: u8) -> (Table, Table) {
     st.tables()
 }
 
-/// What a read-back says, without what only the kernel assigns (handles,
-/// counter values).
+/// A chain as read back, without what only the kernel assigns (handles,
+/// counter values): its hook and its rules' tags in order.
+type ChainShape = (Option<(groupd::ruleset::Hook, i32)>, Vec<Option<String>>);
+
+/// What a read-back says that both kernels must agree on.
 #[derive(Debug, PartialEq)]
 struct Shape {
     exists: bool,
-    sets: BTreeMap<String, (u32, u32, u32, Option<u32>, Vec<u8>, BTreeSet<Element>)>,
-    chains: BTreeMap<String, (Option<(groupd::ruleset::Hook, i32)>, Vec<Option<String>>)>,
+    sets: BTreeMap<String, groupd::nft::KernelSet>,
+    chains: BTreeMap<String, ChainShape>,
 }
 
 fn shape(k: &KernelTable) -> Shape {
     Shape {
         exists: k.exists,
-        sets: k
-            .sets
-            .iter()
-            .map(|(n, s)| {
-                (
-                    n.clone(),
-                    (
-                        s.key_len,
-                        s.key_type,
-                        s.flags,
-                        s.data_type,
-                        s.userdata.clone(),
-                        s.elements.clone(),
-                    ),
-                )
-            })
-            .collect(),
+        sets: k.sets.clone(),
         chains: k
             .chains
             .iter()
