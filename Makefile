@@ -4,7 +4,7 @@ CARGO ?= cargo
 APT_PACKAGES := nftables iproute2 iputils-ping procps openssl
 BENCH_PACKAGES := sockperf iperf3
 
-.PHONY: all build deps bench-deps test lint demo demo-marathon bench deb clean
+.PHONY: all build deps bench-deps test chaos lint demo demo-marathon bench deb clean
 
 all: build
 
@@ -31,8 +31,14 @@ bench-deps: deps
 test: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root (it creates network namespaces); run: sudo make test" >&2; exit 1; fi
 	$(CARGO) build --bins --benches
-	$(CARGO) test --lib --bins --tests -- --include-ignored --test-threads=4
+	$(CARGO) test --lib --bins --tests -- --include-ignored --skip chaos_ --test-threads=4
 	$(CARGO) test --doc
+
+# The chaos suite (minutes; not part of `make test`): faults under continuous
+# probing of every pair. GROUPD_CHAOS_SEED=N replays a run.
+chaos: deps
+	@if [ "$$(id -u)" != 0 ]; then echo "make chaos needs root"; exit 1; fi
+	$(CARGO) test --test chaos -- --ignored --nocapture --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check
