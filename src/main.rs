@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use groupd::config::Config;
+use groupd::logging::LogFormat;
 use groupd::nft::Nft;
 
 #[derive(Parser)]
@@ -18,6 +19,10 @@ struct Cli {
     /// Configuration file.
     #[arg(long, short, default_value = "/etc/groupd/groupd.toml", global = true)]
     config: PathBuf,
+    /// Log lines as text or JSON on stderr. Without it: natively to
+    /// journald when stderr is the journal (under systemd), else text.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     /// Delete groupd's nftables tables and exit (removes all protection).
     #[arg(long)]
     cleanup: bool,
@@ -35,13 +40,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROUPD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    groupd::logging::init(cli.log_format);
     let config = Config::load(&cli.config);
     if cli.cleanup {
         // Removal must work even with a broken or missing config.
