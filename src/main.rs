@@ -70,10 +70,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => {
-            println!("{}: ok", cli.config.display());
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig => check_config(&config, &cli.config),
         Command::Run => {
             one_malloc_arena();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -96,6 +93,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `groupd check-config`: the parse already passed; now what only the
+/// filesystem can tell. Warnings go to stderr and keep exit 0.
+fn check_config(config: &Config, path: &std::path::Path) -> ExitCode {
+    // Read again for the line numbers; it was readable a moment ago.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let findings = config.check_offline(&text);
+    let shown = path.display();
+    for warning in &findings.warnings {
+        eprintln!("groupd: {shown}: warning: {warning}");
+    }
+    for error in &findings.errors {
+        eprintln!("groupd: {shown}: {error}");
+    }
+    if !findings.errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    match findings.warnings.len() {
+        0 => println!("{shown}: ok"),
+        n => println!("{shown}: ok ({n} warning{})", if n == 1 { "" } else { "s" }),
+    }
+    ExitCode::SUCCESS
 }
 
 /// One glibc malloc arena for every thread. The big allocations (a cluster
