@@ -57,6 +57,8 @@ pub struct Daemon {
     metrics: crate::metrics::Shared,
     /// The view changed since it was last written to `state_dir`.
     dirty: bool,
+    /// One log line per change of a local task's enforcement.
+    task_log: crate::task_log::TaskLog,
 }
 
 impl Daemon {
@@ -82,6 +84,7 @@ impl Daemon {
             synced: false,
             metrics: Default::default(),
             dirty: false,
+            task_log: Default::default(),
         })
     }
 
@@ -154,6 +157,7 @@ impl Daemon {
     /// Send what changed as one transaction; on failure fall back to a full
     /// reconcile (also one transaction), and keep the delta for a retry.
     fn apply(&mut self) {
+        self.task_log.observe(&self.state, &self.bindings);
         if !self.synced {
             self.verify();
             return;

@@ -22,3 +22,4 @@ pub mod sim;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod task_log;
