@@ -77,29 +77,40 @@ pub fn init(flag: Option<LogFormat>) {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
     };
-    match output {
+    let used = match output {
         Output::Journald => match tracing_journald::layer() {
-            Ok(journald) => registry
-                .with(journald.with_field_prefix(Some("GROUPD".into())))
-                .init(),
+            Ok(journald) => {
+                registry
+                    .with(journald.with_field_prefix(Some("GROUPD".into())))
+                    .init();
+                output
+            }
             Err(e) => {
                 registry.with(stderr_text()).init();
                 tracing::warn!(
                     "JOURNAL_STREAM is set but the journald socket cannot be used ({e}); logging text to stderr"
                 );
+                Output::Stderr(LogFormat::Text)
             }
         },
-        Output::Stderr(LogFormat::Text) => registry.with(stderr_text()).init(),
-        Output::Stderr(LogFormat::Json) => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_writer(std::io::stderr),
-            )
-            .init(),
-    }
+        Output::Stderr(LogFormat::Text) => {
+            registry.with(stderr_text()).init();
+            output
+        }
+        Output::Stderr(LogFormat::Json) => {
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_writer(std::io::stderr),
+                )
+                .init();
+            output
+        }
+    };
+    tracing::debug!(output = ?used, "log output chosen");
 }
 
 #[cfg(test)]
