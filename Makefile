@@ -1,7 +1,7 @@
 # groupd: `make test` (needs root: it builds network namespaces), `make demo`, `make bench`.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := nftables iproute2 iputils-ping procps openssl
+APT_PACKAGES := nftables iproute2 iputils-ping procps openssl systemd
 BENCH_PACKAGES := sockperf iperf3
 
 .PHONY: all build deps bench-deps test chaos lint demo demo-marathon bench deb clean

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::Cidr;
 
+mod check;
+pub use check::Findings;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -181,6 +184,11 @@ fn default_socket() -> PathBuf {
 fn default_state_dir() -> PathBuf {
     "/var/lib/groupd".into()
 }
+/// Longest `daemon.verify_interval`: drift (someone flushing the table)
+/// stays unrepaired that long, and `/healthz` tolerates three intervals
+/// without a read-back. The watchdog has its own ticker.
+pub const MAX_VERIFY_INTERVAL: f64 = 3600.0;
+
 fn default_verify_interval() -> f64 {
     10.0
 }
@@ -492,9 +500,11 @@ impl Config {
             ));
         }
         let d = &self.daemon;
-        if !(d.verify_interval.is_finite() && d.verify_interval >= 0.1) {
+        if !(d.verify_interval.is_finite()
+            && (0.1..=MAX_VERIFY_INTERVAL).contains(&d.verify_interval))
+        {
             return Err(format!(
-                "{}daemon.verify_interval must be at least 0.1 (seconds)",
+                "{}daemon.verify_interval must be between 0.1 and {MAX_VERIFY_INTERVAL} (seconds); the systemd watchdog does not depend on it",
                 at("verify_interval")
             ));
         }

@@ -102,6 +102,8 @@ pub struct Daemon<D: Dataplane = Netlink> {
     kernel_failing: bool,
     store: ViewStore,
     metrics: crate::metrics::Shared,
+    /// One log line per change of a local task's enforcement.
+    task_log: crate::task_log::TaskLog,
 }
 
 impl Daemon<Netlink> {
@@ -137,6 +139,7 @@ impl<D: Dataplane> Daemon<D> {
             kernel_failing: false,
             store,
             metrics: Default::default(),
+            task_log: Default::default(),
         }
     }
 
@@ -295,6 +298,7 @@ impl<D: Dataplane> Daemon<D> {
         if !self.authoritative {
             return;
         }
+        self.task_log.observe(&self.state, &self.bindings);
         if !self.synced {
             self.reconcile();
             return;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use groupd::config::Config;
+use groupd::logging::LogFormat;
 use groupd::nft::Nft;
 
 #[derive(Parser)]
@@ -18,6 +19,10 @@ struct Cli {
     /// Configuration file.
     #[arg(long, short, default_value = "/etc/groupd/groupd.toml", global = true)]
     config: PathBuf,
+    /// Log lines as text or JSON on stderr. Without it: natively to
+    /// journald when stderr is the journal (under systemd), else text.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     /// Delete groupd's nftables tables and exit (removes all protection).
     #[arg(long)]
     cleanup: bool,
@@ -35,13 +40,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GROUPD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    groupd::logging::init(cli.log_format);
     let config = Config::load(&cli.config);
     if cli.cleanup {
         // Removal must work even with a broken or missing config.
@@ -71,10 +70,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => {
-            println!("{}: ok", cli.config.display());
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig => check_config(&config, &cli.config),
         Command::Run => {
             one_malloc_arena();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -97,6 +93,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `groupd check-config`: the parse already passed; now what only the
+/// filesystem can tell. Warnings go to stderr and keep exit 0.
+fn check_config(config: &Config, path: &std::path::Path) -> ExitCode {
+    // Read again for the line numbers; it was readable a moment ago.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let findings = config.check_offline(&text);
+    let shown = path.display();
+    for warning in &findings.warnings {
+        eprintln!("groupd: {shown}: warning: {warning}");
+    }
+    for error in &findings.errors {
+        eprintln!("groupd: {shown}: {error}");
+    }
+    if !findings.errors.is_empty() {
+        return ExitCode::from(2);
+    }
+    match findings.warnings.len() {
+        0 => println!("{shown}: ok"),
+        n => println!("{shown}: ok ({n} warning{})", if n == 1 { "" } else { "s" }),
+    }
+    ExitCode::SUCCESS
 }
 
 /// One glibc malloc arena for every thread. The big allocations (a cluster

@@ -90,7 +90,7 @@ pub fn drops(counters: &HashMap<String, Vec<(u64, u64)>>) -> BTreeMap<&'static s
         .collect()
 }
 
-fn reason(n: &NotEnforced) -> &'static str {
+pub(crate) fn reason(n: &NotEnforced) -> &'static str {
     match n {
         NotEnforced::HostNetwork => "host networking",
         NotEnforced::NatBridge => "NAT bridge (IP not unique)",

@@ -209,30 +209,7 @@ impl HttpError {
     }
 }
 
-/// `s` with any `user:password@` of a URL in it replaced by `***@`. Works on
-/// any text, parseable URL or not.
-pub fn redact_url(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::redact::redact_url;
 
 /// A URL as errors show it: redacted, and a long query (the event filter
 /// list) elided so that the reason stays readable in `groupctl status`.
