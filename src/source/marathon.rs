@@ -803,8 +803,7 @@ impl Source {
     ) -> Result<Change, Failure> {
         // A container of a pod instance: the instance is the task, and its
         // state and address are in the pod's status.
-        if let Some(pod_id) = status.app_id.as_deref().filter(|id| self.pods.is_pod(id)) {
-            let pod_id = pod_id.to_string();
+        if let Some(pod_id) = self.pod_of_status(&status) {
             return self.on_pod_changed(client, &pod_id).await;
         }
         if TaskState::parse(&status.task_status).is_terminal() {
@@ -844,6 +843,27 @@ impl Source {
         self.keep_known_ips(&mut task);
         self.view.insert(task.clone());
         Ok(Change::Upsert(task))
+    }
+
+    /// The pod a status is about: its `appId` when that is a known pod,
+    /// else (no `appId`) the pod of a known instance whose id starts the
+    /// task id (`<instance id>.<container>`; task ids are never split on
+    /// dots to guess an app).
+    fn pod_of_status(&self, status: &StatusUpdate) -> Option<String> {
+        if let Some(id) = status.app_id.as_deref() {
+            return self.pods.is_pod(id).then(|| id.to_string());
+        }
+        self.view
+            .tasks
+            .values()
+            .filter(|t| self.pods.is_pod(&t.app))
+            .find(|t| {
+                status
+                    .task_id
+                    .strip_prefix(&*t.id)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|t| t.app.to_string())
     }
 
     /// A live task's status without IPs does not mean the container lost
@@ -1728,6 +1748,34 @@ mod tests {
             let reason = degraded(&mut rx).await;
             assert!(reason.contains(expect), "{reason}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_pod_container_status_without_app_id_re_reads_its_pod() {
+        let def = r#"{"id":"/p","version":"v1","networks":[{"mode":"container","labels":{"network-groups":"g"}}]}"#;
+        let instance = r#"{"id":"p.instance-1","status":"STABLE","networks":[{"addresses":["10.233.0.7"]}],
+            "containers":[{"name":"app","status":"TASK_RUNNING"},{"name":"log","status":"TASK_RUNNING"}],
+            "specReference":"/v2/pods/p::versions/v1"}"#;
+        let status = format!(r#"{{"id":"/p","spec":{def},"instances":[{instance}]}}"#);
+        let m = fake_marathon(
+            apps_doc(&[]),
+            vec![
+                (PODS_PATH.to_string(), format!("[{def}]")),
+                (PODS_STATUS_PATH.to_string(), format!("[{status}]")),
+                ("/v2/pods/p::status".to_string(), status.clone()),
+            ],
+        )
+        .await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(groups_of(&view, "p.instance-1"), ["g"]);
+        assert!(view.tasks["p.instance-1"].is_endpoint());
+        m.hub.push("event: status_update_event\r\ndata: {\"eventType\":\"status_update_event\",\"taskId\":\"p.instance-1.log\",\"taskStatus\":\"TASK_FINISHED\"}\r\n\r\n");
+        // Same status as before: re-read, nothing changed, nothing sent.
+        silence(&mut rx, Duration::from_millis(200)).await;
+        assert_eq!(m.server.requests("/v2/pods/p::status").len(), 1);
+        // An app status without appId still only asks for a resync.
+        assert!(m.server.requests("/v2/apps/").is_empty());
     }
 
     #[test]
