@@ -1778,6 +1778,49 @@ mod tests {
         assert!(m.server.requests("/v2/apps/").is_empty());
     }
 
+    #[tokio::test]
+    async fn pod_instances_keep_the_groups_of_their_launching_version() {
+        let def = |v: &str, g: &str| {
+            format!(
+                r#"{{"id":"/p","version":"{v}","networks":[{{"mode":"container","labels":{{"network-groups":"{g}"}}}}]}}"#
+            )
+        };
+        let instance = |id: &str, ip: &str, v: &str| {
+            format!(
+                r#"{{"id":"{id}","status":"STABLE","networks":[{{"addresses":["{ip}"]}}],
+                "containers":[{{"name":"app","status":"TASK_RUNNING"}}],"specReference":"/v2/pods/p::versions/{v}"}}"#
+            )
+        };
+        let status = format!(
+            r#"{{"id":"/p","spec":{},"instances":[{},{},{}]}}"#,
+            def(V2, "new"),
+            instance("p.instance-1", "10.233.0.1", V1),
+            instance("p.instance-2", "10.233.0.2", V2),
+            instance("p.instance-0", "10.233.0.3", V0),
+        );
+        let m = fake_marathon(
+            apps_doc(&[]),
+            vec![
+                (PODS_PATH.to_string(), format!("[{}]", def(V2, "new"))),
+                (PODS_STATUS_PATH.to_string(), format!("[{status}]")),
+                (format!("/v2/pods/p::versions/{V1}"), def(V1, "old")),
+            ],
+        )
+        .await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(groups_of(&view, "p.instance-1"), ["old"]);
+        assert_eq!(groups_of(&view, "p.instance-2"), ["new"]);
+        // A version the master no longer has: ungrouped, with a note.
+        assert!(view.tasks["p.instance-0"].groups.is_empty());
+        assert!(view.tasks["p.instance-0"]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains(V0));
+        assert_eq!(m.server.requests("/v2/pods/p::versions/").len(), 2);
+    }
+
     #[test]
     fn version_paths_are_encoded() {
         assert_eq!(
