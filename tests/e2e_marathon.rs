@@ -8,7 +8,9 @@
 //! `kind = "marathon"`. Tasks are deployed, scaled, re-grouped through a new
 //! app version and killed through the simulator, and every step is checked
 //! with ICMP/TCP/UDP over IPv4 and IPv6 against R1–R3 (R8 for tasks whose
-//! interface exists but whom the master does not report running). Then both
+//! interface exists but whom the master does not report running). A pod
+//! instance with two containers sharing its namespace and IP joins group db
+//! through its network's label and goes when the pod is deleted. Then both
 //! masters go dark for 30 s: the kernel tables must not change, groupctl
 //! must say "degraded" with a reason, traffic keeps its verdicts, and a
 //! task killed meanwhile is dropped once the masters are back.
@@ -28,8 +30,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use groupd::sim::{
-    AppSpec, Endpoint as SimEndpoint, MarathonSim, Mode, SimHandle, SimOptions, TaskSpec,
-    VersionChange,
+    AppSpec, Endpoint as SimEndpoint, MarathonSim, Mode, PodInstanceSpec, PodSpec, SimHandle,
+    SimOptions, TaskSpec, VersionChange,
 };
 use netns::probe::{ContinuousProbe, Proto};
 use netns::{AgentId, Cluster, ManagedChild, TaskId};
@@ -384,9 +386,65 @@ fn marathon_source_end_to_end_with_a_standby_and_an_outage() {
     w.tasks[cache1].removed = true;
     w.wait_converged(Duration::from_secs(10));
 
+    pod_with_two_containers(&mut w);
     outage_then_recovery(&mut w);
     let total = test_started.elapsed();
     eprintln!("[e2e_marathon] whole scenario {total:?}");
+}
+
+/// Step 4b: a Marathon pod. Its instance is one namespace (the containers
+/// of a pod instance share it, and its IP); the simulator reports two
+/// containers in it, each a Mesos task `<instance>.<container>` with that
+/// IP. Its groups come from the label of the pod's network. It must be
+/// reachable from group db and from nobody else, and be cut off once the
+/// pod is deleted, while its interface still exists.
+fn pod_with_two_containers(w: &mut World) {
+    let i = w.add_task("instance-1", "/db-pod", 1, false);
+    let id = w.tasks[i].id.clone();
+    assert_eq!(id, "db-pod.instance-1");
+    let spec = PodSpec {
+        id: "/db-pod".into(),
+        network_labels: [("network-groups".to_string(), "db".to_string())].into(),
+        containers: vec!["app".into(), "sidecar".into()],
+        instances: vec![PodInstanceSpec {
+            id: Some(id.clone()),
+            ips: w.ips(i),
+            agent: "a2".into(),
+            host: None,
+        }],
+        ..PodSpec::default()
+    };
+    let started = Instant::now();
+    w.leader().deploy_pod(spec).expect("deploy the pod");
+    w.tasks[i].groups = groups(&["db"]);
+    w.tasks[i].known = Known::Running;
+    w.wait_converged(Duration::from_secs(10));
+    eprintln!(
+        "[e2e_marathon] pod instance enforced on both agents {:?} after the deploy",
+        started.elapsed()
+    );
+    let status = w.leader().url() + "/v2/pods/db-pod::status";
+    let (db2, web1) = (w.idx("db2"), w.idx("web1"));
+    assert!(
+        w.expected(db2, i) && !w.expected(web1, i),
+        "the model: db in, web out"
+    );
+    w.assert_matrix(&format!(
+        "pod instance {id} (2 containers, one IP; {status}) in group db"
+    ));
+
+    let started = Instant::now();
+    w.leader().remove_pod("/db-pod").expect("delete the pod");
+    w.tasks[i].known = Known::Gone;
+    w.wait_converged(Duration::from_secs(10));
+    eprintln!(
+        "[e2e_marathon] pod instance gone on both agents {:?} after the delete",
+        started.elapsed()
+    );
+    w.assert_matrix("pod deleted, its namespace still up");
+    w.cluster.remove_task(w.tasks[i].node);
+    w.tasks[i].removed = true;
+    w.wait_converged(Duration::from_secs(10));
 }
 
 /// Step 5: both masters go dark for 30 s (open streams dropped, every new

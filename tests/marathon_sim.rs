@@ -1055,3 +1055,125 @@ fn keep_alive_connections_serve_several_requests() {
     assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 2, "{all}");
     assert!(all.ends_with(&format!("{{\"leader\":\"{}\"}}", sim.addr())));
 }
+
+#[test]
+fn pods_are_served_in_the_captured_shape_and_driven_by_the_control_api() {
+    use groupd::source::wire::marathon::pods::{parse_pod_status, parse_pod_statuses, parse_pods};
+    let m = sim();
+    let addr = m.addr();
+    let body = r#"{"id":"/db-pod","network_labels":{"network-groups":"db"},"containers":["app","sidecar"],
+        "instances":[{"id":"db-pod.instance-1","ips":["10.233.3.3"],"agent":"a1"}]}"#;
+    let mut events = Events::open(addr, "");
+    let r = request(addr, "POST", "/_sim/deploy-pod", &[], body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["tasks"], serde_json::json!(["db-pod.instance-1"]));
+
+    let pods = parse_pods(&get(addr, "/v2/pods").body).expect("/v2/pods parses");
+    assert_eq!(pods.len(), 1);
+    let all = parse_pod_statuses(&get(addr, "/v2/pods/::status").body).expect("::status parses");
+    let one = parse_pod_status(&get(addr, "/v2/pods/db-pod::status").body).expect("one status");
+    assert_eq!(all[0].instances.len(), 1);
+    let instance = &one.instances[0];
+    assert_eq!(instance.containers.len(), 2);
+    assert_eq!(instance.networks[0].addresses, ["10.233.3.3"]);
+    // The keys of the captured status, and nothing it lacks.
+    let captured: Value = serde_json::from_slice(
+        &std::fs::read(format!(
+            "{FIXTURES}/pods/pod-status-dcos-two-containers.istio-test.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("json");
+    let served = get(addr, "/v2/pods/db-pod::status").json();
+    for key in keys(&served["instances"][0]) {
+        assert!(
+            captured["instances"][0].get(&key).is_some(),
+            "served instance key {key} is not in the captured status"
+        );
+    }
+    let version = instance.launch_version().expect("specReference");
+    assert_eq!(
+        get(addr, &format!("/v2/pods/db-pod::versions/{version}")).status,
+        200
+    );
+
+    // The stream: created, then a status update per container sharing the IP.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (event_type, data) = events.event().expect("an event");
+        if event_type != "event_stream_attached" {
+            seen.push((event_type, data));
+        }
+    }
+    assert_eq!(seen[0].0, "pod_created_event");
+    assert!(
+        seen[0].1.contains(r#""uri":"/v2/pods/db-pod""#),
+        "{}",
+        seen[0].1
+    );
+    for (i, container) in ["app", "sidecar"].iter().enumerate() {
+        let (event_type, data) = &seen[i + 1];
+        assert_eq!(event_type, "status_update_event");
+        assert!(data.contains(&format!(r#""taskId":"db-pod.instance-1.{container}""#)));
+        assert!(data.contains(r#""ipAddress":"10.233.3.3""#));
+    }
+
+    let r = request(
+        addr,
+        "POST",
+        "/_sim/add-pod-instance",
+        &[],
+        r#"{"pod":"/db-pod","instance":{"ips":["10.233.3.4"],"agent":"a1"}}"#,
+    );
+    assert_eq!(r.status, 200);
+    let added = r.json()["tasks"][0].as_str().expect("an id").to_string();
+    assert!(added.starts_with("db-pod.instance-"), "{added}");
+    let r = request(
+        addr,
+        "POST",
+        "/_sim/remove-pod-instance",
+        &[],
+        &format!(r#"{{"instance":"{added}"}}"#),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        request(
+            addr,
+            "POST",
+            "/_sim/remove-pod-instance",
+            &[],
+            &format!(r#"{{"instance":"{added}"}}"#)
+        )
+        .status,
+        404
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/_sim/remove-pod",
+        &[],
+        r#"{"pod":"/db-pod"}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(get(addr, "/v2/pods/db-pod::status").status, 404);
+    assert_eq!(get(addr, "/v2/pods/::status").json(), serde_json::json!([]));
+    assert_eq!(
+        request(
+            addr,
+            "POST",
+            "/_sim/deploy-pod",
+            &[],
+            r#"{"id":"/x","bogus":1}"#
+        )
+        .status,
+        400
+    );
+
+    // An older Marathon: no pods API at all.
+    let old = start(SimOptions {
+        pods: false,
+        ..SimOptions::default()
+    });
+    assert_eq!(get(old.addr(), "/v2/pods").status, 404);
+    assert_eq!(get(old.addr(), "/v2/pods/::status").status, 404);
+}

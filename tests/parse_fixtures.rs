@@ -231,6 +231,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ("marathon/events/event-bus-doc-examples-1.4.13.jsonl", Rejected("more than one JSON document")),
         ("marathon/events/sse-single-event-crlf.async-worker.txt", Rejected("server-sent event stream")),
         ("marathon/events/sse-stream-docs-example.marathon-docs.txt", Rejected("server-sent event stream")),
+        ("marathon/pods/pod-status-dcos-two-containers.istio-test.json", Rejected("without tasks; fetch /v2/apps?embed=apps.tasks")),
         ("marathon/tasks/app-tasks-instance-style-ids.marathon-docs.json", Rejected("task list")),
         ("marathon/tasks/app-tasks-internal-instance-format-2017.marathon-docs.json", Rejected("task list")),
         ("marathon/tasks/tasks-list.marathon-docs.json", Rejected("task list")),

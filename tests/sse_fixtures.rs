@@ -126,6 +126,9 @@ fn every_documented_event_body_is_accepted() {
                         | "instance_changed_event"
                         | "unknown_instance_terminated_event"
                         | "event_stream_attached"
+                        | "pod_created_event"
+                        | "pod_updated_event"
+                        | "pod_deleted_event"
                 );
                 assert_eq!(!other, expect_handled, "{name} line {}: {event:?}", n + 1);
                 if let Event::ApiPost { app } = &event {

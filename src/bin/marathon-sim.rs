@@ -13,7 +13,7 @@ use groupd::sim::{Auth, MarathonSim, SimOptions};
 #[derive(Parser)]
 #[command(
     name = "marathon-sim",
-    about = "A simulated Marathon: /v2/apps, /v2/tasks, /v2/events (SSE) and a control API under /_sim/"
+    about = "A simulated Marathon: /v2/apps, /v2/tasks, /v2/pods, /v2/events (SSE) and a control API under /_sim/"
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the URL is printed).
@@ -33,6 +33,9 @@ struct Args {
     /// Require `Authorization: token=<contents of this file>` (DC/OS).
     #[arg(long, conflicts_with = "username")]
     token_file: Option<PathBuf>,
+    /// Answer /v2/pods* with 404, like a Marathon before 1.4 (no pods).
+    #[arg(long)]
+    no_pods: bool,
 }
 
 /// A secret file's contents without the trailing newline editors add.
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     let options = SimOptions {
         keepalive: Duration::from_millis(args.keepalive_ms.max(1)),
         auth,
+        pods: !args.no_pods,
         ..SimOptions::default()
     };
     let sim = MarathonSim::start(args.listen, options)

@@ -8,7 +8,10 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::marathon::{AppSpec, Network, SimError, TaskSpec, VersionChange};
+use super::marathon::{
+    AppSpec, Network, PodInstanceSpec, PodSpec, SimError, TaskSpec, VersionChange,
+};
+use super::pods::Pods;
 use super::render::{self, IpEntry, SimTask};
 use crate::model::TaskState;
 
@@ -38,6 +41,8 @@ pub struct Cluster {
     /// distinct, increasing versions.
     last_version_ms: u64,
     next_host_port: u16,
+    /// Pods (Marathon 1.4+).
+    pub pods: Pods,
 }
 
 #[derive(Debug)]
@@ -141,6 +146,22 @@ impl Cluster {
         let port = 31_000 + self.next_host_port % 1000;
         self.next_host_port = self.next_host_port.wrapping_add(1);
         port
+    }
+
+    pub fn deploy_pod(&mut self, spec: PodSpec) -> Outcome {
+        let version = self.next_version();
+        let Cluster { apps, pods, .. } = self;
+        let app_task = |id: &str| apps.values().any(|a| a.tasks.iter().any(|t| t.id == id));
+        if let Some(clash) = apps.get(&format!("/{}", spec.id.trim().trim_matches('/'))) {
+            return Err(SimError::AppExists(clash.id.clone()));
+        }
+        pods.deploy(spec, version, &app_task)
+    }
+
+    pub fn add_pod_instance(&mut self, pod: &str, spec: PodInstanceSpec) -> Outcome {
+        let Cluster { apps, pods, .. } = self;
+        let app_task = |id: &str| apps.values().any(|a| a.tasks.iter().any(|t| t.id == id));
+        pods.add_instance(pod, spec, &app_task)
     }
 
     pub fn counts(&self) -> (usize, usize) {

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::http::{Request, Response};
 use super::marathon::{
-    AppSpec, Change, MisbehaveRule, Network, PortSpec, SimController, SimError, TaskSpec,
-    VersionChange,
+    AppSpec, Change, MisbehaveRule, Network, PodInstanceSpec, PodSpec, PortSpec, SimController,
+    SimError, TaskSpec, VersionChange,
 };
 
 #[derive(Deserialize)]
@@ -71,6 +71,25 @@ struct AppRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PodInstanceRequest {
+    pod: String,
+    instance: PodInstanceSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceRequest {
+    instance: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodRequest {
+    pod: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EmitRequest {
     event_type: String,
     /// Sent as it is (may be anything, even invalid JSON).
@@ -113,6 +132,14 @@ pub fn handle(sim: &SimController, request: &Request) -> Response {
             sim.update_task(&r.task, &r.status, r.ips)
         }),
         ("POST", "remove-app") => change(request, |r: AppRequest| sim.remove_app(&r.app)),
+        ("POST", "deploy-pod") => change(request, |spec: PodSpec| sim.deploy_pod(spec)),
+        ("POST", "add-pod-instance") => change(request, |r: PodInstanceRequest| {
+            sim.add_pod_instance(&r.pod, r.instance)
+        }),
+        ("POST", "remove-pod-instance") => change(request, |r: InstanceRequest| {
+            sim.remove_pod_instance(&r.instance)
+        }),
+        ("POST", "remove-pod") => change(request, |r: PodRequest| sim.remove_pod(&r.pod)),
         ("POST", "emit") => match parse::<EmitRequest>(request) {
             Err(response) => response,
             Ok(r) => {

@@ -82,6 +82,38 @@ pub struct AppSpec {
     pub tasks: Vec<TaskSpec>,
 }
 
+/// A pod (Marathon 1.4+): containers that share each instance's network
+/// namespace, on the `dcos` container network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodSpec {
+    /// `/prod/db`; a missing leading `/` is added.
+    pub id: String,
+    /// An ISO timestamp; generated when absent.
+    pub version: Option<String>,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Labels of the pod's network (`network-groups` says its groups).
+    pub network_labels: BTreeMap<String, String>,
+    /// Container names (no dots); `["main"]` when empty.
+    pub containers: Vec<String>,
+    pub instances: Vec<PodInstanceSpec>,
+}
+
+/// One pod instance: every container of the pod, sharing `ips`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodInstanceSpec {
+    /// Generated (`pod_path.instance-<uuid>`) when absent.
+    pub id: Option<String>,
+    /// Empty: the instance stays staging (no addresses, no status events).
+    pub ips: Vec<IpAddr>,
+    /// The Mesos agent id (`agentId`); `sim-S0` when empty.
+    pub agent: String,
+    /// `agentHostname`; the agent id when absent.
+    pub host: Option<String>,
+}
+
 /// A new app version (a configuration change, rolling restart).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -117,6 +149,8 @@ pub enum Endpoint {
     Ping,
     /// `/v2/events`.
     Events,
+    /// `/v2/pods`, `/v2/pods/::status`, `/v2/pods/{id}[::…]`.
+    Pods,
 }
 
 /// A way to misbehave. Applies to requests that arrive after it is set,
@@ -184,6 +218,9 @@ pub struct SimOptions {
     pub stream_buffer: usize,
     /// `version` in `/v2/info`.
     pub marathon_version: String,
+    /// Serve `/v2/pods*` (Marathon 1.4+); `false` answers them 404 like an
+    /// older Marathon.
+    pub pods: bool,
 }
 
 impl Default for SimOptions {
@@ -193,6 +230,7 @@ impl Default for SimOptions {
             auth: None,
             stream_buffer: 16_384,
             marathon_version: "1.4.13".to_string(),
+            pods: true,
         }
     }
 }
@@ -549,6 +587,29 @@ impl SimController {
     /// Delete an app: its tasks are killed, then `app_terminated_event`.
     pub fn remove_app(&self, app: &str) -> Result<Change, SimError> {
         self.change(|c| c.remove_app(app))
+    }
+
+    /// Create a pod and launch its instances: `pod_created_event`, then a
+    /// `status_update_event` (`TASK_RUNNING`) per container of each instance
+    /// with IPs. `tasks` of the answer are the instance ids.
+    pub fn deploy_pod(&self, spec: PodSpec) -> Result<Change, SimError> {
+        self.change(|c| c.deploy_pod(spec))
+    }
+
+    /// Launch one more instance of `pod`: every container of the pod shares
+    /// `spec.ips`; a `status_update_event` per container.
+    pub fn add_pod_instance(&self, pod: &str, spec: PodInstanceSpec) -> Result<Change, SimError> {
+        self.change(|c| c.add_pod_instance(pod, spec))
+    }
+
+    /// Kill a pod instance: `TASK_KILLED` for each of its containers.
+    pub fn remove_pod_instance(&self, instance: &str) -> Result<Change, SimError> {
+        self.change(|c| c.pods.remove_instance(instance))
+    }
+
+    /// Delete a pod: its instances are killed, then `pod_deleted_event`.
+    pub fn remove_pod(&self, pod: &str) -> Result<Change, SimError> {
+        self.change(|c| c.pods.remove_pod(pod))
     }
 
     /// Emit any event: `event: <event_type>` and `data: <data>` (one `data:`

@@ -39,6 +39,9 @@
 //! | `GET /v2/apps/{id}/versions` | `{"versions": [newest first]}` |
 //! | `GET /v2/apps/{id}/versions/{v}` | the bare definition of every version ever deployed (scaling creates versions too) |
 //! | `GET /v2/tasks` | `{"tasks": […]}` |
+//! | `GET /v2/pods` | `[pod definitions]` (404 with [`SimOptions::pods`] `false`, like Marathon before 1.4) |
+//! | `GET /v2/pods/::status` | `[pod statuses]`: instances with `networks[].addresses` and a status per container |
+//! | `GET /v2/pods/{id}::status`, `/v2/pods/{id}`, `/v2/pods/{id}::versions/{v}` | one pod's status, definition, definition at its current version |
 //! | `GET /v2/info`, `/v2/leader`, `/ping` | Marathon-like answers |
 //! | `GET /v2/events` | SSE (below); 405 without `Accept: text/event-stream` |
 //!
@@ -70,7 +73,11 @@
 //!   (`TASK_KILLED`, `TASK_LOST`, `TASK_RUNNING` with the IPs, …);
 //! * remove app: `group_change_success`, `deployment_info`, `TASK_KILLED`
 //!   per task, `app_terminated_event`, `deployment_step_success`,
-//!   `deployment_success`.
+//!   `deployment_success`;
+//! * pods: create `pod_created_event` + a `status_update_event` per
+//!   container of each running instance (`<instance>.<container>`, `appId`
+//!   = the pod); add instance: the status updates; remove instance:
+//!   `TASK_KILLED` per container; delete pod: the kills, `pod_deleted_event`.
 //!
 //! **Auth** ([`SimOptions::auth`]): every request except `/_sim/*` needs
 //! `Authorization: Basic …` or `Authorization: token=…`; otherwise 401 with
@@ -100,8 +107,12 @@
 //! | `POST /_sim/set-ips` | `{"task": "id", "ips": ["10.233.1.3"]}` |
 //! | `POST /_sim/update-task` | `{"task": "id", "status": "TASK_STARTING", "ips"?: […]}` |
 //! | `POST /_sim/remove-app` | `{"app": "/web"}` |
+//! | `POST /_sim/deploy-pod` | `{"id": "/db-pod", "labels"?: {}, "network_labels"?: {"network-groups": "db"}, "containers"?: ["app", "sidecar"], "instances": [{"id"?: "…", "ips": ["10.233.1.7"], "agent": "agent-1", "host"?: "…"}]}` |
+//! | `POST /_sim/add-pod-instance` | `{"pod": "/db-pod", "instance": {"ips": ["10.233.1.8"], "agent": "agent-1"}}` (all the pod's containers share the instance's IPs) |
+//! | `POST /_sim/remove-pod-instance` | `{"instance": "db-pod.instance-…"}` |
+//! | `POST /_sim/remove-pod` | `{"pod": "/db-pod"}` |
 //! | `POST /_sim/emit` | `{"event_type": "x", "data": "raw text"}` or `{"event_type": "x", "json": {…}}` → `{"seq": n}` |
-//! | `POST /_sim/misbehave` | `{"endpoint"?: "apps" \| "app" \| "tasks" \| "info" \| "ping" \| "events", "mode": "hang" \| "garbage" \| "truncated" \| "reset" \| {"status": 503} \| {"drop_stream": {"after_events": 0}} \| {"trickle": {"bytes_per_sec": 50}} \| {"redirect_to": "//10.233.0.9:8080"}, "times"?: 1}` |
+//! | `POST /_sim/misbehave` | `{"endpoint"?: "apps" \| "app" \| "tasks" \| "info" \| "ping" \| "events" \| "pods", "mode": "hang" \| "garbage" \| "truncated" \| "reset" \| {"status": 503} \| {"drop_stream": {"after_events": 0}} \| {"trickle": {"bytes_per_sec": 50}} \| {"redirect_to": "//10.233.0.9:8080"}, "times"?: 1}` |
 //! | `POST /_sim/behave` | (none) forget all misbehaviour |
 //! | `POST /_sim/standby` | `{"leader": "http://10.233.0.9:8080"}` or `{"leader": null}` |
 //! | `POST /_sim/load-fixture` | a `/v2/apps` (or `/v2/groups`) document: replaces the state, emits nothing |
@@ -114,11 +125,13 @@ mod control;
 mod http;
 mod marathon;
 pub mod mesos;
+mod pods;
 mod render;
 mod server;
 mod sse;
 
 pub use marathon::{
-    AppSpec, Auth, Change, Endpoint, MarathonSim, MisbehaveRule, Mode, Network, PortSpec,
-    SimController, SimError, SimHandle, SimOptions, Stats, TaskSpec, VersionChange, WriteRecord,
+    AppSpec, Auth, Change, Endpoint, MarathonSim, MisbehaveRule, Mode, Network, PodInstanceSpec,
+    PodSpec, PortSpec, SimController, SimError, SimHandle, SimOptions, Stats, TaskSpec,
+    VersionChange, WriteRecord,
 };

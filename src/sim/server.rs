@@ -220,6 +220,7 @@ fn classify(path: &str) -> Option<Endpoint> {
         "/v2/tasks" => Some(Endpoint::Tasks),
         "/v2/events" => Some(Endpoint::Events),
         p if p.starts_with("/v2/apps/") => Some(Endpoint::App),
+        p if p == "/v2/pods" || p.starts_with("/v2/pods/") => Some(Endpoint::Pods),
         _ => None,
     }
 }
@@ -313,6 +314,24 @@ fn route(request: &Request, shared: &Shared) -> Response {
             Response::json(200, cluster.apps_json(embed))
         }
         "/v2/tasks" => Response::json(200, cluster.tasks_json()),
+        p if (p == "/v2/pods" || p.starts_with("/v2/pods/")) && !shared.options.pods => {
+            Response::message(404, &format!("{p} not found"))
+        }
+        "/v2/pods" => Response::json(200, cluster.pods.pods_json()),
+        "/v2/pods/::status" => Response::json(200, cluster.pods.statuses_json()),
+        _ if path.starts_with("/v2/pods/") => {
+            let rest = &path["/v2/pods/".len()..];
+            match cluster.pods.route(rest) {
+                Some(body) => Response::json(200, body),
+                None => Response::message(
+                    404,
+                    &format!(
+                        "Pod '/{}' does not exist",
+                        rest.split("::").next().unwrap_or(rest).trim_matches('/')
+                    ),
+                ),
+            }
+        }
         _ => match path.strip_prefix("/v2/apps/") {
             Some(rest) => app_route(rest, &cluster),
             None => Response::message(404, &format!("{path} not found")),

@@ -31,10 +31,21 @@
 //!   (debounced: one per burst, at most one per [`Tuning::hint_min_gap`]).
 //! * `deployment_info` and everything else: nothing (status events follow).
 //!
+//! Pods (Marathon 1.4+, [`pods`]): every snapshot also reads `/v2/pods` and
+//! `/v2/pods/::status` (404 = a Marathon without pods: no pods). Each pod
+//! instance is one task keyed by its instance id (its containers share its
+//! address). `pod_created_event` / `pod_updated_event` / `pod_deleted_event`
+//! (they carry only the pod's uri), a `status_update_event` of a pod's
+//! container task and an `instance_changed_event` of a pod re-read that
+//! pod's status (`/v2/pods/{id}::status`; 404 = deleted) and send the
+//! source's view as one `Snapshot` when its instances changed.
+//!
 //! Changes that touch several tasks at once (an app deleted; a dead task
 //! whose IP another task already reports) are sent as one `Snapshot` of the
 //! source's own current view, so the daemon applies them in one transaction:
 //! the IP moves from the dead task to the new one with no window between.
+
+mod pods;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -48,6 +59,7 @@ use tokio::time::Instant;
 use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
+use super::wire::marathon::pods::pod_id_from_uri;
 use super::wire::marathon::VersionCache;
 use super::wire::marathon::{convert_apps, convert_event_task, App, MarathonTask, TaskIpAddress};
 use super::wire::null_as_default;
@@ -58,7 +70,8 @@ use crate::model::{ClusterView, NotEnforced, Task, TaskState};
 /// The snapshot.
 pub const APPS_PATH: &str = "/v2/apps?embed=apps.tasks";
 /// The events groupd uses (Marathon 1.3.7+ filters server-side).
-pub const EVENTS_FILTERED_PATH: &str = "/v2/events?event_type=status_update_event&event_type=app_terminated_event&event_type=api_post_event&event_type=deployment_success&event_type=deployment_info&event_type=instance_changed_event&event_type=unknown_instance_terminated_event";
+pub const EVENTS_FILTERED_PATH: &str = "/v2/events?event_type=status_update_event&event_type=app_terminated_event&event_type=api_post_event&event_type=deployment_success&event_type=deployment_info&event_type=instance_changed_event&event_type=unknown_instance_terminated_event&event_type=pod_created_event&event_type=pod_updated_event&event_type=pod_deleted_event";
+pub use pods::{PODS_PATH, PODS_STATUS_PATH};
 /// Older Marathons: every event.
 pub const EVENTS_PATH: &str = "/v2/events";
 
@@ -138,8 +151,15 @@ pub enum Event {
     DeploymentInfo,
     InstanceChanged {
         condition: Option<String>,
+        /// The app or pod of the instance.
+        run_spec_id: Option<String>,
     },
     UnknownInstanceTerminated,
+    /// `pod_created_event`, `pod_updated_event`, `pod_deleted_event`: the
+    /// pod id from the event's `uri` (`None` when it names no pod).
+    PodChanged {
+        pod_id: Option<String>,
+    },
     /// Any other event type (ignored).
     Other(String),
 }
@@ -177,9 +197,18 @@ struct ApiPost {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct InstanceChanged {
     #[serde(default)]
     condition: Option<String>,
+    #[serde(default)]
+    run_spec_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PodEvent {
+    #[serde(default)]
+    uri: Option<String>,
 }
 
 /// Types whose body is read; others are skipped unparsed.
@@ -192,6 +221,9 @@ const HANDLED: &[&str] = &[
     "deployment_info",
     "instance_changed_event",
     "unknown_instance_terminated_event",
+    "pod_created_event",
+    "pod_updated_event",
+    "pod_deleted_event",
 ];
 
 /// Parse one event body. `name` is the SSE `event:` field; when it is the
@@ -237,9 +269,16 @@ pub fn parse_event(name: &str, data: &str) -> Result<Event, String> {
                 serde_json::from_value(value).map_err(|e| typed(&e.to_string()))?;
             Event::InstanceChanged {
                 condition: i.condition,
+                run_spec_id: i.run_spec_id,
             }
         }
         "unknown_instance_terminated_event" => Event::UnknownInstanceTerminated,
+        "pod_created_event" | "pod_updated_event" | "pod_deleted_event" => {
+            let p: PodEvent = serde_json::from_value(value).map_err(|e| typed(&e.to_string()))?;
+            Event::PodChanged {
+                pod_id: p.uri.as_deref().and_then(pod_id_from_uri),
+            }
+        }
         _ => Event::Other(kind),
     })
 }
@@ -482,6 +521,7 @@ async fn fetch_snapshot(
     client: &MasterClient,
     groups: &GroupsConfig,
     versions: &mut VersionCache,
+    pods: &mut pods::Pods,
     concurrency: usize,
 ) -> Result<Snapshot, Failure> {
     let body = client.get(APPS_PATH, JSON).await?;
@@ -514,6 +554,9 @@ async fn fetch_snapshot(
         }
     }
     let mut view = convert_apps(apps.iter(), true, groups, versions);
+    for task in pods.fetch_all(client, groups).await? {
+        view.insert(task);
+    }
     view.conflicts = view.ip_conflicts();
     let apps = apps
         .into_iter()
@@ -544,6 +587,7 @@ struct Source {
     /// Channel, client, backoff and degraded state: what the retry loop shares.
     link: outbox::Link,
     versions: VersionCache,
+    pods: pods::Pods,
     /// Current app definitions (from the snapshot and `api_post_event`).
     apps: HashMap<String, App>,
     /// What the daemon was told: the last snapshot plus the events since.
@@ -583,6 +627,7 @@ impl Source {
             // Config validation keeps it >= 1 s; a floor guards a hand-made one.
             resync_every: cfg.resync().max(Duration::from_millis(100)),
             versions: VersionCache::default(),
+            pods: pods::Pods::default(),
             apps: HashMap::new(),
             view: ClusterView::default(),
             missing: HashSet::new(),
@@ -661,6 +706,7 @@ impl Source {
                 client,
                 &self.groups,
                 &mut self.versions,
+                &mut self.pods,
                 self.tuning.version_fetches,
             );
             tokio::pin!(fetch);
@@ -726,10 +772,21 @@ impl Source {
                 self.resync_soon();
                 Change::None
             }
-            Event::InstanceChanged { condition } => {
+            Event::InstanceChanged {
+                run_spec_id: Some(pod_id),
+                ..
+            } if self.pods.is_pod(&pod_id) => self.on_pod_changed(client, &pod_id).await?,
+            Event::InstanceChanged { condition, .. } => {
                 if condition.as_deref().is_some_and(condition_is_terminal) {
                     self.resync_soon();
                 }
+                Change::None
+            }
+            Event::PodChanged {
+                pod_id: Some(pod_id),
+            } => self.on_pod_changed(client, &pod_id).await?,
+            Event::PodChanged { pod_id: None } => {
+                self.resync_soon();
                 Change::None
             }
             Event::ApiPost { app: None }
@@ -744,6 +801,11 @@ impl Source {
         client: &MasterClient,
         status: StatusUpdate,
     ) -> Result<Change, Failure> {
+        // A container of a pod instance: the instance is the task, and its
+        // state and address are in the pod's status.
+        if let Some(pod_id) = self.pod_of_status(&status) {
+            return self.on_pod_changed(client, &pod_id).await;
+        }
         if TaskState::parse(&status.task_status).is_terminal() {
             return Ok(self.remove_task(&status.task_id));
         }
@@ -756,8 +818,11 @@ impl Source {
             .ensure_version(client, &app_id, status.version.as_deref())
             .await?
         {
-            // Not an app we can find (a pod, or an app deleted since): the
-            // snapshot does not list it either.
+            // Not an app: a pod created since the snapshot (whose created
+            // event has not arrived), or an app deleted since.
+            if let Some(change) = self.try_new_pod(client, &app_id).await? {
+                return Ok(change);
+            }
             tracing::debug!(task = %status.task_id, app = %app_id, "marathon source: status of an unknown app ignored");
             return Ok(Change::None);
         }
@@ -778,6 +843,27 @@ impl Source {
         self.keep_known_ips(&mut task);
         self.view.insert(task.clone());
         Ok(Change::Upsert(task))
+    }
+
+    /// The pod a status is about: its `appId` when that is a known pod,
+    /// else (no `appId`) the pod of a known instance whose id starts the
+    /// task id (`<instance id>.<container>`; task ids are never split on
+    /// dots to guess an app).
+    fn pod_of_status(&self, status: &StatusUpdate) -> Option<String> {
+        if let Some(id) = status.app_id.as_deref() {
+            return self.pods.is_pod(id).then(|| id.to_string());
+        }
+        self.view
+            .tasks
+            .values()
+            .filter(|t| self.pods.is_pod(&t.app))
+            .find(|t| {
+                status
+                    .task_id
+                    .strip_prefix(&*t.id)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .map(|t| t.app.to_string())
     }
 
     /// A live task's status without IPs does not mean the container lost
@@ -840,6 +926,59 @@ impl Source {
         } else {
             Change::Remove(id.to_string())
         }
+    }
+
+    /// Re-read pod `pod_id` and put its instances in the view in place of
+    /// the ones known; a pod that is gone takes its instances with it. The
+    /// whole view goes out (one transaction), so an address moving between
+    /// instances never has a window.
+    async fn on_pod_changed(
+        &mut self,
+        client: &MasterClient,
+        pod_id: &str,
+    ) -> Result<Change, Failure> {
+        let fresh = self
+            .pods
+            .fetch_one(client, &self.groups, pod_id)
+            .await?
+            .unwrap_or_default();
+        Ok(self.replace_pod_instances(pod_id, fresh))
+    }
+
+    /// A status of something that is neither a known app nor a known pod:
+    /// `Some` when the master knows it as a pod.
+    async fn try_new_pod(
+        &mut self,
+        client: &MasterClient,
+        id: &str,
+    ) -> Result<Option<Change>, Failure> {
+        match self.pods.fetch_one(client, &self.groups, id).await? {
+            Some(fresh) => Ok(Some(self.replace_pod_instances(id, fresh))),
+            None => Ok(None),
+        }
+    }
+
+    fn replace_pod_instances(&mut self, pod_id: &str, fresh: Vec<Task>) -> Change {
+        let old: Vec<Task> = self
+            .view
+            .tasks
+            .values()
+            .filter(|t| *t.app == *pod_id)
+            .cloned()
+            .collect();
+        let mut fresh = fresh;
+        fresh.sort_by(|a, b| a.id.cmp(&b.id));
+        for task in &mut fresh {
+            self.keep_known_ips(task);
+        }
+        if old == fresh {
+            return Change::None;
+        }
+        self.view.tasks.retain(|_, t| *t.app != *pod_id);
+        for task in fresh {
+            self.view.insert(task);
+        }
+        Change::Whole
     }
 
     fn on_app_terminated(&mut self, app_id: &str) -> Change {
@@ -1421,6 +1560,8 @@ mod tests {
                 Reply::Json(400, r#"{"message":"unknown event type"}"#.into())
             } else if req.path == EVENTS_PATH {
                 h.attach()
+            } else if req.path.starts_with("/v2/pods") {
+                Reply::Json(404, r#"{"message":"not found"}"#.into())
             } else {
                 Reply::Json(200, one_app_one_task())
             }
@@ -1607,6 +1748,77 @@ mod tests {
             let reason = degraded(&mut rx).await;
             assert!(reason.contains(expect), "{reason}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_pod_container_status_without_app_id_re_reads_its_pod() {
+        let def = r#"{"id":"/p","version":"v1","networks":[{"mode":"container","labels":{"network-groups":"g"}}]}"#;
+        let instance = r#"{"id":"p.instance-1","status":"STABLE","networks":[{"addresses":["10.233.0.7"]}],
+            "containers":[{"name":"app","status":"TASK_RUNNING"},{"name":"log","status":"TASK_RUNNING"}],
+            "specReference":"/v2/pods/p::versions/v1"}"#;
+        let status = format!(r#"{{"id":"/p","spec":{def},"instances":[{instance}]}}"#);
+        let m = fake_marathon(
+            apps_doc(&[]),
+            vec![
+                (PODS_PATH.to_string(), format!("[{def}]")),
+                (PODS_STATUS_PATH.to_string(), format!("[{status}]")),
+                ("/v2/pods/p::status".to_string(), status.clone()),
+            ],
+        )
+        .await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(groups_of(&view, "p.instance-1"), ["g"]);
+        assert!(view.tasks["p.instance-1"].is_endpoint());
+        m.hub.push("event: status_update_event\r\ndata: {\"eventType\":\"status_update_event\",\"taskId\":\"p.instance-1.log\",\"taskStatus\":\"TASK_FINISHED\"}\r\n\r\n");
+        // Same status as before: re-read, nothing changed, nothing sent.
+        silence(&mut rx, Duration::from_millis(200)).await;
+        assert_eq!(m.server.requests("/v2/pods/p::status").len(), 1);
+        // An app status without appId still only asks for a resync.
+        assert!(m.server.requests("/v2/apps/").is_empty());
+    }
+
+    #[tokio::test]
+    async fn pod_instances_keep_the_groups_of_their_launching_version() {
+        let def = |v: &str, g: &str| {
+            format!(
+                r#"{{"id":"/p","version":"{v}","networks":[{{"mode":"container","labels":{{"network-groups":"{g}"}}}}]}}"#
+            )
+        };
+        let instance = |id: &str, ip: &str, v: &str| {
+            format!(
+                r#"{{"id":"{id}","status":"STABLE","networks":[{{"addresses":["{ip}"]}}],
+                "containers":[{{"name":"app","status":"TASK_RUNNING"}}],"specReference":"/v2/pods/p::versions/{v}"}}"#
+            )
+        };
+        let status = format!(
+            r#"{{"id":"/p","spec":{},"instances":[{},{},{}]}}"#,
+            def(V2, "new"),
+            instance("p.instance-1", "10.233.0.1", V1),
+            instance("p.instance-2", "10.233.0.2", V2),
+            instance("p.instance-0", "10.233.0.3", V0),
+        );
+        let m = fake_marathon(
+            apps_doc(&[]),
+            vec![
+                (PODS_PATH.to_string(), format!("[{}]", def(V2, "new"))),
+                (PODS_STATUS_PATH.to_string(), format!("[{status}]")),
+                (format!("/v2/pods/p::versions/{V1}"), def(V1, "old")),
+            ],
+        )
+        .await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        let view = snapshot(&mut rx).await;
+        assert_eq!(groups_of(&view, "p.instance-1"), ["old"]);
+        assert_eq!(groups_of(&view, "p.instance-2"), ["new"]);
+        // A version the master no longer has: ungrouped, with a note.
+        assert!(view.tasks["p.instance-0"].groups.is_empty());
+        assert!(view.tasks["p.instance-0"]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains(V0));
+        assert_eq!(m.server.requests("/v2/pods/p::versions/").len(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! Groups come from the app version that launched the task (docs/design.md §1):
 //! see [`VersionCache`].
 
+pub mod pods;
 mod versions;
 
 pub use versions::VersionCache;
@@ -409,19 +410,8 @@ pub struct AppConfig {
 impl App {
     /// See the module documentation for the rules and why.
     pub fn network_kind(&self) -> NetworkKind {
-        if !self.networks.is_empty() {
-            let has_mode = |m: &str| {
-                self.networks
-                    .iter()
-                    .any(|n| n.mode.as_deref().map(str::trim) == Some(m))
-            };
-            return if has_mode("container") {
-                NetworkKind::PerTask
-            } else if has_mode("container/bridge") {
-                NetworkKind::NatBridge
-            } else {
-                NetworkKind::Host
-            };
+        if let Some(kind) = networks_kind(&self.networks) {
+            return kind;
         }
         match self.docker_network().as_deref() {
             Some("BRIDGE") => return NetworkKind::NatBridge,
@@ -512,6 +502,27 @@ impl App {
             })
             .collect()
     }
+}
+
+/// What a `networks[]` list (Marathon 1.5+ apps, and pods) decides, `None`
+/// when it is empty: any `mode: "container"` is IP-per-task, otherwise
+/// `container/bridge` is a NAT bridge, otherwise host networking.
+pub(crate) fn networks_kind(networks: &[NetworkSpec]) -> Option<NetworkKind> {
+    if networks.is_empty() {
+        return None;
+    }
+    let has_mode = |m: &str| {
+        networks
+            .iter()
+            .any(|n| n.mode.as_deref().map(str::trim) == Some(m))
+    };
+    Some(if has_mode("container") {
+        NetworkKind::PerTask
+    } else if has_mode("container/bridge") {
+        NetworkKind::NatBridge
+    } else {
+        NetworkKind::Host
+    })
 }
 
 /// One port per protocol of `protocol` (`"udp,tcp"` declares both; absent
