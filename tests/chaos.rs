@@ -9,6 +9,11 @@
 //! flow (an allowed pair cut) outside the measured tamper repairs, and
 //! prints a table per phase.
 //!
+//! A second run puts the same cluster behind two simulated Marathons (a
+//! standby that redirects to the leader) and takes the masters away: an
+//! outage with groupd killed and restarted in the middle of it, then a
+//! leader failover.
+//!
 //! `GROUPD_CHAOS_SEED=N` replays a run; `GROUPD_CHAOS_GUARD=notify|owner|auto`
 //! picks the table guard.
 
@@ -22,6 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use groupd::sim::{Endpoint as SimEndpoint, MarathonSim, Mode, SimHandle, SimOptions};
 use netns::probe::{ContinuousProbe, Proto};
 use netns::{AgentId, Cluster, ManagedChild, TaskId};
 
@@ -98,11 +104,14 @@ struct World {
     tampers: Vec<Tamper>,
     phases: Vec<Phase>,
     guard: String,
+    /// The simulated Marathons (standby first, then the leader), when the
+    /// source is `marathon`; the file source otherwise.
+    marathons: Vec<SimHandle>,
 }
 
 impl World {
-    fn build() -> World {
-        let mut cluster = Cluster::new("chaos");
+    fn build(name: &str) -> World {
+        let mut cluster = Cluster::new(name);
         cluster.set_probe_timeout(Duration::from_millis(300));
         let agent = cluster.add_agent("a1");
         let tasks: Vec<TaskId> = (0..STARS.len())
@@ -136,7 +145,25 @@ impl World {
             tampers: Vec::new(),
             phases: Vec::new(),
             guard: std::env::var("GROUPD_CHAOS_GUARD").unwrap_or_else(|_| "auto".into()),
+            marathons: Vec::new(),
         }
+    }
+
+    /// Serve the cluster from two simulated Marathons in the agent's
+    /// namespace instead of the file.
+    fn with_marathons(mut self) -> World {
+        let a = self.cluster.agent(self.agent).clone();
+        let options = || SimOptions {
+            keepalive: Duration::from_secs(1),
+            ..SimOptions::default()
+        };
+        let leader = MarathonSim::start_blocking(listen_in(&a.ns, a.ipv4), options())
+            .expect("start the leader");
+        let standby = MarathonSim::start_blocking(listen_in(&a.ns, a.ipv4), options())
+            .expect("start the standby");
+        standby.set_standby(Some(leader.url()));
+        self.marathons = vec![standby, leader];
+        self
     }
 
     fn ns(&self) -> String {
@@ -181,6 +208,13 @@ impl World {
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
+        if !self.marathons.is_empty() {
+            // Both masters hold the same state (Marathon's is in ZooKeeper).
+            for sim in &self.marathons {
+                sim.load_fixture(bytes).expect("load the document");
+            }
+            return;
+        }
         let tmp = self.dir.join("apps.json.tmp");
         std::fs::write(&tmp, bytes).expect("write doc");
         std::fs::rename(&tmp, self.doc_path()).expect("rename doc");
@@ -220,9 +254,14 @@ impl World {
 
     fn config(&self) -> PathBuf {
         let path = self.dir.join("groupd.toml");
+        let source = if self.marathons.is_empty() {
+            format!("kind = \"file\"\npath = {:?}", self.doc_path())
+        } else {
+            let urls: Vec<String> = self.marathons.iter().map(|s| s.url()).collect();
+            format!("kind = \"marathon\"\nurls = {urls:?}\nresync_interval = 2")
+        };
         let text = format!(
-            "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n{}[metrics]\nlisten = \"\"\n",
-            self.doc_path(),
+            "[source]\n{source}\n[interfaces]\nmatch = [\"veth*\"]\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n{}[metrics]\nlisten = \"\"\n",
             self.socket(),
             self.state_dir(),
             if self.guard == "auto" {
@@ -383,6 +422,16 @@ impl Drop for World {
     }
 }
 
+fn listen_in(ns: &str, ip: std::net::Ipv4Addr) -> std::net::TcpListener {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        common::enter_netns(&path);
+        std::net::TcpListener::bind((ip, 0)).expect("bind the simulator's listener")
+    })
+    .join()
+    .expect("bind thread")
+}
+
 /// The verdicts a probe of (s, d) started at `t` may see.
 fn allowed_at(w: &World, first: &Matrix, s: usize, d: usize, t: Instant) -> (bool, bool) {
     let mut current = first[s][d];
@@ -398,31 +447,16 @@ fn allowed_at(w: &World, first: &Matrix, s: usize, d: usize, t: Instant) -> (boo
     (current, either)
 }
 
-#[test]
-#[ignore = "chaos suite: needs root, runs for minutes; `make chaos`"]
-fn chaos_every_pair_probed_under_faults() {
-    common::require_nft();
-    let seed = std::env::var("GROUPD_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(1)
-        });
-    eprintln!("[chaos] GROUPD_CHAOS_SEED={seed}");
-    let mut rng = Rng(seed);
-    let mut w = World::build();
-    w.write_bytes(&serde_json::to_vec(&w.document()).expect("json"));
-    w.start();
-    w.wait_shown();
-    let first = w.matrix();
+/// Every ordered pair of tasks, and every task to and from the unknown task.
+struct Probes {
+    pairs: Vec<(usize, usize, ContinuousProbe)>,
+    ghost: Vec<ContinuousProbe>,
+}
+
+fn start_probes(w: &World) -> Probes {
     let n = STARS.len();
     let ghost_ip: IpAddr = w.cluster.task(w.ghost).ipv4.into();
-
-    // Every ordered pair, plus every task to and from the unknown task.
-    let mut pairs: Vec<(usize, usize, ContinuousProbe)> = Vec::new();
+    let mut pairs = Vec::new();
     for s in 0..n {
         for d in 0..n {
             if s != d {
@@ -435,9 +469,9 @@ fn chaos_every_pair_probed_under_faults() {
             }
         }
     }
-    let mut ghost_probes: Vec<ContinuousProbe> = Vec::new();
+    let mut ghost = Vec::new();
     for s in 0..n {
-        ghost_probes.push(ContinuousProbe::start(
+        ghost.push(ContinuousProbe::start(
             &w.cluster,
             w.tasks[s],
             ghost_ip,
@@ -445,7 +479,7 @@ fn chaos_every_pair_probed_under_faults() {
             300,
         ));
         let to: IpAddr = w.cluster.task(w.tasks[s]).ipv4.into();
-        ghost_probes.push(ContinuousProbe::start(
+        ghost.push(ContinuousProbe::start(
             &w.cluster,
             w.ghost,
             to,
@@ -454,7 +488,116 @@ fn chaos_every_pair_probed_under_faults() {
         ));
     }
     std::thread::sleep(Duration::from_millis(500));
+    Probes { pairs, ghost }
+}
 
+fn seed() -> u64 {
+    let seed = std::env::var("GROUPD_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(1)
+        });
+    eprintln!("[chaos] GROUPD_CHAOS_SEED={seed}");
+    seed
+}
+
+/// Judge every probe against the documents of its moment, print the table
+/// per phase, and fail on any violation outside a measured tamper repair.
+fn judge(w: &World, first: &Matrix, probes: Probes) {
+    let mut report: Vec<(String, usize, usize, usize, usize)> = w
+        .phases
+        .iter()
+        .map(|p| (p.name.clone(), 0, 0, 0, 0))
+        .collect();
+    let phase_of = |t: Instant| w.phases.iter().position(|p| t >= p.from && t < p.to);
+    let in_tamper = |t: Instant| {
+        w.tampers
+            .iter()
+            .any(|x| t + Duration::from_millis(300) >= x.at && t <= x.repaired)
+    };
+    let mut failures = Vec::new();
+    for (s, d, probe) in probes.pairs {
+        for (t, ok) in probe.stop() {
+            let Some(p) = phase_of(t) else { continue };
+            report[p].1 += 1;
+            let (allowed, either) = allowed_at(w, first, s, d, t);
+            if either || ok == allowed {
+                continue;
+            }
+            if in_tamper(t) {
+                report[p].4 += 1;
+                continue;
+            }
+            if ok {
+                report[p].2 += 1;
+            } else {
+                report[p].3 += 1;
+            }
+            if failures.len() < 20 {
+                failures.push(format!(
+                    "{}: s{s} -> s{d} {} at +{:?}",
+                    w.phases[p].name,
+                    if ok { "OPEN WINDOW" } else { "BROKEN FLOW" },
+                    t - w.phases[0].from
+                ));
+            }
+        }
+    }
+    for probe in probes.ghost {
+        for (t, ok) in probe.stop() {
+            let Some(p) = phase_of(t) else { continue };
+            report[p].1 += 1;
+            if !ok {
+                continue;
+            }
+            if in_tamper(t) {
+                report[p].4 += 1;
+            } else {
+                report[p].2 += 1;
+                failures.push(format!(
+                    "{}: the unknown task was reached or reached out",
+                    w.phases[p].name
+                ));
+            }
+        }
+    }
+    println!("\n| phase | probes | open windows | broken flows | during measured tamper repair |");
+    println!("|---|---|---|---|---|");
+    for (name, probes, open, broken, tamper) in &report {
+        println!("| {name} | {probes} | {open} | {broken} | {tamper} |");
+    }
+    for t in &w.tampers {
+        println!(
+            "tamper `{}`: repaired {:?} after the nft command",
+            t.what,
+            t.repaired - t.at
+        );
+    }
+    println!("guard: {}", w.guard);
+    assert!(
+        failures.is_empty(),
+        "{} violations (first 20):\n{}\nlog:\n{}",
+        report.iter().map(|r| r.2 + r.3).sum::<usize>(),
+        failures.join("\n"),
+        w.log()
+    );
+}
+
+#[test]
+#[ignore = "chaos suite: needs root, runs for minutes; `make chaos`"]
+fn chaos_every_pair_probed_under_faults() {
+    common::require_nft();
+    let mut rng = Rng(seed());
+    let mut w = World::build("chaos");
+    w.write_bytes(&serde_json::to_vec(&w.document()).expect("json"));
+    w.start();
+    w.wait_shown();
+    let first = w.matrix();
+    let probes = start_probes(&w);
     w.phase("baseline", |_| std::thread::sleep(Duration::from_secs(2)));
 
     w.phase("kill -9 at random moments (x20, 8 mid-rewrite)", |w| {
@@ -597,81 +740,61 @@ fn chaos_every_pair_probed_under_faults() {
         w.tamper("chain flushed", "flush chain inet groupd egress");
     });
 
-    // Judge every probe.
-    let mut report: Vec<(String, usize, usize, usize, usize)> = w
-        .phases
-        .iter()
-        .map(|p| (p.name.clone(), 0, 0, 0, 0))
-        .collect();
-    let phase_of = |t: Instant| w.phases.iter().position(|p| t >= p.from && t < p.to);
-    let in_tamper = |t: Instant| {
-        w.tampers
-            .iter()
-            .any(|x| t + Duration::from_millis(300) >= x.at && t <= x.repaired)
-    };
-    let mut failures = Vec::new();
-    for (s, d, probe) in pairs {
-        for (t, ok) in probe.stop() {
-            let Some(p) = phase_of(t) else { continue };
-            report[p].1 += 1;
-            let (allowed, either) = allowed_at(&w, &first, s, d, t);
-            if either || ok == allowed {
-                continue;
+    judge(&w, &first, probes);
+}
+
+/// The masters go away and come back, and the leader changes, while every
+/// pair is probed: nothing may change.
+#[test]
+#[ignore = "chaos suite: needs root, runs for minutes; `make chaos`"]
+fn chaos_master_outage_and_failover() {
+    common::require_nft();
+    let mut rng = Rng(seed());
+    let mut w = World::build("chaosm").with_marathons();
+    w.write_bytes(&serde_json::to_vec(&w.document()).expect("json"));
+    w.start();
+    w.wait_shown();
+    let first = w.matrix();
+    let probes = start_probes(&w);
+    w.phase("baseline", |_| std::thread::sleep(Duration::from_secs(2)));
+    w.phase(
+        "master outage (10 s; groupd killed and restarted in it)",
+        |w| {
+            for sim in &w.marathons {
+                sim.misbehave_on(SimEndpoint::Events, Mode::DropStream { after_events: 0 });
+                sim.misbehave(Mode::Hang);
             }
-            if in_tamper(t) {
-                report[p].4 += 1;
-                continue;
+            std::thread::sleep(Duration::from_millis(3000 + rng.below(2000)));
+            w.kill9();
+            w.start();
+            std::thread::sleep(Duration::from_secs(5));
+            for sim in &w.marathons {
+                sim.behave();
             }
-            if ok {
-                report[p].2 += 1;
-            } else {
-                report[p].3 += 1;
-            }
-            if failures.len() < 20 {
-                failures.push(format!(
-                    "{}: s{s} -> s{d} {} at +{:?}",
-                    w.phases[p].name,
-                    if ok { "OPEN WINDOW" } else { "BROKEN FLOW" },
-                    t - w.phases[0].from
-                ));
-            }
-        }
-    }
-    for probe in ghost_probes {
-        for (t, ok) in probe.stop() {
-            let Some(p) = phase_of(t) else { continue };
-            report[p].1 += 1;
-            if ok {
-                if in_tamper(t) {
-                    report[p].4 += 1;
-                } else {
-                    report[p].2 += 1;
-                    failures.push(format!(
-                        "{}: the unknown task was reached or reached out",
-                        w.phases[p].name
-                    ));
-                }
-            }
-        }
-    }
-    println!("\n| phase | probes | open windows | broken flows | during measured tamper repair |");
-    println!("|---|---|---|---|---|");
-    for (name, probes, open, broken, tamper) in &report {
-        println!("| {name} | {probes} | {open} | {broken} | {tamper} |");
-    }
-    for t in &w.tampers {
-        println!(
-            "tamper `{}`: repaired {:?} after the nft command",
-            t.what,
-            t.repaired - t.at
-        );
-    }
-    println!("guard: {}; seed: {seed}", w.guard);
-    assert!(
-        failures.is_empty(),
-        "{} violations (first 20):\n{}\nlog:\n{}",
-        report.iter().map(|r| r.2 + r.3).sum::<usize>(),
-        failures.join("\n"),
-        w.log()
+            w.wait_shown();
+        },
     );
+    w.phase("leader failover", |w| {
+        let (standby, leader) = (&w.marathons[0], &w.marathons[1]);
+        standby.set_standby(None);
+        leader.set_standby(Some(standby.url()));
+        leader.misbehave_on(SimEndpoint::Events, Mode::DropStream { after_events: 0 });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !standby.wait_sse_clients(1, Duration::from_millis(200)) {
+            assert!(
+                Instant::now() < deadline,
+                "groupd did not follow the new leader; log:\n{}",
+                w.log()
+            );
+        }
+        leader.behave();
+        std::thread::sleep(Duration::from_secs(3));
+        w.wait_shown();
+    });
+    w.phase("a re-group through the new leader", |w| {
+        let before = w.matrix();
+        w.groups[0] = ["star-2".to_string()].into();
+        w.publish(before);
+    });
+    judge(&w, &first, probes);
 }
