@@ -9,7 +9,7 @@ BENCH_PACKAGES := sockperf iperf3
 all: build
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 # Install what the tests need when it is missing (a fresh CI machine has none of it).
 deps:
@@ -30,9 +30,9 @@ bench-deps: deps
 # works for anyone; --include-ignored runs them here.
 test: deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make test needs root (it creates network namespaces); run: sudo make test" >&2; exit 1; fi
-	$(CARGO) build --bins --benches
-	$(CARGO) test --lib --bins --tests -- --include-ignored --skip chaos_ --test-threads=4
-	$(CARGO) test --doc
+	$(CARGO) build --workspace --bins --benches
+	$(CARGO) test --workspace --lib --bins --tests -- --include-ignored --skip chaos_ --test-threads=4
+	$(CARGO) test --workspace --doc
 
 # The chaos suite (minutes; not part of `make test`): faults under continuous
 # probing of every pair. GROUPD_CHAOS_SEED=N replays a run.
@@ -42,7 +42,7 @@ chaos: deps
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # MODE=file (default) or MODE=marathon (against the simulated Marathon).
 demo: deps
@@ -54,7 +54,7 @@ demo-marathon:
 
 bench: bench-deps
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root"; exit 1; fi
-	$(CARGO) build --release --bins --benches
+	$(CARGO) build --release --workspace --bins --benches
 	./benches/run.sh
 
 deb:

@@ -20,7 +20,6 @@ pub mod net;
 pub mod nft;
 pub mod redact;
 pub mod ruleset;
-pub mod sim;
 pub mod source;
 pub mod state;
 pub mod status;

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use groupd::sim::{Endpoint as SimEndpoint, MarathonSim, Mode, SimHandle, SimOptions};
+use groupd_sim::{Endpoint as SimEndpoint, MarathonSim, Mode, SimHandle, SimOptions};
 use netns::probe::{ContinuousProbe, Proto};
 use netns::{AgentId, Cluster, ManagedChild, TaskId};
 

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use groupd::sim::{
+use groupd_sim::{
     AppSpec, Endpoint as SimEndpoint, MarathonSim, Mode, PodInstanceSpec, PodSpec, SimHandle,
     SimOptions, TaskSpec, VersionChange,
 };

@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use groupd::sim::mesos::{
+use groupd_sim::mesos::{
     Leadership, MesosHandle, MesosOptions, MesosSim, NetworkSpec, StreamFault, TaskSpec,
 };
 use netns::probe::{ContinuousProbe, Proto};

@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use groupd::config::{GroupsConfig, SourceConfig, SourceKind};
 use groupd::model::ClusterView;
-use groupd::sim::{
-    AppSpec, MarathonSim, PodInstanceSpec, PodSpec, SimHandle, SimOptions, TaskSpec,
-};
 use groupd::source::http::Timeouts;
 use groupd::source::marathon::{run_with, Tuning};
 use groupd::source::SourceUpdate;
+use groupd_sim::{AppSpec, MarathonSim, PodInstanceSpec, PodSpec, SimHandle, SimOptions, TaskSpec};
 use tokio::sync::mpsc;
 
 fn sim(pods: bool) -> SimHandle {

@@ -1,4 +1,4 @@
-//! The simulated Marathon (`groupd::sim`): what it serves parses with
+//! The simulated Marathon (`groupd_sim`): what it serves parses with
 //! groupd's own parser, its event stream has the wire shape of the real
 //! captures, and every misbehaviour does what it says. Plain 127.0.0.1
 //! sockets, no namespaces, no root.
@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use groupd::config::GroupsConfig;
 use groupd::model::{GroupName, NotEnforced};
-use groupd::sim::{
+use groupd::source::document::parse_document;
+use groupd::source::wire::marathon::{App, VersionCache};
+use groupd_sim::{
     AppSpec, Auth, Endpoint, MarathonSim, MisbehaveRule, Mode, Network, SimHandle, SimOptions,
     TaskSpec, VersionChange,
 };
-use groupd::source::document::parse_document;
-use groupd::source::wire::marathon::{App, VersionCache};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/marathon");

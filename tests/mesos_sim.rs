@@ -1,4 +1,4 @@
-//! The simulated Mesos master (`groupd::sim::mesos`): what it serves parses
+//! The simulated Mesos master (`groupd_sim::mesos`): what it serves parses
 //! with groupd's own Mesos wire models, and each misbehaviour does what it
 //! says, observed with raw sockets. Everything on 127.0.0.1, ephemeral ports.
 
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use groupd::config::GroupsConfig;
 use groupd::model::TaskState;
-use groupd::sim::mesos::{
-    AgentSpec, Auth, Endpoint, Leadership, MesosHandle, MesosOptions, MesosSim, MisbehaveRule,
-    Mode, NetworkSpec, PortSpec, StreamFault, TaskSpec,
-};
 use groupd::source::document::parse_document;
 use groupd::source::wire::marathon::VersionCache;
 use groupd::source::wire::mesos::{convert_task, view_from_get_state, Context, V1Message};
+use groupd_sim::mesos::{
+    AgentSpec, Auth, Endpoint, Leadership, MesosHandle, MesosOptions, MesosSim, MisbehaveRule,
+    Mode, NetworkSpec, PortSpec, StreamFault, TaskSpec,
+};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(5);

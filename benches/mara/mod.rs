@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use groupd::sim::{AppSpec, MarathonSim, SimHandle, SimOptions, TaskSpec};
+use groupd_sim::{AppSpec, MarathonSim, SimHandle, SimOptions, TaskSpec};
 
 use crate::common::cluster;
 use crate::common::groupd::{self as daemon, Groupd};

@@ -1,5 +1,5 @@
 //! The `mesos` benchmark's agent: a scratch namespace with a few local task
-//! interfaces, a simulated Mesos master (`groupd::sim::mesos`) listening
+//! interfaces, a simulated Mesos master (`groupd_sim::mesos`) listening
 //! inside it with 10,000 running tasks (plus 1,000 running without IPs yet),
 //! and a real `groupd` with `kind = "mesos"` pointed at it. Starting the
 //! agent measures the snapshot: groupd's start to the kernel commit of the
@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use groupd::sim::mesos::{MesosHandle, MesosOptions, MesosSim, NetworkSpec, TaskSpec};
+use groupd_sim::mesos::{MesosHandle, MesosOptions, MesosSim, NetworkSpec, TaskSpec};
 
 use crate::common::cluster;
 use crate::common::groupd::{self as daemon, Groupd};

@@ -1,4 +1,4 @@
-//! The control API under `/_sim/` (documented in [`crate::sim::mesos`]):
+//! The control API under `/_sim/` (documented in [`crate::mesos`]):
 //! the [`MesosController`] methods as POSTed JSON, for shell scripts.
 
 use std::net::IpAddr;
@@ -91,7 +91,7 @@ pub fn handle(sim: &MesosController, request: &Request) -> Response {
         (_, op) => Response::message(
             404,
             &format!(
-                "no control operation {} {op:?}; see the docs of groupd::sim::mesos",
+                "no control operation {} {op:?}; see the docs of groupd_sim::mesos",
                 request.method
             ),
         ),

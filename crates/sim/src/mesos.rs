@@ -10,7 +10,7 @@
 //! reset helpers.
 //!
 //! ```no_run
-//! use groupd::sim::mesos::{MesosSim, MesosOptions, NetworkSpec, TaskSpec};
+//! use groupd_sim::mesos::{MesosSim, MesosOptions, NetworkSpec, TaskSpec};
 //! let sim = MesosSim::start("127.0.0.1:0".parse().unwrap(), MesosOptions::default()).unwrap();
 //! let change = sim.launch_task(TaskSpec {
 //!     id: "web.1".into(),

@@ -176,7 +176,7 @@ pub fn handle(sim: &SimController, request: &Request) -> Response {
         (_, op) => Response::message(
             404,
             &format!(
-                "no control operation {} {op:?}; see the docs of groupd::sim",
+                "no control operation {} {op:?}; see the docs of groupd_sim",
                 request.method
             ),
         ),

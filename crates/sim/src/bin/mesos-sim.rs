@@ -1,7 +1,7 @@
 //! `mesos-sim`: a simulated Mesos master for `make demo` and shell scripts.
 //! Serves a fixture (or an empty cluster), the v1 operator API and
 //! `/master/state`, and the control API under `/_sim/` on the same port;
-//! see the docs of `groupd::sim::mesos`.
+//! see the docs of `groupd_sim::mesos`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use groupd::sim::mesos::{Auth, MesosOptions, MesosSim};
+use groupd_sim::mesos::{Auth, MesosOptions, MesosSim};
 
 #[derive(Parser)]
 #[command(

@@ -11,7 +11,7 @@
 //! # In-process
 //!
 //! ```no_run
-//! use groupd::sim::{AppSpec, MarathonSim, SimOptions, TaskSpec};
+//! use groupd_sim::{AppSpec, MarathonSim, SimOptions, TaskSpec};
 //! let sim = MarathonSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default()).unwrap();
 //! let change = sim.deploy_app(AppSpec {
 //!     id: "/web".into(),

@@ -1,6 +1,6 @@
 //! `marathon-sim`: a simulated Marathon for `make demo` and shell scripts.
 //! Serves a fixture (or an empty cluster) and the control API under
-//! `/_sim/` on the same port; see the docs of `groupd::sim`.
+//! `/_sim/` on the same port; see the docs of `groupd_sim`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use groupd::sim::{Auth, MarathonSim, SimOptions};
+use groupd_sim::{Auth, MarathonSim, SimOptions};
 
 #[derive(Parser)]
 #[command(

@@ -13,7 +13,6 @@ use super::marathon::{
 };
 use super::pods::Pods;
 use super::render::{self, IpEntry, SimTask};
-use crate::model::TaskState;
 
 /// Agent id of tasks whose spec names none.
 const DEFAULT_AGENT: &str = "sim-S0";
@@ -130,8 +129,21 @@ fn normalise_app_id(id: &str) -> Result<String, SimError> {
     Ok(format!("/{trimmed}"))
 }
 
+/// Whether a Mesos task state is terminal (the task no longer holds its
+/// IPs). The simulator's own list, from the Mesos protobuf, not groupd's:
+/// a bug in groupd's notion must not be mirrored here.
 fn terminal(status: &str) -> bool {
-    TaskState::parse(status).is_terminal()
+    matches!(
+        status,
+        "TASK_FINISHED"
+            | "TASK_FAILED"
+            | "TASK_KILLED"
+            | "TASK_ERROR"
+            | "TASK_LOST"
+            | "TASK_DROPPED"
+            | "TASK_GONE"
+            | "TASK_GONE_BY_OPERATOR"
+    )
 }
 
 impl Cluster {
