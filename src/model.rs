@@ -15,7 +15,7 @@ pub mod compact;
 mod group_name;
 
 pub use compact::{VecMap, VecSet};
-pub use group_name::{intern, GroupName};
+pub use group_name::{GroupName, Interned};
 
 /// A task's id: shared by the view's index, the task and everything that
 /// refers to the task (one copy of each id, however many indexes hold it).
@@ -314,9 +314,10 @@ pub struct Task {
     pub id: TaskId,
     /// Marathon app id or, for other frameworks, the framework name + task name.
     pub app: Arc<str>,
-    /// Agent ID (Mesos slave_id / Marathon slaveId), when known.
+    /// Agent ID (Mesos slave_id / Marathon slaveId), when known; interned
+    /// (an agent runs many tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<Arc<str>>,
+    pub agent: Option<Interned>,
     pub state: TaskState,
     /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
     pub ips: VecSet<IpAddr>,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::GroupsConfig;
-use crate::model::{intern, GroupOrigin, NotEnforced, Task, TaskState, VecMap};
+use crate::model::{GroupOrigin, Interned, NotEnforced, Task, TaskState, VecMap};
 
 pub mod marathon;
 pub mod mesos;
@@ -56,7 +56,7 @@ pub(crate) fn new_task(id: &str, app: Arc<str>, agent: Option<&str>, state: Task
     Task {
         id: id.into(),
         app,
-        agent: agent.map(intern),
+        agent: agent.map(Interned::new),
         state,
         ips: Default::default(),
         groups: Default::default(),
