@@ -305,6 +305,10 @@ pub enum NotEnforced {
     NoAddress,
     /// The task is in a terminal state.
     Terminal,
+    /// What the master says about the task is unusable (an unparseable IP,
+    /// a group name or label longer than the configured maximum): see
+    /// [`Task::invalid`]. Nothing of it was kept.
+    Invalid,
 }
 
 /// One task as the master describes it.
@@ -336,6 +340,12 @@ pub struct Task {
     /// should have groups was treated as ungrouped. Never affects rules by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<Box<str>>,
+    /// Why the master's latest data for this task was rejected, when it was.
+    /// With `not_enforced == Some(Invalid)` the task has no data at all;
+    /// otherwise the rest of the task is its last good data, still enforced
+    /// (see `DesiredState::upsert_task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<Box<str>>,
 }
 
 impl Task {
@@ -358,6 +368,7 @@ impl Task {
             discovery_ports: VecSet::new(),
             not_enforced: None,
             note: None,
+            invalid: None,
         };
         for g in groups {
             t.add_group(g, GroupOrigin::NetworkInfo);
