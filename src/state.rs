@@ -201,9 +201,12 @@ impl DesiredState {
         let known_reason = previous.and_then(|p| p.invalid.clone());
         let last = previous.filter(|p| p.not_enforced != Some(NotEnforced::Invalid));
         let rejected = task.not_enforced == Some(NotEnforced::Invalid);
+        // Kept data is either kept now, or was kept before (a persisted
+        // view); a terminal task is not enforced whatever its data.
+        let keeps = (!rejected || last.is_some()) && !task.state.is_terminal();
         match (&task.invalid, &known_reason) {
             (Some(why), known) if known.as_ref() != Some(why) => {
-                if rejected && last.is_some() {
+                if keeps {
                     warn!(task = id, app = %task.app, "task data rejected: {why}; keeping its last good data until the master sends valid data");
                 } else {
                     warn!(task = id, app = %task.app, "task not enforced: {why}");
