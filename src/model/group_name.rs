@@ -35,6 +35,9 @@ pub type GroupName = Interned;
 /// only the set holds is removed by the drop that made it so.
 static INTERNER: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
 
+/// The interner's table is not shrunk below this many entries.
+const MIN_CAPACITY: usize = 1024;
+
 fn interner() -> MutexGuard<'static, HashSet<Arc<str>>> {
     // A panic while the lock was held cannot leave the set inconsistent
     // (each operation is a single insert or remove), so a poisoned lock
@@ -82,6 +85,12 @@ impl Drop for Interned {
         if watch.strong_count() == 1 {
             if let Some(shared) = watch.upgrade() {
                 names.remove(&*shared);
+            }
+            // Nor does the table keep the size of a past burst of names
+            // (halving when a quarter full is amortised O(1) per name).
+            if names.capacity() > MIN_CAPACITY && names.len() < names.capacity() / 4 {
+                let len = names.len();
+                names.shrink_to(len * 2);
             }
         }
     }
@@ -226,6 +235,20 @@ mod tests {
         // A single name is freed too: there is no threshold to reach.
         drop(GroupName::new("group-name-test-once"));
         assert!(!interned("group-name-test-once"));
+        // The table shrinks back after a burst of names.
+        let burst: Vec<GroupName> = (0..20_000)
+            .map(|i| GroupName::new(&format!("group-name-test-burst-{i}")))
+            .collect();
+        assert!(interner().capacity() >= 20_000);
+        drop(burst);
+        // (Other tests intern names meanwhile: checked as a ratio.)
+        let names = interner();
+        let (len, capacity) = (names.len(), names.capacity());
+        drop(names);
+        assert!(
+            capacity <= MIN_CAPACITY.max(4 * len + 4),
+            "{capacity} slots for {len} names"
+        );
         // Interned again, it is a fresh copy that works as before.
         let again = GroupName::new("group-name-test-last-holder");
         assert!(interned("group-name-test-last-holder"));
