@@ -240,34 +240,51 @@ pub(crate) fn reject(task: &mut Task, problems: Notes) {
     task.invalid = Some(reasons);
 }
 
-/// Collects diagnostics for `Task::note`, deduplicated and in order.
+/// Collects diagnostics for `Task::note` (and reasons for `Task::invalid`),
+/// deduplicated and in order. At most [`Notes::KEPT`] are kept and the rest
+/// only counted: a task with a million bad addresses costs neither a
+/// megabyte note nor a quadratic deduplication.
 #[derive(Debug, Default)]
-pub(crate) struct Notes(Vec<String>);
+pub(crate) struct Notes {
+    notes: Vec<String>,
+    more: usize,
+}
 
 impl Notes {
+    const KEPT: usize = 8;
+
     pub fn push(&mut self, note: String) {
-        if !self.0.contains(&note) {
-            self.0.push(note);
+        if self.notes.contains(&note) {
+            return;
+        }
+        if self.notes.len() < Self::KEPT {
+            self.notes.push(note);
+        } else {
+            self.more += 1;
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.notes.is_empty()
     }
 
     /// Appends every note of `other`.
     pub fn extend(&mut self, other: Notes) {
-        for note in other.0 {
+        for note in other.notes {
             self.push(note);
         }
+        self.more += other.more;
     }
 
     pub fn into_note(self) -> Option<Box<str>> {
-        if self.0.is_empty() {
-            None
-        } else {
-            Some(self.0.join("; ").into())
+        if self.notes.is_empty() {
+            return None;
         }
+        let mut text = self.notes.join("; ");
+        if self.more > 0 {
+            text.push_str(&format!("; {} more not shown", self.more));
+        }
+        Some(text.into())
     }
 }
 
@@ -428,6 +445,20 @@ mod tests {
             notes.into_note().as_deref(),
             Some("label \"v\" not kept: 9 bytes, longer than groups.max_label_len = 8; label \"123456789\" not kept: 9 bytes, longer than groups.max_label_len = 8")
         );
+    }
+
+    #[test]
+    fn notes_are_deduplicated_and_bounded() {
+        let mut notes = Notes::default();
+        for i in 0..100_000 {
+            notes.push(unparseable_ip(&format!("bad-{}", i % 50_000)));
+        }
+        let text = notes.into_note().unwrap_or_default();
+        assert!(text.starts_with("unparseable IP \"bad-0\"; unparseable IP \"bad-1\""));
+        // 8 kept; the rest counted (without memory of them, a repeat after
+        // the first 8 cannot be told apart: counted too).
+        assert!(text.ends_with("; 99984 more not shown"), "{text}");
+        assert!(text.len() < 300);
     }
 
     #[test]
