@@ -89,6 +89,14 @@ pub struct GroupsConfig {
     /// "isolated" or "group:NAME".
     #[serde(default = "default_ungrouped")]
     pub ungrouped: String,
+    /// Longest group name accepted from the master, in bytes. A task naming
+    /// a longer one is reported and its data rejected (never truncated).
+    #[serde(default = "default_max_name_len")]
+    pub max_name_len: usize,
+    /// Longest label key or value accepted from the master, in bytes; as
+    /// for names, the task is reported and its data rejected.
+    #[serde(default = "default_max_label_len")]
+    pub max_label_len: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +180,12 @@ fn default_label_key() -> String {
 fn default_open() -> Vec<String> {
     vec!["public".into()]
 }
+fn default_max_name_len() -> usize {
+    256
+}
+fn default_max_label_len() -> usize {
+    4096
+}
 fn default_ungrouped() -> String {
     "isolated".into()
 }
@@ -213,6 +227,8 @@ impl Default for GroupsConfig {
             label_key: default_label_key(),
             open: default_open(),
             ungrouped: default_ungrouped(),
+            max_name_len: default_max_name_len(),
+            max_label_len: default_max_label_len(),
         }
     }
 }
@@ -473,6 +489,28 @@ impl Config {
                 at("label_key")
             ));
         }
+        if g.max_name_len == 0 || g.max_label_len < g.max_name_len {
+            return Err(format!(
+                "{}groups.max_name_len = {} and groups.max_label_len = {}: both must be above 0, and a label must be able to hold one name (max_label_len >= max_name_len)",
+                at("max_name_len"),
+                g.max_name_len,
+                g.max_label_len
+            ));
+        }
+        if let Some(name) = g
+            .open
+            .iter()
+            .map(String::as_str)
+            .chain(g.ungrouped.strip_prefix("group:"))
+            .find(|n| n.len() > g.max_name_len)
+        {
+            return Err(format!(
+                "{}groups: the group name {name:?} is {} bytes, longer than groups.max_name_len = {}; shorten it or raise the limit",
+                at("max_name_len"),
+                name.len(),
+                g.max_name_len
+            ));
+        }
         if g.open.iter().any(|o| o.is_empty()) {
             return Err(format!(
                 "{}groups.open: group names must not be empty",
@@ -658,6 +696,30 @@ mod tests {
         )
         .expect_err("unsupported glob");
         assert!(err.contains("prefix"), "{err}");
+    }
+
+    #[test]
+    fn name_and_label_caps_default_and_are_checked() {
+        let base = "[source]\nkind = \"file\"\npath = \"/x\"\n";
+        let c = Config::parse(base).expect("defaults");
+        assert_eq!((c.groups.max_name_len, c.groups.max_label_len), (256, 4096));
+        let c = Config::parse(&format!(
+            "{base}[groups]\nmax_name_len = 64\nmax_label_len = 128\n"
+        ))
+        .expect("set");
+        assert_eq!((c.groups.max_name_len, c.groups.max_label_len), (64, 128));
+        let err = Config::parse(&format!("{base}[groups]\nmax_name_len = 0\n")).expect_err("zero");
+        assert!(err.contains("max_name_len"), "{err}");
+        let err = Config::parse(&format!(
+            "{base}[groups]\nmax_name_len = 64\nmax_label_len = 10\n"
+        ))
+        .expect_err("label shorter than a name");
+        assert!(err.contains("max_label_len >= max_name_len"), "{err}");
+        let err = Config::parse(&format!(
+            "{base}[groups]\nmax_name_len = 4\nopen = [\"public\"]\n"
+        ))
+        .expect_err("open group longer than the cap");
+        assert!(err.contains("\"public\" is 6 bytes"), "{err}");
     }
 
     #[test]

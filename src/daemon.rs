@@ -387,9 +387,26 @@ impl<D: Dataplane> Daemon<D> {
         }
     }
 
-    fn journal(&mut self, generation: u64, change: Change<'_>) {
-        if let Err(e) = self.store.append(generation, change) {
-            warn!(dir = %self.store.dir().display(), "cannot persist a change ({e}); a restart without the master keeps the kernel's table as it is");
+    /// Give the change of task `id` the next generation and journal what the
+    /// view now holds for it (the task as kept, e.g. its last good data, or
+    /// its removal) before the transaction that enforces it. Before the
+    /// first snapshot the view is partial: nothing of it is persisted.
+    fn record_change(&mut self, id: &str) {
+        if !self.authoritative {
+            return;
+        }
+        let generation = self.next_generation();
+        self.state.set_generation(generation);
+        let others = self.state.take_handed_over();
+        for id in std::iter::once(id).chain(others.iter().map(|t| &**t)) {
+            let change = match self.state.view().tasks.get(id) {
+                Some(task) => Change::Upsert(task),
+                None => Change::Remove(id),
+            };
+            if let Err(e) = self.store.append(generation, change) {
+                warn!(dir = %self.store.dir().display(), "cannot persist a change ({e}); a restart without the master keeps the kernel's table as it is");
+                return;
+            }
         }
     }
 
@@ -422,6 +439,7 @@ impl<D: Dataplane> Daemon<D> {
                 if !(self.authoritative && *self.state.view() == view) {
                     let generation = self.next_generation();
                     self.load_view(view, generation);
+                    let _ = self.state.take_handed_over();
                     release_free_memory();
                     self.persist_snapshot();
                 }
@@ -435,28 +453,19 @@ impl<D: Dataplane> Daemon<D> {
                 if self.state.view().tasks.get(&task.id) == Some(&task) {
                     return;
                 }
-                // Before the first snapshot the view is partial: nothing of
-                // it is persisted or enforced.
-                if self.authoritative {
-                    let generation = self.next_generation();
-                    self.journal(generation, Change::Upsert(&task));
-                    self.state.set_generation(generation);
-                }
+                let id = task.id.clone();
                 for c in self.state.upsert_task(task) {
                     warn!("{c}");
                 }
+                self.record_change(&id);
                 self.apply();
             }
             SourceUpdate::Remove(id) => {
                 if !self.state.view().tasks.contains_key(id.as_str()) {
                     return;
                 }
-                if self.authoritative {
-                    let generation = self.next_generation();
-                    self.journal(generation, Change::Remove(&id));
-                    self.state.set_generation(generation);
-                }
                 self.state.remove_task(&id);
+                self.record_change(&id);
                 self.apply();
             }
             SourceUpdate::Degraded(reason) => {

@@ -15,7 +15,7 @@ pub mod compact;
 mod group_name;
 
 pub use compact::{VecMap, VecSet};
-pub use group_name::{intern, GroupName};
+pub use group_name::{GroupName, Interned};
 
 /// A task's id: shared by the view's index, the task and everything that
 /// refers to the task (one copy of each id, however many indexes hold it).
@@ -305,6 +305,10 @@ pub enum NotEnforced {
     NoAddress,
     /// The task is in a terminal state.
     Terminal,
+    /// What the master says about the task is unusable (an unparseable IP,
+    /// a group name or label longer than the configured maximum): see
+    /// [`Task::invalid`]. Nothing of it was kept.
+    Invalid,
 }
 
 /// One task as the master describes it.
@@ -314,9 +318,10 @@ pub struct Task {
     pub id: TaskId,
     /// Marathon app id or, for other frameworks, the framework name + task name.
     pub app: Arc<str>,
-    /// Agent ID (Mesos slave_id / Marathon slaveId), when known.
+    /// Agent ID (Mesos slave_id / Marathon slaveId), when known; interned
+    /// (an agent runs many tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<Arc<str>>,
+    pub agent: Option<Interned>,
     pub state: TaskState,
     /// Every IP of every NetworkInfo of the task (IPv4 and IPv6), deduplicated.
     pub ips: VecSet<IpAddr>,
@@ -335,6 +340,12 @@ pub struct Task {
     /// should have groups was treated as ungrouped. Never affects rules by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<Box<str>>,
+    /// Why the master's latest data for this task was rejected, when it was.
+    /// With `not_enforced == Some(Invalid)` the task has no data at all;
+    /// otherwise the rest of the task is its last good data, still enforced
+    /// (see `DesiredState::upsert_task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<Box<str>>,
 }
 
 impl Task {
@@ -357,6 +368,7 @@ impl Task {
             discovery_ports: VecSet::new(),
             not_enforced: None,
             note: None,
+            invalid: None,
         };
         for g in groups {
             t.add_group(g, GroupOrigin::NetworkInfo);

@@ -15,10 +15,11 @@ use std::net::IpAddr;
 
 use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
 use crate::config::Ungrouped;
-use crate::model::{ClusterView, GroupName, IpConflict, Task, TaskId};
+use crate::model::{ClusterView, GroupName, IpConflict, NotEnforced, Task, TaskId};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
 use ip_map::IpMap;
 use members::Members;
+use tracing::{info, warn};
 
 /// What must change in the kernel: elements only (the chains are static).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -94,6 +95,9 @@ pub struct DesiredState {
     ignored_ports: BTreeSet<String>,
     /// Generation of the view, stamped into the inet table (0: unstamped).
     generation: u64,
+    /// Tasks whose entry in the view changed as a side effect of the last
+    /// upsert or removal (they received an IP it freed).
+    handed_over: Vec<TaskId>,
 }
 
 impl DesiredState {
@@ -115,7 +119,14 @@ impl DesiredState {
             bridges: BTreeSet::new(),
             ignored_ports: BTreeSet::new(),
             generation: 0,
+            handed_over: Vec::new(),
         }
+    }
+
+    /// Tasks that received an IP freed by the upserts and removals since
+    /// the last call: their entries in the view changed too.
+    pub fn take_handed_over(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.handed_over)
     }
 
     /// The generation of the view, stamped into the table with it.
@@ -159,6 +170,9 @@ impl DesiredState {
     /// stay with their previous owner (or with nobody if none of the
     /// claimants had it): returns one message per conflict.
     pub fn set_view(&mut self, mut view: ClusterView) -> Vec<String> {
+        for task in view.tasks.values_mut() {
+            self.keep_last_good(task);
+        }
         let (conflicts, waiting) = self.resolve_conflicts(&mut view);
         self.waiting = waiting;
         let old = &self.view.tasks;
@@ -193,7 +207,8 @@ impl DesiredState {
 
     /// Insert or replace one task (event sources): touches only that task.
     /// An IP another live task already owns stays with that task.
-    pub fn upsert_task(&mut self, task: Task) -> Vec<String> {
+    pub fn upsert_task(&mut self, mut task: Task) -> Vec<String> {
+        self.keep_last_good(&mut task);
         let original = task.clone();
         let (messages, lost_ips) = self.insert_task(task);
         if lost_ips {
@@ -205,6 +220,42 @@ impl DesiredState {
         let mut messages = messages;
         messages.extend(self.hand_over_released());
         messages
+    }
+
+    /// Per-task bad data: a task whose new data the source rejected
+    /// (`NotEnforced::Invalid`: an unparseable IP, an over-long name) keeps
+    /// what the state had for it (the claim it waits with, else its task in
+    /// the view) with the new reason in `invalid`, so garbage from the
+    /// master never changes what is enforced; a task with nothing good yet
+    /// stays not enforced. Other tasks are not touched either way. Logs
+    /// each new reason once, and the return to valid data.
+    fn keep_last_good(&self, task: &mut Task) {
+        let id = &*task.id;
+        let previous = self.waiting.get(id).or_else(|| self.view.tasks.get(id));
+        let known_reason = previous.and_then(|p| p.invalid.clone());
+        let last = previous.filter(|p| p.not_enforced != Some(NotEnforced::Invalid));
+        let rejected = task.not_enforced == Some(NotEnforced::Invalid);
+        // Kept data is either kept now, or was kept before (a persisted
+        // view); a terminal task is not enforced whatever its data.
+        let keeps = (!rejected || last.is_some()) && !task.state.is_terminal();
+        match (&task.invalid, &known_reason) {
+            (Some(why), known) if known.as_ref() != Some(why) => {
+                if keeps {
+                    warn!(task = id, app = %task.app, "task data rejected: {why}; keeping its last good data until the master sends valid data");
+                } else {
+                    warn!(task = id, app = %task.app, "task not enforced: {why}");
+                }
+            }
+            (None, Some(_)) => {
+                info!(task = id, app = %task.app, "task data valid again");
+            }
+            _ => {}
+        }
+        if let (true, Some(last)) = (rejected, last) {
+            let why = task.invalid.take();
+            *task = last.clone();
+            task.invalid = why;
+        }
     }
 
     fn insert_task(&mut self, mut task: Task) -> (Vec<String>, bool) {
@@ -271,6 +322,7 @@ impl DesiredState {
                 messages.push(format!("task {id:?} now gets the IP(s) it claimed"));
                 let original = t.clone();
                 let (_, still_lost) = self.insert_task(t);
+                self.handed_over.push(id.clone());
                 if still_lost {
                     self.waiting.insert(id, original);
                 }
@@ -841,6 +893,88 @@ mod tests {
         let view = st.view().clone();
         st.set_view(view);
         assert!(st.take_delta().is_empty());
+    }
+
+    /// What the source makes of task `id` when the master's data is garbage.
+    fn rejected(id: &str, why: &str) -> Task {
+        let mut t = Task::running(id, "/a", [], &[]);
+        t.not_enforced = Some(NotEnforced::Invalid);
+        t.invalid = Some(why.into());
+        t
+    }
+
+    #[test]
+    fn a_task_with_garbage_keeps_its_last_good_data_and_nothing_else_changes() {
+        let mut st = big_state();
+        let (before, _) = st.tables();
+        let good = st.view().tasks.get("t0").cloned().expect("t0");
+        // An event with garbage for a local task, and one for a remote task.
+        st.upsert_task(rejected("t0", "unparseable IP \"not-an-ip\""));
+        st.upsert_task(rejected("t1000", "unparseable IP \"10.233.200.999\""));
+        assert!(st.take_delta().is_empty(), "nothing changes in the kernel");
+        assert_eq!(st.tables().0, before);
+        let kept = &st.view().tasks["t0"];
+        assert_eq!(
+            kept.invalid.as_deref(),
+            Some("unparseable IP \"not-an-ip\"")
+        );
+        assert_eq!((&kept.ips, &kept.groups), (&good.ips, &good.groups));
+        assert!(kept.is_endpoint());
+        // A snapshot with garbage for t0 (another reason) and a real change
+        // for t1: only t1's change reaches the kernel.
+        let mut view = st.view().clone();
+        view.insert(rejected("t0", "group name \"xx…\" is 5242880 bytes"));
+        view.insert(task("t1", "10.233.16.2", &["g3"]));
+        st.set_view(view);
+        let d = st.take_delta();
+        assert!(!d.is_empty());
+        let mut fresh = DesiredState::new(policy());
+        let mut expected = st.view().clone();
+        expected.insert(good.clone());
+        fresh.set_view(expected);
+        fresh.set_bindings(st.bindings.clone(), BTreeSet::new(), BTreeSet::new());
+        assert_eq!(st.tables(), fresh.tables(), "t0 enforced as it was");
+        assert!(st.view().tasks["t0"]
+            .invalid
+            .as_deref()
+            .is_some_and(|w| w.starts_with("group name")));
+        // Valid data again: it replaces the last good data.
+        st.upsert_task(task("t0", "10.233.16.1", &["web"]));
+        let t0 = &st.view().tasks["t0"];
+        assert_eq!(t0.invalid, None);
+        assert!(t0.groups.contains_key("web"));
+    }
+
+    #[test]
+    fn a_new_task_with_garbage_is_not_enforced_and_takes_nothing() {
+        let mut st = big_state();
+        st.upsert_task(rejected("fresh", "unparseable IP \"not-an-ip\""));
+        assert!(st.take_delta().is_empty());
+        let t = &st.view().tasks["fresh"];
+        assert_eq!(t.not_enforced, Some(NotEnforced::Invalid));
+        assert!(!t.is_endpoint());
+        // Garbage again: still nothing; then valid data is enforced.
+        st.upsert_task(rejected("fresh", "unparseable IP \"again\""));
+        assert_eq!(
+            st.view().tasks["fresh"].not_enforced,
+            Some(NotEnforced::Invalid)
+        );
+        st.upsert_task(task("fresh", "10.233.40.1", &["g0"]));
+        assert_eq!(
+            st.owner_of(&"10.233.40.1".parse().expect("ip")),
+            Some("fresh")
+        );
+    }
+
+    #[test]
+    fn a_terminal_task_is_removed_even_after_garbage() {
+        let mut st = big_state();
+        st.upsert_task(rejected("t0", "unparseable IP \"x\""));
+        let mut dead = task("t0", "10.233.16.1", &[]);
+        dead.state = crate::model::TaskState::Killed;
+        dead.not_enforced = Some(NotEnforced::Terminal);
+        st.upsert_task(dead);
+        assert_eq!(st.owner_of(&"10.233.16.1".parse().expect("ip")), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::binding::Bindings;
 use crate::compile::{effective_groups, DEST_CHECK, EGRESS, GATED, INGRESS, SOURCE_CHECK};
 use crate::daemon::Health;
-use crate::model::{GroupOrigin, NotEnforced};
+use crate::model::{GroupOrigin, NotEnforced, Task};
 use crate::state::DesiredState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,9 +52,14 @@ pub struct EndpointRow {
     /// Where each group came from.
     pub origins: BTreeMap<String, Vec<GroupOrigin>>,
     pub task_state: String,
-    /// "enforced", "remote", or `"not enforced: <reason>"`.
+    /// "enforced", "remote", or `"not enforced: <reason>"`; followed by
+    /// `"; keeping last good data: <reason>"` when the master's latest data
+    /// for the task was rejected and the last good data is still used.
     pub enforcement: String,
     pub note: Option<String>,
+    /// Why the master's latest data for the task was rejected, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +101,31 @@ pub(crate) fn reason(n: &NotEnforced) -> &'static str {
         NotEnforced::NatBridge => "NAT bridge (IP not unique)",
         NotEnforced::NoAddress => "no IP yet",
         NotEnforced::Terminal => "terminal state",
+        NotEnforced::Invalid => "invalid data",
+    }
+}
+
+/// `groupctl show`'s enforcement column for task `t`, `local` when one of
+/// its IPs is bound on this agent.
+fn enforcement(t: &Task, local: bool) -> String {
+    let state = match (&t.not_enforced, t.is_endpoint(), local) {
+        (Some(NotEnforced::Invalid), _, _) => {
+            // The reason itself, e.g. `unparseable IP "not-an-ip"`.
+            let why = t
+                .invalid
+                .as_deref()
+                .unwrap_or(reason(&NotEnforced::Invalid));
+            return format!("not enforced: {why}");
+        }
+        (Some(n), _, _) => format!("not enforced: {}", reason(n)),
+        (None, false, _) if t.state.is_terminal() => "not enforced: terminal state".into(),
+        (None, false, _) => "not enforced: no IP yet".into(),
+        (None, true, true) => "enforced".into(),
+        (None, true, false) => "remote".into(),
+    };
+    match &t.invalid {
+        Some(why) => format!("{state}; keeping last good data: {why}"),
+        None => state,
     }
 }
 
@@ -109,13 +139,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
             .map(|b| b.iface.clone())
             .collect();
         let local = !interfaces.is_empty();
-        let enforcement = match (&t.not_enforced, t.is_endpoint(), local) {
-            (Some(n), _, _) => format!("not enforced: {}", reason(n)),
-            (None, false, _) if t.state.is_terminal() => "not enforced: terminal state".into(),
-            (None, false, _) => "not enforced: no IP yet".into(),
-            (None, true, true) => "enforced".into(),
-            (None, true, false) => "remote".into(),
-        };
+        let enforcement = enforcement(t, local);
         if !all && !local {
             continue;
         }
@@ -136,6 +160,7 @@ pub fn endpoint_rows(state: &DesiredState, all: bool) -> Vec<EndpointRow> {
             task_state: t.state.as_str().to_string(),
             enforcement,
             note: t.note.as_deref().map(str::to_string),
+            invalid: t.invalid.as_deref().map(str::to_string),
         });
     }
     rows

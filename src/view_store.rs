@@ -119,6 +119,7 @@ impl ViewStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return self.load_legacy(),
             Err(e) => return Persisted::Corrupt(format!("{}: {e}", snapshot.display())),
         };
+        let snapshot_generation = generation;
         match File::open(self.dir.join(JOURNAL)) {
             Ok(f) => {
                 for line in BufReader::new(f).lines() {
@@ -128,10 +129,13 @@ impl ViewStore {
                     let Ok(r) = serde_json::from_str::<RecordIn>(&line) else {
                         break;
                     };
-                    if r.g <= generation {
+                    // Lines at or below the snapshot's generation are in
+                    // it; one change may write several lines (tasks that
+                    // received an IP it freed) at one generation.
+                    if r.g <= snapshot_generation {
                         continue;
                     }
-                    generation = r.g;
+                    generation = generation.max(r.g);
                     if let Some(task) = r.upsert {
                         view.insert(task);
                     } else if let Some(id) = r.remove {

@@ -449,7 +449,12 @@ fn deploy_emits_events_in_the_fixture_shapes() {
     assert!(keys(&frames[5].1).is_superset(&keys(&documented("deployment_success"))));
     // The posted definition is an app groupd reads, with the groups.
     let app: App = serde_json::from_value(frames[0].1["appDefinition"].clone()).unwrap();
-    assert_eq!(&*app.config().ip_groups, [GroupName::new("frontend")]);
+    assert_eq!(
+        &*app
+            .config(&groupd::config::GroupsConfig::default())
+            .ip_groups,
+        [GroupName::new("frontend")]
+    );
     // Sequence numbers: the attach event was 1, the deploy 2..=7.
     assert_eq!((change.first_seq, change.last_seq), (2, 7));
 
@@ -592,7 +597,10 @@ fn rolling_new_version_keeps_task_versions_and_serves_every_version() {
 
     // groupd, told the old version, gives each task its own version's groups.
     let mut cache = VersionCache::default();
-    cache.learn(&serde_json::from_slice::<App>(&first.body).unwrap());
+    cache.learn(
+        &serde_json::from_slice::<App>(&first.body).unwrap(),
+        &groupd::config::GroupsConfig::default(),
+    );
     let doc = get(sim.addr(), "/v2/apps?embed=apps.tasks");
     let view = parse_document(&doc.body, &GroupsConfig::default(), &mut cache).unwrap();
     let groups = |id: &str| -> Vec<String> {

@@ -316,7 +316,7 @@ fn marathon_0_14_docs_app_has_group_dev_label_and_discovery_port() {
     let mut app = app_fixture(
         "marathon/apps/app-0.14.0-ipaddress-groups-labels-discovery.marathon-docs.json",
     );
-    let config = app.config();
+    let config = app.config(&GroupsConfig::default());
     assert_eq!(&*config.ip_groups, [GroupName::new("dev")]);
     assert_eq!(
         config.network_labels,
@@ -344,7 +344,7 @@ fn marathon_0_14_docs_app_has_group_dev_label_and_discovery_port() {
     .expect("utf8")
     .replace("\"BRIDGE\"", "\"USER\"");
     let user: App = serde_json::from_str(&user).expect("app");
-    let config = user.config();
+    let config = user.config(&GroupsConfig::default());
     assert_eq!(config.network, NetworkKind::PerTask);
     let ports: Vec<(u16, Protocol, Option<&str>)> = config
         .discovery_ports
@@ -358,7 +358,10 @@ fn marathon_0_14_docs_app_has_group_dev_label_and_discovery_port() {
 fn marathon_final_docs_app_still_shows_legacy_ip_address_groups() {
     let app =
         app_fixture("marathon/apps/app-master-docs-example-legacy-ipaddress.marathon-docs.json");
-    assert_eq!(&*app.config().ip_groups, [GroupName::new("dev")]);
+    assert_eq!(
+        &*app.config(&GroupsConfig::default()).ip_groups,
+        [GroupName::new("dev")]
+    );
     assert_eq!(&*app.id, "/foo");
 }
 
@@ -403,7 +406,7 @@ fn marathon_container_network_apps_are_ip_per_task() {
         app_fixture("marathon/apps/app-1.5-networks-container-ipv6.marathon-systemtest.json");
     assert_eq!(ipv6.network_kind(), NetworkKind::PerTask);
     let ports: Vec<u16> = ipv6
-        .config()
+        .config(&GroupsConfig::default())
         .discovery_ports
         .iter()
         .map(|p| p.number)
@@ -413,7 +416,7 @@ fn marathon_container_network_apps_are_ip_per_task() {
         app_fixture("marathon/apps/app-legacy-ipaddress-networkname-dcos.marathon-systemtest.json");
     assert_eq!(legacy.network_kind(), NetworkKind::PerTask);
     let ports: Vec<(u16, Protocol)> = legacy
-        .config()
+        .config(&GroupsConfig::default())
         .discovery_ports
         .iter()
         .map(|p| (p.number, p.protocol))
@@ -440,7 +443,7 @@ fn marathon_apps_listed_without_tasks_still_parse_as_app_models() {
     let apps = dump.all_apps();
     assert_eq!(apps.len(), 100);
     for app in apps {
-        let config = app.config();
+        let config = app.config(&GroupsConfig::default());
         assert_eq!(config.network, NetworkKind::Host, "{}", app.id);
         assert!(
             config.ip_groups.is_empty() && config.network_labels.is_empty(),
@@ -1235,7 +1238,7 @@ fn absurd_group_names_are_kept_verbatim_or_rejected_clearly() {
         "'; drop table groups; --".to_string(),
         "{} [] \\ / \u{0}".to_string(),
         "\u{1F600}".to_string(),
-        long.clone(),
+        "g".repeat(256),
     ];
     let json_names: Vec<String> = names
         .iter()
@@ -1265,6 +1268,21 @@ fn absurd_group_names_are_kept_verbatim_or_rejected_clearly() {
         names.len() + 1,
         "{:?}",
         group_names(task)
+    );
+
+    // Longer than groups.max_name_len (256 by default): the task's data is
+    // rejected, with the reason, never truncated.
+    let doc = format!(
+        r#"{{"apps":[{{"id":"/a","ipAddress":{{"groups":["ok", "{long}"]}},
+            "tasks":[{{"id":"a.1","ipAddresses":[{{"ipAddress":"10.233.0.3"}}]}}]}}]}}"#
+    );
+    let view = parse(doc.as_bytes()).expect("a long name is not a parse error");
+    let task = &view.tasks["a.1"];
+    assert!(!task.is_endpoint() && task.groups.is_empty() && task.ips.is_empty());
+    let why = task.invalid.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("is 10000 bytes, longer than groups.max_name_len = 256"),
+        "{why}"
     );
 
     // A lone surrogate cannot be a Rust string: the document is refused with

@@ -359,6 +359,16 @@ fn every_event_is_persisted_before_its_transaction() {
         if i % 3 == 0 {
             d.on_source(SourceUpdate::Remove(format!("t{}", i - 1)));
         }
+        if i % 5 == 0 {
+            // A claim on a live task's IP waits, and gets the IP when that
+            // task goes: the removal changes the claimant's entry too.
+            d.on_source(SourceUpdate::Upsert(task(&format!("w{i}"), &ip, &["h"])));
+            d.on_source(SourceUpdate::Remove(format!("t{i}")));
+            assert_eq!(
+                d.state().owner_of(&ip.parse().expect("ip")),
+                Some(format!("w{i}").as_str())
+            );
+        }
         // "Killed" here: a new daemon on the same kernel and state_dir.
         let k = d.nft().dataplane().clone();
         let before = kernel_sets(&k);

@@ -4,63 +4,57 @@
 //! A cluster has a few thousand groups but every task names several of them,
 //! and every Marathon app version remembers its own list: as `String`s that
 //! is one small heap block per membership (at 33,334 tasks × 3 groups, more
-//! memory than the tasks themselves). A [`GroupName`] is a shared pointer to
-//! one copy per distinct name, handed out by a process-wide interner.
+//! memory than the tasks themselves). An [`Interned`] string is a shared
+//! pointer to one copy per distinct string, handed out by a process-wide
+//! interner.
+//!
+//! A string leaves the interner as soon as the last [`Interned`] holding it
+//! is dropped: names come from the master, and a master that sends a
+//! million distinct names once (renamed groups, hostile input) must not
+//! leave them resident. This costs a few atomic operations per drop and a
+//! lock only when the last holder goes, never a sweep over every name.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A group's name (any string; it never becomes nft syntax). Compares,
+/// A string from the interner (a group name, an agent id). Compares,
 /// orders, hashes, prints and serializes as the `str` it holds.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupName(Arc<str>);
+pub struct Interned(ManuallyDrop<Arc<str>>);
 
-/// Names handed out, so that equal names share one copy.
-struct Interner {
-    names: HashSet<Arc<str>>,
-    /// Names nobody else holds any more are dropped when `names` reaches
-    /// this size (so a cluster that renames groups does not grow it forever).
-    sweep_at: usize,
-}
+/// A group's name (any string; it never becomes nft syntax).
+pub type GroupName = Interned;
 
-/// `names` is never swept below this size.
-const MIN_SWEEP: usize = 1024;
+/// The strings handed out, so that equal strings share one copy. Each entry
+/// is held by the set and by the [`Interned`] values that use it; an entry
+/// only the set holds is removed by the drop that made it so.
+static INTERNER: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
 
-static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| {
-    Mutex::new(Interner {
-        names: HashSet::new(),
-        sweep_at: MIN_SWEEP,
-    })
-});
+/// The interner's table is not shrunk below this many entries.
+const MIN_CAPACITY: usize = 1024;
 
-/// The shared copy of `name`: for strings many tasks repeat (group names,
-/// agent ids).
-pub fn intern(name: &str) -> Arc<str> {
+fn interner() -> MutexGuard<'static, HashSet<Arc<str>>> {
     // A panic while the lock was held cannot leave the set inconsistent
-    // (each operation is a single insert or retain), so a poisoned lock
+    // (each operation is a single insert or remove), so a poisoned lock
     // is used as is.
-    let mut interner = INTERNER.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(shared) = interner.names.get(name) {
-        return Arc::clone(shared);
-    }
-    if interner.names.len() >= interner.sweep_at {
-        interner.names.retain(|n| Arc::strong_count(n) > 1);
-        interner.sweep_at = (2 * interner.names.len()).max(MIN_SWEEP);
-    }
-    let shared: Arc<str> = Arc::from(name);
-    interner.names.insert(Arc::clone(&shared));
-    shared
+    INTERNER.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl GroupName {
+impl Interned {
     /// The shared copy of `name`.
-    pub fn new(name: &str) -> GroupName {
-        GroupName(intern(name))
+    pub fn new(name: &str) -> Interned {
+        let mut names = interner();
+        if let Some(shared) = names.get(name) {
+            return Interned(ManuallyDrop::new(Arc::clone(shared)));
+        }
+        let shared: Arc<str> = Arc::from(name);
+        names.insert(Arc::clone(&shared));
+        Interned(ManuallyDrop::new(shared))
     }
 
     pub fn as_str(&self) -> &str {
@@ -68,71 +62,137 @@ impl GroupName {
     }
 }
 
-impl Deref for GroupName {
+impl Clone for Interned {
+    fn clone(&self) -> Interned {
+        Interned(ManuallyDrop::new(Arc::clone(&self.0)))
+    }
+}
+
+impl Drop for Interned {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is not used again (this is the drop).
+        let shared = unsafe { ManuallyDrop::take(&mut self.0) };
+        let watch = Arc::downgrade(&shared);
+        drop(shared);
+        // One strong reference left: the set's. Whoever brought the count
+        // to one (the last of several concurrent drops included) sees it
+        // here; the check is repeated under the lock, where nobody can take
+        // a new reference from the set.
+        if watch.strong_count() != 1 {
+            return;
+        }
+        let mut names = interner();
+        if watch.strong_count() == 1 {
+            if let Some(shared) = watch.upgrade() {
+                names.remove(&*shared);
+            }
+            // Nor does the table keep the size of a past burst of names
+            // (halving when a quarter full is amortised O(1) per name).
+            if names.capacity() > MIN_CAPACITY && names.len() < names.capacity() / 4 {
+                let len = names.len();
+                names.shrink_to(len * 2);
+            }
+        }
+    }
+}
+
+impl PartialEq for Interned {
+    fn eq(&self, other: &Interned) -> bool {
+        // One copy per string: the same pointer is the same string.
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for Interned {}
+
+impl PartialOrd for Interned {
+    fn partial_cmp(&self, other: &Interned) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Interned {
+    fn cmp(&self, other: &Interned) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Interned {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires it.
+        self.as_str().hash(state);
+    }
+}
+
+impl Deref for Interned {
     type Target = str;
     fn deref(&self) -> &str {
         &self.0
     }
 }
 
-impl Borrow<str> for GroupName {
+impl Borrow<str> for Interned {
     fn borrow(&self) -> &str {
         &self.0
     }
 }
 
-impl AsRef<str> for GroupName {
+impl AsRef<str> for Interned {
     fn as_ref(&self) -> &str {
         &self.0
     }
 }
 
-impl From<&str> for GroupName {
-    fn from(name: &str) -> GroupName {
-        GroupName::new(name)
+impl From<&str> for Interned {
+    fn from(name: &str) -> Interned {
+        Interned::new(name)
     }
 }
 
-impl PartialEq<str> for GroupName {
+impl PartialEq<str> for Interned {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
-impl PartialEq<&str> for GroupName {
+impl PartialEq<&str> for Interned {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
-impl fmt::Debug for GroupName {
+impl fmt::Debug for Interned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl fmt::Display for GroupName {
+impl fmt::Display for Interned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&*self.0, f)
+        fmt::Display::fmt(self.as_str(), f)
     }
 }
 
-impl Serialize for GroupName {
+impl Serialize for Interned {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
     }
 }
 
-impl<'de> Deserialize<'de> for GroupName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<GroupName, D::Error> {
+impl<'de> Deserialize<'de> for Interned {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Interned, D::Error> {
         let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
-        Ok(GroupName::new(&name))
+        Ok(Interned::new(&name))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn interned(name: &str) -> bool {
+        interner().contains(name)
+    }
 
     #[test]
     fn equal_names_share_one_copy() {
@@ -163,19 +223,55 @@ mod tests {
     }
 
     #[test]
-    fn unused_names_are_swept() {
-        for i in 0..3 * MIN_SWEEP {
-            GroupName::new(&format!("group-name-test-sweep-{i}"));
+    fn a_name_leaves_the_interner_with_its_last_holder() {
+        let a = GroupName::new("group-name-test-last-holder");
+        let b = a.clone();
+        let c = GroupName::new("group-name-test-last-holder");
+        drop(a);
+        drop(c);
+        assert!(interned("group-name-test-last-holder"), "b still holds it");
+        drop(b);
+        assert!(!interned("group-name-test-last-holder"));
+        // A single name is freed too: there is no threshold to reach.
+        drop(GroupName::new("group-name-test-once"));
+        assert!(!interned("group-name-test-once"));
+        // The table shrinks back after a burst of names.
+        let burst: Vec<GroupName> = (0..20_000)
+            .map(|i| GroupName::new(&format!("group-name-test-burst-{i}")))
+            .collect();
+        assert!(interner().capacity() >= 20_000);
+        drop(burst);
+        // (Other tests intern names meanwhile: checked as a ratio.)
+        let names = interner();
+        let (len, capacity) = (names.len(), names.capacity());
+        drop(names);
+        assert!(
+            capacity <= MIN_CAPACITY.max(4 * len + 4),
+            "{capacity} slots for {len} names"
+        );
+        // Interned again, it is a fresh copy that works as before.
+        let again = GroupName::new("group-name-test-last-holder");
+        assert!(interned("group-name-test-last-holder"));
+        assert_eq!(again, "group-name-test-last-holder");
+    }
+
+    #[test]
+    fn concurrent_drops_of_one_name_leave_nothing_behind() {
+        for round in 0..200 {
+            let name = format!("group-name-test-race-{round}");
+            let holders: Vec<GroupName> = (0..8).map(|_| GroupName::new(&name)).collect();
+            std::thread::scope(|s| {
+                for h in holders {
+                    s.spawn(move || {
+                        let copy = h.clone();
+                        drop(h);
+                        drop(copy);
+                    });
+                }
+                // Interning the same name meanwhile must not lose it either.
+                s.spawn(|| drop(GroupName::new(&name)));
+            });
+            assert!(!interned(&name), "{name} left in the interner");
         }
-        let kept = GroupName::new("group-name-test-kept");
-        for i in 0..3 * MIN_SWEEP {
-            GroupName::new(&format!("group-name-test-sweep-again-{i}"));
-        }
-        let len = INTERNER.lock().unwrap().names.len();
-        assert!(len < 3 * MIN_SWEEP, "{len} names kept");
-        assert!(Arc::ptr_eq(
-            &kept.0,
-            &GroupName::new("group-name-test-kept").0
-        ));
     }
 }

@@ -494,11 +494,15 @@ async fn fetch_version(
 /// `(app, version)` pairs that tasks were launched with and the cache does
 /// not cover yet. Learns each app's current version first: it covers the
 /// scaling versions since its last configuration change.
-fn unknown_versions(apps: &[App], versions: &mut VersionCache) -> Vec<(String, String)> {
+fn unknown_versions(
+    apps: &[App],
+    groups: &GroupsConfig,
+    versions: &mut VersionCache,
+) -> Vec<(String, String)> {
     let mut wanted = Vec::new();
     let mut seen = HashSet::new();
     for app in apps {
-        versions.learn(app);
+        versions.learn(app, groups);
         for task in app.tasks.as_deref().unwrap_or_default() {
             let Some(v) = task.version.as_deref() else {
                 continue;
@@ -534,7 +538,7 @@ async fn fetch_snapshot(
         }
     })?;
     drop(body.bytes);
-    let wanted = unknown_versions(&apps, versions);
+    let wanted = unknown_versions(&apps, groups, versions);
     let fetched: Vec<_> = futures::stream::iter(wanted)
         .map(|(id, v)| async move {
             let found = fetch_version(client, &id, &v).await;
@@ -546,7 +550,7 @@ async fn fetch_snapshot(
     let mut missing = HashSet::new();
     for (id, v, found) in fetched {
         match found? {
-            Some(app) => versions.learn(&app),
+            Some(app) => versions.learn(&app, groups),
             None => {
                 tracing::info!(app = %id, version = %v, "marathon source: launching version no longer on the master; its tasks are treated as ungrouped");
                 missing.insert((id, v));
@@ -899,7 +903,7 @@ impl Source {
         }
         match fetch_version(client, app_id, version).await? {
             Some(app) => {
-                self.versions.learn(&app);
+                self.versions.learn(&app, &self.groups);
                 self.apps.entry(app_id.to_string()).or_insert(app);
                 Ok(true)
             }
@@ -998,7 +1002,7 @@ impl Source {
             return;
         }
         app.tasks = None;
-        self.versions.learn(&app);
+        self.versions.learn(&app, &self.groups);
         self.apps.insert(app.id.clone(), app);
     }
 

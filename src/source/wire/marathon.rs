@@ -30,8 +30,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    assign_groups, classify, new_task, null_as_default, parse_ip, port_number, GroupInputs,
-    NetworkKind, Notes,
+    assign_groups, check_lengths, classify, kept_labels, new_task, null_as_default, parse_ip,
+    port_number, reject, unparseable_ip, GroupInputs, NetworkKind, Notes,
 };
 use crate::config::GroupsConfig;
 use crate::model::{
@@ -405,6 +405,13 @@ pub struct AppConfig {
     pub app_labels: VecMap<String, String>,
     /// Container-side ports other endpoints use (R9); only for IP-per-task apps.
     pub discovery_ports: VecSet<DiscoveryPort>,
+    /// Labels left out because they are longer than allowed (see
+    /// [`App::config`]), for the note of each task.
+    pub note: Option<Box<str>>,
+    /// Why this version's groups and labels are unusable (a name or label
+    /// longer than the configured maximum), when they are: the fields above
+    /// are then left empty, and its tasks are rejected.
+    pub invalid: Option<Box<str>>,
 }
 
 impl App {
@@ -431,41 +438,62 @@ impl App {
         Some(network.trim().to_ascii_uppercase())
     }
 
-    /// The version-specific part of this definition.
-    pub fn config(&self) -> AppConfig {
+    /// The version-specific part of this definition. Group names and
+    /// group labels longer than `limits` allow make it invalid (see
+    /// [`AppConfig::invalid`]); other over-long labels are left out, with a
+    /// note. Neither is copied.
+    pub fn config(&self, limits: &GroupsConfig) -> AppConfig {
         let network = self.network_kind();
-        let mut network_labels = Vec::new();
-        if let Some(ip) = &self.ip_address {
-            network_labels.extend(ip.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let ip_labels = self.ip_address.iter().flat_map(|ip| ip.labels.iter());
+        let network_labels: Vec<(&str, &str)> = ip_labels
+            .chain(self.networks.iter().flat_map(|net| net.labels.iter()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let app_labels: Vec<(&str, &str)> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let ip_groups = self.ip_address.iter().flat_map(|ip| ip.groups.iter());
+        let inputs = GroupInputs {
+            lists: ip_groups
+                .map(|g| (g.as_str(), GroupOrigin::AppVersion))
+                .collect(),
+            network_labels,
+            task_labels: app_labels,
+        };
+        if let Some(invalid) = check_lengths(&inputs, limits).into_note() {
+            return AppConfig {
+                network,
+                ip_groups: Box::default(),
+                network_labels: Vec::new(),
+                app_labels: VecMap::new(),
+                discovery_ports: VecSet::new(),
+                note: None,
+                invalid: Some(invalid),
+            };
         }
-        for net in &self.networks {
-            network_labels.extend(net.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        let mut notes = Notes::default();
         AppConfig {
             network,
-            ip_groups: self
-                .ip_address
-                .as_ref()
-                .map(|ip| {
-                    ip.groups
-                        .iter()
-                        .map(|g| g.trim())
-                        .filter(|g| !g.is_empty())
-                        .map(GroupName::new)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            network_labels,
-            app_labels: self
-                .labels
+            ip_groups: inputs
+                .lists
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(g, _)| g.trim())
+                .filter(|g| !g.is_empty())
+                .map(GroupName::new)
+                .collect(),
+            network_labels: kept_labels(inputs.network_labels, limits, &mut notes),
+            app_labels: kept_labels(inputs.task_labels, limits, &mut notes)
+                .into_iter()
                 .collect(),
             discovery_ports: if network == NetworkKind::PerTask {
                 self.discovery_ports()
             } else {
                 VecSet::new()
             },
+            note: notes.into_note(),
+            invalid: None,
         }
     }
 
@@ -666,7 +694,7 @@ impl<'a> Conversion<'a> {
 /// each task the configuration of the version that launched it; a task whose
 /// version groupd never saw gets no groups at all (fail closed) and a note.
 pub fn convert_app(app: &App, groups: &GroupsConfig, versions: &mut VersionCache) -> Vec<Task> {
-    let current = app.config();
+    let current = app.config(groups);
     versions.learn_config(app, &current);
     let current_version = app.version.as_deref().map(str::trim);
     let app_id: Arc<str> = Arc::from(app.id.as_str());
@@ -710,7 +738,7 @@ pub fn convert_event_task(
     groups: &GroupsConfig,
     versions: &VersionCache,
 ) -> Task {
-    let current = app.config();
+    let current = app.config(groups);
     let known;
     let launch = match task.version.as_deref() {
         None => Ok(&current),
@@ -758,10 +786,17 @@ fn convert_task_of(
     };
     let mut out = new_task(&task.id, app_id, task.slave_id.as_deref(), state);
     let mut notes = Notes::default();
+    let mut problems = Notes::default();
     // The network mode can change between versions too; without the launch
     // version the current one is the best guess (the IPs are the task's own).
     let config = launch.unwrap_or(current);
-    out.ips = task_ips(task, config.network, &mut notes);
+    out.ips = task_ips(task, config.network, &mut notes, &mut problems);
+    if let Some(invalid) = &config.invalid {
+        problems.push(invalid.to_string());
+    }
+    if let Some(note) = &config.note {
+        notes.push(note.to_string());
+    }
     out.labels = config.app_labels.clone();
     match launch {
         Ok(config) => {
@@ -780,6 +815,7 @@ fn convert_task_of(
     }
     out.not_enforced = classify(config.network, &out.state, !out.ips.is_empty());
     out.note = notes.into_note();
+    reject(&mut out, problems);
     out
 }
 
@@ -802,11 +838,13 @@ fn task_ips(
     task: &MarathonTask,
     network: NetworkKind,
     notes: &mut Notes,
+    problems: &mut Notes,
 ) -> VecSet<std::net::IpAddr> {
     let agent_ip = task.host.as_deref().and_then(parse_ip);
     let mut ips = VecSet::new();
     for entry in &task.ip_addresses {
-        let Some(text) = entry.ip_address.as_deref() else {
+        // An empty address is no address.
+        let Some(text) = entry.ip_address.as_deref().filter(|t| !t.trim().is_empty()) else {
             continue;
         };
         match parse_ip(text) {
@@ -816,7 +854,7 @@ fn task_ips(
             Some(ip) => {
                 ips.insert(ip);
             }
-            None => notes.push(format!("ignored unparseable IP address {text:?}")),
+            None => problems.push(unparseable_ip(text)),
         }
     }
     ips
@@ -974,13 +1012,115 @@ mod tests {
     }
 
     #[test]
-    fn unparseable_ip_is_skipped_with_a_note() {
+    fn an_unparseable_ip_rejects_the_task() {
+        for bad in ["not-an-ip", "10.233.200.999"] {
+            let a = app(&format!(
+                r#"{{"id":"/a","ipAddress":{{"groups":["g"]}},"labels":{{"k":"v"}},"tasks":[{{"id":"a.1","ipAddresses":[{{"ipAddress":"{bad}"}},{{"ipAddress":"fd00:233::5","protocol":"IPv6"}}]}}]}}"#
+            ));
+            let t = one_task(&a, &mut VersionCache::default());
+            assert_eq!(t.not_enforced, Some(NotEnforced::Invalid));
+            assert_eq!(
+                t.invalid.as_deref(),
+                Some(format!("unparseable IP \"{bad}\"").as_str())
+            );
+            // Nothing of its data is kept, the good IP included.
+            assert!(
+                t.ips.is_empty() && t.groups.is_empty() && t.labels.is_empty(),
+                "{t:?}"
+            );
+        }
+        // An empty address is no address, not garbage.
         let a = app(
-            r#"{"id":"/a","ipAddress":{},"tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"nope"},{"ipAddress":"fd00:233::5","protocol":"IPv6"}]}]}"#,
+            r#"{"id":"/a","ipAddress":{},"tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":""},{"ipAddress":"fd00:233::5"}]}]}"#,
         );
         let t = one_task(&a, &mut VersionCache::default());
-        assert_eq!(t.ips.len(), 1);
-        assert!(t.note.unwrap_or_default().contains("\"nope\""));
+        assert_eq!((t.ips.len(), t.invalid), (1, None));
+    }
+
+    #[test]
+    fn an_over_long_group_name_or_label_rejects_the_task() {
+        let limits = GroupsConfig {
+            max_name_len: 8,
+            max_label_len: 16,
+            ..GroupsConfig::default()
+        };
+        let convert = |json: &str| {
+            let mut tasks = convert_app(&app(json), &limits, &mut VersionCache::default());
+            tasks.remove(0)
+        };
+        let task = r#""tasks":[{"id":"a.1","ipAddresses":[{"ipAddress":"10.233.0.1"}]}]"#;
+        let cases = [
+            (
+                format!(r#"{{"id":"/a","ipAddress":{{"groups":["123456789"]}},{task}}}"#),
+                "group name \"123456789\" is 9 bytes, longer than groups.max_name_len = 8",
+            ),
+            (
+                format!(
+                    r#"{{"id":"/a","ipAddress":{{}},"labels":{{"network-groups":"ok,123456789"}},{task}}}"#
+                ),
+                "group name \"123456789\" is 9 bytes",
+            ),
+            (
+                format!(
+                    r#"{{"id":"/a","networks":[{{"mode":"container","labels":{{"network-groups":"a,b,c,d,e,f,g,h,i"}}}}],{task}}}"#
+                ),
+                "label \"network-groups\" is 17 bytes, longer than groups.max_label_len = 16",
+            ),
+        ];
+        for (json, why) in cases {
+            let t = convert(&json);
+            assert_eq!(t.not_enforced, Some(NotEnforced::Invalid), "{json}");
+            assert!(
+                t.invalid.as_deref().unwrap_or_default().starts_with(why),
+                "{t:?}"
+            );
+            assert!(
+                t.ips.is_empty() && t.groups.is_empty() && t.labels.is_empty(),
+                "{t:?}"
+            );
+        }
+        // Another label too long is only left out, with a note.
+        let t = convert(&format!(
+            r#"{{"id":"/a","ipAddress":{{}},"labels":{{"k":"12345678901234567","12345678901234567":"v","ok":"v"}},{task}}}"#
+        ));
+        assert_eq!((t.invalid, t.not_enforced, t.labels.len()), (None, None, 1));
+        let note = t.note.unwrap_or_default();
+        assert!(
+            note.contains("label \"k\" not kept")
+                && note.contains("label \"12345678901234567\" not kept"),
+            "{note}"
+        );
+        // At the limit is fine.
+        let t = convert(&format!(
+            r#"{{"id":"/a","ipAddress":{{"groups":["12345678"]}},"labels":{{"k":"1234567890123456"}},{task}}}"#
+        ));
+        assert_eq!((t.invalid, t.not_enforced), (None, None));
+        assert!(t.groups.contains_key("12345678"));
+    }
+
+    #[test]
+    fn a_rejected_version_stays_rejected_for_its_older_tasks() {
+        let limits = GroupsConfig {
+            max_name_len: 8,
+            ..GroupsConfig::default()
+        };
+        let mut cache = VersionCache::default();
+        let long = versioned(V1, V1, r#""123456789""#, V1);
+        convert_app(&long, &limits, &mut cache);
+        // V2 is current; the task launched by V1 is looked up in the cache.
+        let t = convert_app(&versioned(V2, V2, r#""ok""#, V1), &limits, &mut cache).remove(0);
+        assert_eq!(t.not_enforced, Some(NotEnforced::Invalid), "{t:?}");
+        assert!(t.invalid.unwrap_or_default().contains("max_name_len"));
+    }
+
+    #[test]
+    fn a_terminal_task_with_bad_data_stays_terminal() {
+        let a = app(
+            r#"{"id":"/a","ipAddress":{},"tasks":[{"id":"a.1","state":"TASK_KILLED","ipAddresses":[{"ipAddress":"nope"}]}]}"#,
+        );
+        let t = one_task(&a, &mut VersionCache::default());
+        assert_eq!(t.not_enforced, Some(NotEnforced::Terminal));
+        assert!(t.invalid.is_some());
     }
 
     #[test]
@@ -1005,13 +1145,13 @@ mod tests {
         let a = app(
             r#"{"id":"/a","ipAddress":{"discovery":{"ports":[{"number":8080,"name":"http","protocol":"tcp"},{"number":0},{"number":70000}]}}}"#,
         );
-        let ports = a.config().discovery_ports;
+        let ports = a.config(&GroupsConfig::default()).discovery_ports;
         assert_eq!(ports.len(), 1);
         let b = app(
             r#"{"id":"/b","networks":[{"mode":"container"}],"container":{"portMappings":[{"containerPort":53,"protocol":"udp,tcp"},{"containerPort":80,"hostPort":0}]}}"#,
         );
         let ports: Vec<(u16, Protocol)> = b
-            .config()
+            .config(&GroupsConfig::default())
             .discovery_ports
             .iter()
             .map(|p| (p.number, p.protocol))
@@ -1028,7 +1168,10 @@ mod tests {
             r#"{"id":"/c","networks":[{"mode":"container/bridge"}],"container":{"portMappings":[{"containerPort":80}]}}"#,
         );
         assert!(
-            bridge.config().discovery_ports.is_empty(),
+            bridge
+                .config(&GroupsConfig::default())
+                .discovery_ports
+                .is_empty(),
             "only endpoints have discovery ports"
         );
     }

@@ -36,8 +36,8 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    assign_groups, classify, label_map, new_task, null_as_default, parse_ip, port_number,
-    GroupInputs, NetworkKind, Notes,
+    assign_groups, check_lengths, classify, label_map, new_task, null_as_default, parse_ip,
+    port_number, reject, unparseable_ip, GroupInputs, NetworkKind, Notes,
 };
 use crate::config::GroupsConfig;
 use crate::model::{
@@ -700,18 +700,23 @@ fn convert(task: &MesosTask, framework: Option<&Id>, ctx: &Context, groups: &Gro
         state,
     );
     let mut notes = Notes::default();
+    let mut problems = Notes::default();
     let reported = task.reported_networks();
     let has_ips = reported.iter().any(|n| n.has_address());
     let kind = network_kind(task, &reported, has_ips);
-    out.ips = task_ips(task, &reported, kind, ctx, &mut notes);
+    out.ips = task_ips(task, &reported, kind, ctx, &mut notes, &mut problems);
     let inputs = group_inputs(task, &reported);
-    assign_groups(&mut out, &inputs, groups);
-    out.labels = label_map(task.labels.pairs());
-    if kind == NetworkKind::PerTask {
-        out.discovery_ports = discovery_ports(task);
+    problems.extend(check_lengths(&inputs, groups));
+    if problems.is_empty() {
+        assign_groups(&mut out, &inputs, groups);
+        out.labels = label_map(task.labels.pairs(), groups, &mut notes);
+        if kind == NetworkKind::PerTask {
+            out.discovery_ports = discovery_ports(task);
+        }
     }
     out.not_enforced = classify(kind, &out.state, !out.ips.is_empty());
     out.note = notes.into_note();
+    reject(&mut out, problems);
     out
 }
 
@@ -744,6 +749,7 @@ fn task_ips(
     kind: NetworkKind,
     ctx: &Context,
     notes: &mut Notes,
+    problems: &mut Notes,
 ) -> VecSet<IpAddr> {
     let agent_ips = task
         .slave_id
@@ -754,7 +760,8 @@ fn task_ips(
         if kind == NetworkKind::PerTask && network.is_nat_bridge() {
             continue;
         }
-        for text in network.addresses() {
+        // An empty address is no address (some agents write "" for none).
+        for text in network.addresses().filter(|a| !a.trim().is_empty()) {
             match parse_ip(text) {
                 Some(ip)
                     if kind == NetworkKind::PerTask
@@ -767,7 +774,7 @@ fn task_ips(
                 Some(ip) => {
                     ips.insert(ip);
                 }
-                None => notes.push(format!("ignored unparseable IP address {text:?}")),
+                None => problems.push(unparseable_ip(text)),
             }
         }
     }
@@ -875,6 +882,82 @@ mod tests {
         let ips: Vec<String> = t.ips.iter().map(|ip| ip.to_string()).collect();
         assert_eq!(ips, vec!["9.0.0.2", "fd00:233::2"]);
         assert_eq!(t.not_enforced, None);
+    }
+
+    #[test]
+    fn bad_ips_and_over_long_names_or_labels_reject_the_task() {
+        let limits = GroupsConfig {
+            max_name_len: 8,
+            max_label_len: 16,
+            ..GroupsConfig::default()
+        };
+        let with = |ip: &str, groups: &str, labels: &str| {
+            let json = format!(
+                r#"{{"id":"t","state":"TASK_RUNNING","labels":[{labels}],
+                    "container":{{"type":"MESOS","network_infos":[{{"name":"n","groups":[{groups}]}}]}},
+                    "statuses":[{{"state":"TASK_RUNNING","container_status":{{"network_infos":[{{"name":"n","ip_addresses":[{{"ip_address":"{ip}"}},{{"ip_address":"10.233.0.2"}}]}}]}}}}]}}"#
+            );
+            convert_task(&task(&json), &Context::default(), &limits)
+        };
+        let good = with("10.233.0.1", r#""g""#, r#"{"key":"k","value":"v"}"#);
+        assert_eq!(
+            (good.ips.len(), good.not_enforced, good.invalid),
+            (2, None, None)
+        );
+        let cases = [
+            (
+                with("not-an-ip", r#""g""#, ""),
+                "unparseable IP \"not-an-ip\"",
+            ),
+            (
+                with("10.233.200.999", r#""g""#, ""),
+                "unparseable IP \"10.233.200.999\"",
+            ),
+            (
+                with("10.233.0.1", r#""123456789""#, ""),
+                "group name \"123456789\" is 9 bytes, longer than groups.max_name_len = 8",
+            ),
+            (
+                with(
+                    "10.233.0.1",
+                    "",
+                    r#"{"key":"network-groups","value":"a,123456789"}"#,
+                ),
+                "group name \"123456789\" is 9 bytes",
+            ),
+            (
+                with(
+                    "10.233.0.1",
+                    "",
+                    r#"{"key":"network-groups","value":"a,b,c,d,e,f,g,h,i"}"#,
+                ),
+                "label \"network-groups\" is 17 bytes, longer than groups.max_label_len = 16",
+            ),
+        ];
+        for (t, why) in cases {
+            assert_eq!(t.not_enforced, Some(NotEnforced::Invalid), "{t:?}");
+            assert!(
+                t.invalid.as_deref().unwrap_or_default().starts_with(why),
+                "{t:?}"
+            );
+            assert!(
+                t.ips.is_empty() && t.groups.is_empty() && t.labels.is_empty(),
+                "{t:?}"
+            );
+        }
+        // Another label too long is only left out.
+        let t = with(
+            "10.233.0.1",
+            "",
+            r#"{"key":"k","value":"12345678901234567"}"#,
+        );
+        assert_eq!((t.ips.len(), t.not_enforced, t.labels.len()), (2, None, 0));
+        assert!(t.note.unwrap_or_default().contains("label \"k\" not kept"));
+        // A name of megabytes is reported by its first characters, not copied.
+        let huge = "x".repeat(5 << 20);
+        let t = with("10.233.0.1", &format!("{huge:?}"), "");
+        let why = t.invalid.unwrap_or_default();
+        assert!(why.len() < 200 && why.contains("5242880 bytes"), "{why}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::GroupsConfig;
-use crate::model::{intern, GroupOrigin, NotEnforced, Task, TaskState, VecMap};
+use crate::model::{GroupOrigin, Interned, NotEnforced, Task, TaskState, VecMap};
 
 pub mod marathon;
 pub mod mesos;
@@ -56,7 +56,7 @@ pub(crate) fn new_task(id: &str, app: Arc<str>, agent: Option<&str>, state: Task
     Task {
         id: id.into(),
         app,
-        agent: agent.map(intern),
+        agent: agent.map(Interned::new),
         state,
         ips: Default::default(),
         groups: Default::default(),
@@ -64,6 +64,7 @@ pub(crate) fn new_task(id: &str, app: Arc<str>, agent: Option<&str>, state: Task
         discovery_ports: Default::default(),
         not_enforced: None,
         note: None,
+        invalid: None,
     }
 }
 
@@ -120,40 +121,182 @@ pub(crate) fn assign_groups(task: &mut Task, inputs: &GroupInputs<'_>, config: &
 }
 
 /// An IP as the masters write it. Unparseable strings are reported by the
-/// caller (in `Task::note`), never guessed at.
+/// caller ([`unparseable_ip`]), never guessed at.
 pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
 
-/// Collects diagnostics for `Task::note`, deduplicated and in order.
+/// Why a task whose IP list holds `text` (which [`parse_ip`] refused) is
+/// rejected. A task with an IP groupd cannot read is garbage as a whole:
+/// enforcing its other IPs alone would guess at what the master meant.
+pub(crate) fn unparseable_ip(text: &str) -> String {
+    format!("unparseable IP {}", excerpt(text))
+}
+
+/// Why each group name of `inputs`, and each label that carries groups
+/// (`groups.label_key`), that is longer than the configured maximum makes
+/// the task's data unusable (empty if none is). Checked before anything is
+/// interned or copied, so an over-long string is never kept;
+/// [`assign_groups`] must only be called when this is empty. Other labels
+/// are informational: an over-long one is only left out ([`kept_labels`]),
+/// since real payloads carry big ones (DC/OS puts a 9 KB package definition
+/// in a task label).
+pub(crate) fn check_lengths(inputs: &GroupInputs<'_>, config: &GroupsConfig) -> Notes {
+    let mut problems = Notes::default();
+    for (name, _) in &inputs.lists {
+        if let Some(problem) = check_name(name, config) {
+            problems.push(problem);
+        }
+    }
+    let group_labels = inputs
+        .network_labels
+        .iter()
+        .chain(&inputs.task_labels)
+        .filter(|(key, _)| *key == config.label_key);
+    for (key, value) in group_labels {
+        if value.len() > config.max_label_len {
+            problems.push(format!(
+                "label {} is {} bytes, longer than groups.max_label_len = {}",
+                excerpt(key),
+                value.len(),
+                config.max_label_len
+            ));
+            continue;
+        }
+        for name in split_group_label(value) {
+            if let Some(problem) = check_name(name, config) {
+                problems.push(problem);
+            }
+        }
+    }
+    problems
+}
+
+/// Why `name` is too long to be a group name, if it is.
+pub(crate) fn check_name(name: &str, config: &GroupsConfig) -> Option<String> {
+    let name = name.trim();
+    (name.len() > config.max_name_len).then(|| {
+        format!(
+            "group name {} is {} bytes, longer than groups.max_name_len = {}",
+            excerpt(name),
+            name.len(),
+            config.max_name_len
+        )
+    })
+}
+
+/// The labels of `pairs` short enough to keep (key and value at most
+/// `groups.max_label_len` bytes each), copied; each one left out is noted.
+pub(crate) fn kept_labels<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    config: &GroupsConfig,
+    notes: &mut Notes,
+) -> Vec<(String, String)> {
+    let max = config.max_label_len;
+    pairs
+        .into_iter()
+        .filter(|(key, value)| {
+            let fits = key.len() <= max && value.len() <= max;
+            if !fits {
+                notes.push(format!(
+                    "label {} not kept: {} bytes, longer than groups.max_label_len = {max}",
+                    excerpt(key),
+                    key.len().max(value.len())
+                ));
+            }
+            fits
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `text` quoted for a log line or `groupctl show`, cut after a few dozen
+/// characters (the text is from the master and may be megabytes).
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", text.get(..cut).unwrap_or_default()),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Reject what the master said about `task` for `problems` (not empty):
+/// nothing of its data is kept, and the state keeps its last good data if
+/// it has any (`DesiredState::upsert_task`). A terminal task stays terminal:
+/// its IPs may already be another task's.
+pub(crate) fn reject(task: &mut Task, problems: Notes) {
+    let Some(reasons) = problems.into_note() else {
+        return;
+    };
+    task.ips = Default::default();
+    task.groups = Default::default();
+    task.labels = Default::default();
+    task.discovery_ports = Default::default();
+    task.not_enforced = Some(if task.state.is_terminal() {
+        NotEnforced::Terminal
+    } else {
+        NotEnforced::Invalid
+    });
+    task.invalid = Some(reasons);
+}
+
+/// Collects diagnostics for `Task::note` (and reasons for `Task::invalid`),
+/// deduplicated and in order. At most [`Notes::KEPT`] are kept and the rest
+/// only counted: a task with a million bad addresses costs neither a
+/// megabyte note nor a quadratic deduplication.
 #[derive(Debug, Default)]
-pub(crate) struct Notes(Vec<String>);
+pub(crate) struct Notes {
+    notes: Vec<String>,
+    more: usize,
+}
 
 impl Notes {
+    const KEPT: usize = 8;
+
     pub fn push(&mut self, note: String) {
-        if !self.0.contains(&note) {
-            self.0.push(note);
+        if self.notes.contains(&note) {
+            return;
+        }
+        if self.notes.len() < Self::KEPT {
+            self.notes.push(note);
+        } else {
+            self.more += 1;
         }
     }
 
-    pub fn into_note(self) -> Option<Box<str>> {
-        if self.0.is_empty() {
-            None
-        } else {
-            Some(self.0.join("; ").into())
+    pub fn is_empty(&self) -> bool {
+        self.notes.is_empty()
+    }
+
+    /// Appends every note of `other`.
+    pub fn extend(&mut self, other: Notes) {
+        for note in other.notes {
+            self.push(note);
         }
+        self.more += other.more;
+    }
+
+    pub fn into_note(self) -> Option<Box<str>> {
+        if self.notes.is_empty() {
+            return None;
+        }
+        let mut text = self.notes.join("; ");
+        if self.more > 0 {
+            text.push_str(&format!("; {} more not shown", self.more));
+        }
+        Some(text.into())
     }
 }
 
 /// Labels as a map for `Task::labels`; with repeated keys the last one wins
-/// (the labels are informational; groups use every occurrence).
+/// (the labels are informational; groups use every occurrence). Over-long
+/// ones are left out, with a note ([`kept_labels`]).
 pub(crate) fn label_map<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    config: &GroupsConfig,
+    notes: &mut Notes,
 ) -> VecMap<String, String> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    kept_labels(pairs, config, notes).into_iter().collect()
 }
 
 /// `#[serde(deserialize_with)]` helper: `null` reads as the default value,
@@ -238,7 +381,117 @@ mod tests {
     }
 
     #[test]
+    fn lengths_are_checked_against_the_configured_caps() {
+        let config = GroupsConfig {
+            max_name_len: 4,
+            max_label_len: 8,
+            label_key: "ng".into(),
+            ..GroupsConfig::default()
+        };
+        let ok = GroupInputs {
+            lists: vec![(" abcd ", GroupOrigin::NetworkInfo)],
+            network_labels: vec![("ng", "abcd,ef")],
+            // Only labels that carry groups are checked.
+            task_labels: vec![("other", "a,abcde, and more than 8 bytes")],
+        };
+        assert!(check_lengths(&ok, &config).is_empty());
+        let long_name = GroupInputs {
+            lists: vec![("abcde", GroupOrigin::NetworkInfo)],
+            ..Default::default()
+        };
+        let long_in_label = GroupInputs {
+            task_labels: vec![("ng", "a,abcde")],
+            ..Default::default()
+        };
+        let long_label = GroupInputs {
+            network_labels: vec![("ng", "a,b,c,d,e")],
+            ..Default::default()
+        };
+        let reason = |inputs: &GroupInputs<'_>| check_lengths(inputs, &config).into_note();
+        assert_eq!(
+            reason(&long_name).as_deref(),
+            Some("group name \"abcde\" is 5 bytes, longer than groups.max_name_len = 4")
+        );
+        assert_eq!(reason(&long_in_label), reason(&long_name));
+        assert_eq!(
+            reason(&long_label).as_deref(),
+            Some("label \"ng\" is 9 bytes, longer than groups.max_label_len = 8")
+        );
+        // A long string is quoted by its first 40 characters only.
+        let long = format!("{}\u{fc}", "y".repeat(60));
+        let why = check_name(&long, &config).unwrap_or_default();
+        assert!(
+            why.starts_with(&format!("group name \"{}\"…", "y".repeat(40))),
+            "{why}"
+        );
+        assert_eq!(unparseable_ip("not-an-ip"), "unparseable IP \"not-an-ip\"");
+    }
+
+    #[test]
+    fn over_long_informational_labels_are_left_out_with_a_note() {
+        let config = GroupsConfig {
+            max_label_len: 8,
+            ..GroupsConfig::default()
+        };
+        let mut notes = Notes::default();
+        let labels = label_map(
+            [("k", "12345678"), ("v", "123456789"), ("123456789", "v")],
+            &config,
+            &mut notes,
+        );
+        assert_eq!(labels.len(), 1);
+        assert_eq!(labels.get("k").map(String::as_str), Some("12345678"));
+        assert_eq!(
+            notes.into_note().as_deref(),
+            Some("label \"v\" not kept: 9 bytes, longer than groups.max_label_len = 8; label \"123456789\" not kept: 9 bytes, longer than groups.max_label_len = 8")
+        );
+    }
+
+    #[test]
+    fn notes_are_deduplicated_and_bounded() {
+        let mut notes = Notes::default();
+        for i in 0..100_000 {
+            notes.push(unparseable_ip(&format!("bad-{}", i % 50_000)));
+        }
+        let text = notes.into_note().unwrap_or_default();
+        assert!(text.starts_with("unparseable IP \"bad-0\"; unparseable IP \"bad-1\""));
+        // 8 kept; the rest counted (without memory of them, a repeat after
+        // the first 8 cannot be told apart: counted too).
+        assert!(text.ends_with("; 99984 more not shown"), "{text}");
+        assert!(text.len() < 300);
+    }
+
+    #[test]
+    fn a_rejected_task_keeps_nothing_and_a_terminal_one_stays_terminal() {
+        let mut t = Task::running("t", "/a", ["10.233.0.1".parse().expect("ip")], &["g"]);
+        t.labels.insert("k".into(), "v".into());
+        reject(&mut t, Notes::default());
+        assert_eq!(
+            (t.ips.len(), t.invalid.as_deref()),
+            (1, None),
+            "no problem, no change"
+        );
+        let mut problems = Notes::default();
+        problems.push(unparseable_ip("x"));
+        problems.push(unparseable_ip("y"));
+        reject(&mut t, problems);
+        assert!(t.ips.is_empty() && t.groups.is_empty() && t.labels.is_empty());
+        assert_eq!(t.not_enforced, Some(NotEnforced::Invalid));
+        assert_eq!(
+            t.invalid.as_deref(),
+            Some("unparseable IP \"x\"; unparseable IP \"y\"")
+        );
+        let mut killed = task();
+        killed.state = TaskState::Killed;
+        let mut problems = Notes::default();
+        problems.push(unparseable_ip("x"));
+        reject(&mut killed, problems);
+        assert_eq!(killed.not_enforced, Some(NotEnforced::Terminal));
+    }
+
+    #[test]
     fn odd_group_names_are_kept_verbatim() {
+        // The caps are checked before (`check_lengths`): not here.
         let config = GroupsConfig::default();
         let mut t = task();
         let long = "x".repeat(10_000);

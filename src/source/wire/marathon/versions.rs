@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use super::{timestamp_key, App, AppConfig};
+use crate::config::GroupsConfig;
 use crate::model::{DiscoveryPort, GroupName, Protocol, VecMap, VecSet};
 use crate::source::wire::NetworkKind;
 
@@ -120,11 +121,11 @@ impl Record<'_> {
 impl VersionCache {
     /// Record `app` as the configuration of `app.version` (no-op for an app
     /// without a version: there is nothing to match tasks against).
-    pub fn learn(&mut self, app: &App) {
-        self.learn_config(app, &app.config());
+    pub fn learn(&mut self, app: &App, limits: &GroupsConfig) {
+        self.learn_config(app, &app.config(limits));
     }
 
-    /// [`learn`](Self::learn) with `config == app.config()`.
+    /// [`learn`](Self::learn) with `config == app.config(limits)`.
     pub(super) fn learn_config(&mut self, app: &App, config: &AppConfig) {
         let Some(version) = app
             .version
@@ -402,6 +403,15 @@ fn encode_config(config: &AppConfig, out: &mut Vec<u8>) {
             None => out.push(0),
         }
     }
+    for text in [&config.note, &config.invalid] {
+        match text {
+            Some(text) => {
+                out.push(1);
+                put_str(out, text);
+            }
+            None => out.push(0),
+        }
+    }
 }
 
 fn decode_config(bytes: &[u8]) -> Option<AppConfig> {
@@ -436,12 +446,20 @@ fn decode_config(bytes: &[u8]) -> Option<AppConfig> {
             })
         })
         .collect::<Option<VecSet<_>>>()?;
+    let mut text = || match c.u8()? {
+        0 => Some(None),
+        _ => Some(Some(c.str()?.into())),
+    };
+    let note = text()?;
+    let invalid = text()?;
     c.is_empty().then_some(AppConfig {
         network,
         ip_groups,
         network_labels,
         app_labels,
         discovery_ports,
+        note,
+        invalid,
     })
 }
 
@@ -474,6 +492,8 @@ mod tests {
                     name: name.map(str::to_string),
                 })
                 .collect(),
+            note: None,
+            invalid: None,
         }
     }
 
@@ -498,6 +518,14 @@ mod tests {
             AppConfig {
                 network: NetworkKind::Unknown,
                 ..config(&["c"], &[], &[])
+            },
+            AppConfig {
+                invalid: Some("group name \"x…\" is 300 bytes".into()),
+                ..config(&[], &[], &[])
+            },
+            AppConfig {
+                note: Some("label \"k\" not kept".into()),
+                ..config(&["d"], &[], &[])
             },
         ];
         for c in &configs {
