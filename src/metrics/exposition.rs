@@ -7,19 +7,18 @@
 //! metrics say exactly what the daemon published, with no second copy of
 //! its counters to keep in step.
 
-use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{Drops, Metrics, Snapshot};
 
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
-
-type ReasonLabel = [(&'static str, &'static str); 1];
 
 /// The text of `/metrics`. `drops` is `None` when the kernel's counters
 /// could not be read: the drop metrics are left out rather than reported
@@ -125,22 +124,30 @@ fn register_snapshot(r: &mut Registry, s: &Snapshot) {
 }
 
 fn register_drops(r: &mut Registry, drops: &Drops) {
-    let packets: Family<ReasonLabel, Counter> = Family::default();
-    let bytes: Family<ReasonLabel, Counter> = Family::default();
-    for (reason, (p, b)) in drops {
-        packets.get_or_create(&[("reason", *reason)]).inc_by(*p);
-        bytes.get_or_create(&[("reason", *reason)]).inc_by(*b);
+    r.register_collector(Box::new(DropCounters(drops.clone())));
+}
+
+/// The drop counters of one scrape, one sample per reason in the order of
+/// their ids (a metric family would list them in hash order).
+#[derive(Debug)]
+struct DropCounters(Drops);
+
+impl Collector for DropCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, what, pick) in [
+            ("dropped_packets", "Packets", 0),
+            ("dropped_bytes", "Bytes", 1),
+        ] {
+            let help = format!("{what} groupd's rules dropped, by reason (R1..R9 of the policy)");
+            let mut family = encoder.encode_descriptor(name, &help, None, MetricType::Counter)?;
+            for (id, (packets, bytes)) in &self.0 {
+                let value = if pick == 0 { *packets } else { *bytes };
+                let labels = [("reason", *id)];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
-    r.register(
-        "dropped_packets",
-        "Packets groupd's rules dropped, by reason (R1..R9 of the policy)",
-        packets,
-    );
-    r.register(
-        "dropped_bytes",
-        "Bytes groupd's rules dropped, by reason (R1..R9 of the policy)",
-        bytes,
-    );
 }
 
 #[cfg(test)]
@@ -246,12 +253,11 @@ mod tests {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");
         }
         // Every reason, and only the known ones, appear as labels.
-        let mut labels: Vec<&str> = text
+        let labels: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("groupd_dropped_packets_total{"))
             .filter_map(|l| l.split('"').nth(1))
             .collect();
-        labels.sort();
         let ids: Vec<&str> = crate::status::DROP_REASONS.iter().map(|r| r.id).collect();
         let mut sorted = ids.clone();
         sorted.sort();
