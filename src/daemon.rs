@@ -604,7 +604,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let max_age = config.daemon.verify() * 3 + std::time::Duration::from_secs(5);
         // Drop counters are read from the kernel on each scrape, over a
         // netlink socket of the server's own (the loop's stays free).
-        let drops = crate::metrics::kernel_drops(&config.daemon.table)?;
+        let drops = crate::metrics::kernel_drops(&config.daemon.table);
         crate::metrics::serve(&config.metrics.listen, d.metrics.clone(), max_age, drops).await?;
     }
     let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);

@@ -78,22 +78,32 @@ pub type DropReader = Arc<dyn Fn() -> anyhow::Result<Drops> + Send + Sync>;
 
 /// A [`DropReader`] over a netlink socket of its own: it reads the rules of
 /// groupd's inet table only (their counters), never the sets, so a scrape
-/// costs the same whatever the size of the cluster.
-pub fn kernel_drops(table: &str) -> anyhow::Result<DropReader> {
-    let nft = Nft::open().context(
-        "cannot open a netfilter netlink socket for the drop counters (groupd needs CAP_NET_ADMIN)",
-    )?;
-    let nft = Mutex::new(nft);
+/// costs the same whatever the size of the cluster. The socket is opened on
+/// the first scrape and again after an error, so a failure there costs the
+/// drop metrics of one scrape, never the daemon.
+pub fn kernel_drops(table: &str) -> DropReader {
+    let socket: Mutex<Option<Nft>> = Mutex::new(None);
     let table = table.to_string();
-    Ok(Arc::new(move || {
-        let mut nft = nft
+    Arc::new(move || {
+        let mut socket = socket
             .lock()
             .map_err(|_| anyhow::anyhow!("the drop counter reader panicked before"))?;
-        let counters = nft
-            .counters(Family::Inet, &table)
-            .with_context(|| format!("cannot read the counters of table inet {table}"))?;
-        Ok(crate::status::drops(&counters))
-    }))
+        let nft = match socket.as_mut() {
+            Some(nft) => nft,
+            None => socket.insert(Nft::open().context(
+                "cannot open a netfilter netlink socket for the drop counters (groupd needs CAP_NET_ADMIN)",
+            )?),
+        };
+        match nft.counters(Family::Inet, &table) {
+            Ok(counters) => Ok(crate::status::drops(&counters)),
+            Err(e) => {
+                *socket = None;
+                Err(anyhow::anyhow!(
+                    "cannot read the rule counters of table inet {table}: {e}"
+                ))
+            }
+        }
+    })
 }
 
 /// `(status, body)` of `/healthz`.
