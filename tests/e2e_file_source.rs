@@ -1062,6 +1062,14 @@ fn degraded_restarts_keep_the_kernel_table() {
                 || st["health"]["source_state"] == "starting (kernel table kept)",
             "{case}: {st}"
         );
+        // A kept table is no complete view groupd applied: not ready, not in sync.
+        let ready = w.http(0, "/readyz");
+        assert!(
+            ready.starts_with("HTTP/1.1 503") && ready.contains("\r\n\r\nnot ready: "),
+            "{case}: {ready}"
+        );
+        let (code, stderr) = World::status_exit(&w.socket(0));
+        assert_eq!(code, Some(1), "{case}: {stderr}");
     };
 
     // The source cannot answer from now on.
@@ -1079,4 +1087,7 @@ fn degraded_restarts_keep_the_kernel_table() {
     w.write_document();
     w.wait_converged();
     w.assert_matrix(&local, "after the source answered");
+    let ready = w.http(0, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(World::status_exit(&w.socket(0)).0, Some(0));
 }
