@@ -49,6 +49,14 @@ pub struct Health {
     /// Generation of the view groupd holds (stamped into the table).
     #[serde(default)]
     pub generation: u64,
+    /// A complete view (from the source or the persisted view) has reached
+    /// the kernel since start: `/readyz` answers 200 from then on.
+    #[serde(default)]
+    pub ready: bool,
+    /// The kernel holds the desired state: the last transaction or
+    /// read-back succeeded.
+    #[serde(default)]
+    pub kernel_in_sync: bool,
 }
 
 fn now_unix() -> f64 {
@@ -100,6 +108,9 @@ pub struct Daemon<D: Dataplane = Netlink> {
     newest_generation: u64,
     /// The last attempt to program the kernel failed.
     kernel_failing: bool,
+    /// `state` holds a complete view (the source's or the persisted one),
+    /// not the empty policy of a first start.
+    full_view: bool,
     store: ViewStore,
     metrics: crate::metrics::Shared,
     /// One log line per change of a local task's enforcement.
@@ -137,6 +148,7 @@ impl<D: Dataplane> Daemon<D> {
             authoritative: false,
             newest_generation: 0,
             kernel_failing: false,
+            full_view: false,
             store,
             metrics: Default::default(),
             task_log: Default::default(),
@@ -149,6 +161,11 @@ impl<D: Dataplane> Daemon<D> {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Histograms and what `/metrics` and `/healthz` publish.
+    pub fn metrics(&self) -> &crate::metrics::Shared {
+        &self.metrics
     }
 
     pub fn nft(&mut self) -> &mut Nft<D> {
@@ -235,6 +252,7 @@ impl<D: Dataplane> Daemon<D> {
                     generation, kernel_has_table, "applying the last known cluster view"
                 );
                 self.load_view(view, generation.unwrap_or(0));
+                self.full_view = true;
                 self.health.source_state = "starting (persisted view)".into();
                 Startup::AppliedPersisted { generation }
             }
@@ -305,6 +323,7 @@ impl<D: Dataplane> Daemon<D> {
         }
         let delta = self.state.take_delta();
         if delta.is_empty() {
+            self.note_kernel_state();
             return;
         }
         let started = Instant::now();
@@ -312,8 +331,8 @@ impl<D: Dataplane> Daemon<D> {
         match self.nft.apply_elements(&table, &delta.del, &delta.add) {
             Ok(messages) => {
                 self.kernel_failing = false;
-                self.health.transactions += 1;
-                self.health.last_apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                self.count_transaction(started);
+                self.note_kernel_state();
                 info!(
                     messages,
                     elements = delta.element_count(),
@@ -345,8 +364,7 @@ impl<D: Dataplane> Daemon<D> {
                 self.kernel_failing = false;
                 self.health.last_verify_unix = Some(now_unix());
                 if report.changed() {
-                    self.health.transactions += 1;
-                    self.health.last_apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    self.count_transaction(started);
                     if self.synced {
                         self.health.drift_repairs += 1;
                         warn!(?report, "the kernel table differed from groupd's state (edited by something else?); repaired");
@@ -368,6 +386,23 @@ impl<D: Dataplane> Daemon<D> {
                 error!("cannot reconcile the nftables tables: {e}; the previous rules stay in force, retrying");
             }
         }
+        self.note_kernel_state();
+    }
+
+    /// A transaction started at `started` was committed.
+    fn count_transaction(&mut self, started: Instant) {
+        let took = started.elapsed().as_secs_f64();
+        self.health.transactions += 1;
+        self.health.last_apply_ms = took * 1000.0;
+        self.metrics.apply_duration.observe(took);
+    }
+
+    /// After an attempt to program the kernel: whether it holds the desired
+    /// state, and whether a complete view has reached it (readiness, which
+    /// stays once reached).
+    fn note_kernel_state(&mut self) {
+        self.health.kernel_in_sync = self.synced && !self.kernel_failing;
+        self.health.ready |= self.full_view && self.health.kernel_in_sync;
     }
 
     /// Periodic work: read-back and repair, and compaction of the journal
@@ -417,7 +452,7 @@ impl<D: Dataplane> Daemon<D> {
             .endpoints()
             .filter(|t| t.ips.iter().any(|ip| self.state.binding_of(ip).is_some()))
             .count();
-        if let Ok(mut m) = self.metrics.lock() {
+        if let Ok(mut m) = self.metrics.snapshot.lock() {
             m.health = self.health.clone();
             m.tasks = view.tasks.len();
             m.endpoints = view.endpoints().count();
@@ -432,6 +467,17 @@ impl<D: Dataplane> Daemon<D> {
     /// Take one update from the source: the view changes (with a new
     /// generation, persisted first) and the kernel follows.
     pub fn on_source(&mut self, update: SourceUpdate) {
+        let arrived = Instant::now();
+        let transactions = self.health.transactions;
+        self.take_update(update);
+        if self.health.transactions > transactions {
+            self.metrics
+                .event_to_kernel
+                .observe(arrived.elapsed().as_secs_f64());
+        }
+    }
+
+    fn take_update(&mut self, update: SourceUpdate) {
         match update {
             SourceUpdate::Snapshot(view) => {
                 // A resync that finds nothing new is not a new generation:
@@ -444,6 +490,7 @@ impl<D: Dataplane> Daemon<D> {
                     self.persist_snapshot();
                 }
                 self.authoritative = true;
+                self.full_view = true;
                 self.health.source_state = "in-sync".into();
                 self.health.degraded_reason = None;
                 self.health.last_sync_unix = Some(now_unix());
@@ -564,7 +611,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     if !config.metrics.listen.is_empty() {
         let max_age = config.daemon.verify() * 3 + std::time::Duration::from_secs(5);
-        crate::metrics::serve(&config.metrics.listen, d.metrics.clone(), max_age).await?;
+        // Drop counters are read from the kernel on each scrape, over a
+        // netlink socket of the server's own (the loop's stays free).
+        let drops = crate::metrics::kernel_drops(&config.daemon.table);
+        crate::metrics::serve(&config.metrics.listen, d.metrics.clone(), max_age, drops).await?;
     }
     let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);
     status::serve(&config.daemon.socket, qtx).await?;

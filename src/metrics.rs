@@ -1,20 +1,30 @@
-//! Prometheus metrics and `/healthz` on `metrics.listen`.
+//! Prometheus metrics, `/healthz` and `/readyz` on `metrics.listen`.
 //!
 //! Health follows programming progress, not mere liveness (an agent that
 //! stopped programming but answers would look healthy otherwise): it is OK
 //! only while the last read-back of the kernel succeeded recently.
+//! Readiness is reached once: when a complete view (from the source or the
+//! persisted view) is first in the kernel.
+//!
+//! - [`exposition`]: the Prometheus text (names, types, labels).
+//! - [`server`]: the HTTP server (hyper).
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+pub mod exposition;
+pub mod server;
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tracing::warn;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::daemon::Health;
+use crate::nft::Nft;
+use crate::ruleset::Family;
+
+pub use exposition::render;
+pub use server::serve;
 
 /// What the daemon publishes after every change.
 #[derive(Debug, Clone, Default)]
@@ -28,88 +38,72 @@ pub struct Snapshot {
     pub last_good: Option<Instant>,
 }
 
-pub type Shared = Arc<Mutex<Snapshot>>;
+/// Shared between the daemon loop (which writes) and the server (which reads).
+#[derive(Debug)]
+pub struct Metrics {
+    pub snapshot: Mutex<Snapshot>,
+    /// Every committed kernel transaction (delta or reconcile).
+    pub apply_duration: Histogram,
+    /// From a source update's arrival in the daemon loop to the commit of
+    /// the transaction that enforces it.
+    pub event_to_kernel: Histogram,
+}
 
-pub fn render(s: &Snapshot) -> String {
-    let h = &s.health;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "groupd_transactions_total",
-        "counter",
-        "nftables transactions committed.",
-        h.transactions as f64,
-    );
-    metric(
-        "groupd_transaction_errors_total",
-        "counter",
-        "nftables transactions the kernel rejected.",
-        h.transaction_errors as f64,
-    );
-    metric(
-        "groupd_drift_repairs_total",
-        "counter",
-        "Times the kernel table differed from groupd's state and was repaired.",
-        h.drift_repairs as f64,
-    );
-    metric(
-        "groupd_last_apply_seconds",
-        "gauge",
-        "Duration of the last transaction.",
-        h.last_apply_ms / 1000.0,
-    );
-    metric(
-        "groupd_source_up",
-        "gauge",
-        "1 when the source delivered its last update, 0 when degraded.",
-        if h.source_state == "degraded" {
-            0.0
-        } else {
-            1.0
-        },
-    );
-    metric(
-        "groupd_last_sync_timestamp_seconds",
-        "gauge",
-        "Unix time of the last complete view from the source.",
-        h.last_sync_unix.unwrap_or(0.0),
-    );
-    metric(
-        "groupd_ip_conflicts",
-        "gauge",
-        "IPs claimed by more than one live task.",
-        h.conflicts.len() as f64,
-    );
-    metric(
-        "groupd_tasks",
-        "gauge",
-        "Tasks in the cluster view.",
-        s.tasks as f64,
-    );
-    metric(
-        "groupd_endpoints",
-        "gauge",
-        "Endpoints (tasks with IPs of their own) in the cluster.",
-        s.endpoints as f64,
-    );
-    metric(
-        "groupd_local_endpoints",
-        "gauge",
-        "Endpoints bound to interfaces of this agent.",
-        s.local_endpoints as f64,
-    );
-    metric(
-        "groupd_set_elements",
-        "gauge",
-        "Set and map elements groupd keeps in the kernel.",
-        s.elements as f64,
-    );
-    out
+impl Default for Metrics {
+    fn default() -> Metrics {
+        // 0.25 ms .. ~4 s: a delta takes well under a millisecond, a full
+        // reconcile of a large cluster hundreds of milliseconds.
+        let buckets = || exponential_buckets(0.000_25, 2.0, 15);
+        Metrics {
+            snapshot: Mutex::default(),
+            apply_duration: Histogram::new(buckets()),
+            event_to_kernel: Histogram::new(buckets()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+pub type Shared = Arc<Metrics>;
+
+/// Packets and bytes dropped, by [`crate::status::DropReason::id`].
+pub type Drops = BTreeMap<&'static str, (u64, u64)>;
+
+/// Reads the drop counters from the kernel; called on each scrape.
+pub type DropReader = Arc<dyn Fn() -> anyhow::Result<Drops> + Send + Sync>;
+
+/// A [`DropReader`] over a netlink socket of its own: it reads the rules of
+/// groupd's inet table only (their counters), never the sets, so a scrape
+/// costs the same whatever the size of the cluster. The socket is opened on
+/// the first scrape and again after an error, so a failure there costs the
+/// drop metrics of one scrape, never the daemon.
+pub fn kernel_drops(table: &str) -> DropReader {
+    let socket: Mutex<Option<Nft>> = Mutex::new(None);
+    let table = table.to_string();
+    Arc::new(move || {
+        let mut socket = socket
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the drop counter reader panicked before"))?;
+        let nft = match socket.as_mut() {
+            Some(nft) => nft,
+            None => socket.insert(Nft::open().context(
+                "cannot open a netfilter netlink socket for the drop counters (groupd needs CAP_NET_ADMIN)",
+            )?),
+        };
+        match nft.counters(Family::Inet, &table) {
+            Ok(counters) => Ok(crate::status::drops(&counters)),
+            Err(e) => {
+                *socket = None;
+                Err(anyhow::anyhow!(
+                    "cannot read the rule counters of table inet {table}: {e}"
+                ))
+            }
+        }
+    })
 }
 
 /// `(status, body)` of `/healthz`.
@@ -127,54 +121,22 @@ pub fn health(s: &Snapshot, max_age: Duration) -> (u16, String) {
     }
 }
 
-pub async fn serve(listen: &str, shared: Shared, max_age: Duration) -> anyhow::Result<()> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("metrics.listen = {listen:?}"))?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let snapshot = shared.lock().map(|s| s.clone()).unwrap_or_default();
-                let (status, kind, body) = match path {
-                    "/metrics" => (200, "text/plain; version=0.0.4", render(&snapshot)),
-                    "/healthz" => {
-                        let (status, body) = health(&snapshot, max_age);
-                        (status, "text/plain", body)
-                    }
-                    _ => (404, "text/plain", "try /metrics or /healthz\n".to_string()),
-                };
-                let reason = match status {
-                    200 => "OK",
-                    404 => "Not Found",
-                    _ => "Service Unavailable",
-                };
-                let response = format!(
-                    "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                if let Err(e) = stream.write_all(response.as_bytes()).await {
-                    warn!("metrics connection: {e}");
-                }
-            });
-        }
-    });
-    Ok(())
+/// `(status, body)` of `/readyz`: 200 once a complete view is in the
+/// kernel, 503 with a one-line reason before.
+pub fn ready(s: &Snapshot) -> (u16, String) {
+    let h = &s.health;
+    if h.ready {
+        return (200, "ready\n".into());
+    }
+    let why = match (h.source_state.as_str(), h.degraded_reason.as_deref()) {
+        ("degraded", Some(reason)) => format!("the source is degraded ({reason})"),
+        (state, _) => format!("the source has not answered yet ({state})"),
+    };
+    let why: String = why.chars().filter(|c| !c.is_control()).collect();
+    (
+        503,
+        format!("not ready: no complete cluster view is in the kernel yet; {why}\n"),
+    )
 }
 
 #[cfg(test)]
@@ -192,13 +154,22 @@ mod tests {
     }
 
     #[test]
-    fn metrics_are_prometheus_text() {
+    fn readiness_says_why_in_one_line() {
         let mut s = Snapshot::default();
-        s.health.transactions = 3;
-        s.local_endpoints = 2;
-        let text = render(&s);
-        assert!(text
-            .contains("# TYPE groupd_transactions_total counter\ngroupd_transactions_total 3\n"));
-        assert!(text.contains("groupd_local_endpoints 2\n"));
+        s.health.source_state = "starting (kernel table kept)".into();
+        let (status, body) = ready(&s);
+        assert_eq!(status, 503);
+        assert!(body.contains("starting (kernel table kept)"), "{body}");
+        s.health.source_state = "degraded".into();
+        s.health.degraded_reason = Some("GET /v2/apps: 503\nsecond line".into());
+        let (status, body) = ready(&s);
+        assert_eq!(status, 503);
+        assert!(
+            body.contains("degraded (GET /v2/apps: 503second line)"),
+            "{body}"
+        );
+        assert_eq!(body.lines().count(), 1, "{body}");
+        s.health.ready = true;
+        assert_eq!(ready(&s), (200, "ready\n".into()));
     }
 }

@@ -71,28 +71,90 @@ pub struct GroupRow {
     pub addresses: usize,
 }
 
-/// Packets (and bytes) groupd's rules dropped, by reason: the counters of
-/// the dropping rules, read from the kernel.
+/// Why groupd's rules drop a packet: one counted drop chain of the inet table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropReason {
+    /// Stable id: the `reason` label of `groupd_dropped_packets_total` and the
+    /// key in `groupctl status --json`. Never change one (dashboards and
+    /// alerts depend on it); add a new id instead.
+    pub id: &'static str,
+    /// The chain whose counted drop rules count these packets.
+    pub chain: &'static str,
+    /// For people (`groupctl status`).
+    pub text: &'static str,
+}
+
+/// Every drop reason, in the order `groupctl status` lists them.
+pub const DROP_REASONS: [DropReason; 5] = [
+    DropReason {
+        id: "r7_spoofed_source",
+        chain: SOURCE_CHECK,
+        text: "spoofed source or unknown task interface (R7, R8)",
+    },
+    DropReason {
+        id: "r8_unknown_interface",
+        chain: DEST_CHECK,
+        text: "to an unknown task interface (R8)",
+    },
+    DropReason {
+        id: "r1_r4_egress_denied",
+        chain: EGRESS,
+        text: "egress denied (R1, R4)",
+    },
+    DropReason {
+        id: "r1_r5_ingress_denied",
+        chain: INGRESS,
+        text: "ingress denied (R1, R5)",
+    },
+    DropReason {
+        id: "r9_not_discovery_port",
+        chain: GATED,
+        text: "not on a discovery port (R9)",
+    },
+];
+
+/// The text for people of a drop reason id (`None` for an unknown id, e.g.
+/// from a newer daemon).
+pub fn drop_reason_text(id: &str) -> Option<&'static str> {
+    DROP_REASONS.iter().find(|r| r.id == id).map(|r| r.text)
+}
+
+/// Packets (and bytes) groupd's rules dropped, by [`DropReason::id`]: the
+/// counters of the dropping rules, read from the kernel. Every reason is
+/// present (zero when its chain is missing), so the label set is stable.
 pub fn drops(counters: &HashMap<String, Vec<(u64, u64)>>) -> BTreeMap<&'static str, (u64, u64)> {
-    let reasons = [
-        (
-            SOURCE_CHECK,
-            "spoofed source or unknown task interface (R7, R8)",
-        ),
-        (DEST_CHECK, "to an unknown task interface (R8)"),
-        (EGRESS, "egress denied (R1, R4)"),
-        (INGRESS, "ingress denied (R1, R5)"),
-        (GATED, "not on a discovery port (R9)"),
-    ];
-    reasons
+    DROP_REASONS
         .iter()
-        .map(|(chain, reason)| {
-            let sum = counters.get(*chain).map_or((0, 0), |c| {
+        .map(|r| {
+            let sum = counters.get(r.chain).map_or((0, 0), |c| {
                 c.iter().fold((0, 0), |(p, b), (cp, cb)| (p + cp, b + cb))
             });
-            (*reason, sum)
+            (r.id, sum)
         })
         .collect()
+}
+
+/// Why the daemon is not in sync, or `None` when it is: the source's last
+/// answer was a complete view and the kernel holds what groupd computed from
+/// it. `groupctl status` exits non-zero while this is `Some`.
+pub fn sync_problem(h: &Health) -> Option<String> {
+    match h.source_state.as_str() {
+        "in-sync" => {}
+        "degraded" => {
+            return Some(format!(
+                "the source is degraded ({}); the last applied rules stay in force",
+                h.degraded_reason.as_deref().unwrap_or("no reason given")
+            ))
+        }
+        other => return Some(format!("the source has not answered yet ({other})")),
+    }
+    if !h.kernel_in_sync {
+        return Some(
+            "the kernel does not hold groupd's state (the last transaction failed; see the log)"
+                .into(),
+        );
+    }
+    None
 }
 
 pub(crate) fn reason(n: &NotEnforced) -> &'static str {

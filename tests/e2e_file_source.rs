@@ -235,6 +235,7 @@ impl World {
         self.daemons[agent] = Some(self.cluster.spawn_in(&ns, &mut cmd));
     }
 
+    /// `groupctl --json ARGS`; `status` may exit 1 (degraded, not in sync).
     fn groupctl(&self, agent: usize, args: &[&str]) -> serde_json::Value {
         let out = Command::new(GROUPCTL)
             .arg("--socket")
@@ -243,12 +244,32 @@ impl World {
             .args(args)
             .output()
             .expect("run groupctl");
+        let ok = match out.status.code() {
+            Some(0) => true,
+            Some(1) => args.first() == Some(&"status"),
+            _ => false,
+        };
         assert!(
-            out.status.success(),
-            "groupctl {args:?}: {}",
+            ok,
+            "groupctl {args:?} ({}): {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("groupctl json")
+    }
+
+    /// `groupctl status` (for people) against `socket`: exit code and stderr.
+    fn status_exit(socket: &std::path::Path) -> (Option<i32>, String) {
+        let out = Command::new(GROUPCTL)
+            .arg("--socket")
+            .arg(socket)
+            .arg("status")
+            .output()
+            .expect("run groupctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Wait until every agent's groupd enforces exactly `present` as in the file.
@@ -304,7 +325,7 @@ impl World {
     /// GET `path` from the agent's metrics listener (inside its namespace).
     fn http(&self, agent: usize, path: &str) -> String {
         let ns = self.cluster.agent(self.agents[agent]).ns.clone();
-        let script = format!("exec 3<>/dev/tcp/127.0.0.1/9490; printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+        let script = format!("exec 3<>/dev/tcp/127.0.0.1/9490; printf 'GET {path} HTTP/1.1\\r\\nHost: groupd\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3");
         let out = self.cluster.exec(&ns, &["bash", "-c", &script]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -479,7 +500,7 @@ fn group_policy_end_to_end_with_real_packets() {
     // The denied probes of the matrix were counted, by reason.
     let st = w.groupctl(0, &["status"]);
     let drops = &st["dropped_packets_bytes"];
-    let denied: u64 = ["egress denied (R1, R4)", "ingress denied (R1, R5)"]
+    let denied: u64 = ["r1_r4_egress_denied", "r1_r5_ingress_denied"]
         .iter()
         .filter_map(|reason| drops[*reason][0].as_u64())
         .sum();
@@ -563,6 +584,28 @@ fn group_policy_end_to_end_with_real_packets() {
             metrics.contains("groupd_source_up 1\n"),
             "agent {agent} metrics: {metrics}"
         );
+        let ready = w.http(agent, "/readyz");
+        assert!(ready.starts_with("HTTP/1.1 200"), "agent {agent}: {ready}");
+        // The kernel's counters of the denied probes, by stable reason id.
+        let denied: u64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("groupd_dropped_packets_total{reason=\"r1_r4_egress_denied\"}")
+                    || l.starts_with(
+                        "groupd_dropped_packets_total{reason=\"r1_r5_ingress_denied\"}",
+                    )
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if agent == 0 {
+            assert!(denied > 0, "agent {agent} metrics: {metrics}");
+        }
+        for id in groupd::status::DROP_REASONS.iter().map(|r| r.id) {
+            assert!(
+                metrics.contains(&format!("groupd_dropped_bytes_total{{reason=\"{id}\"}}")),
+                "{id} missing in agent {agent} metrics: {metrics}"
+            );
+        }
     }
 
     // 3. The host may reach its own endpoints (R5), a remote host may not.
@@ -725,6 +768,11 @@ fn group_policy_end_to_end_with_real_packets() {
         &all(),
         "after a reboot with the master unreachable (persisted view)",
     );
+    // Ready from the persisted view, though the source is degraded.
+    for agent in 0..2 {
+        let ready = w.http(agent, "/readyz");
+        assert!(ready.starts_with("HTTP/1.1 200"), "agent {agent}: {ready}");
+    }
     w.write_document();
     w.wait_converged();
 
@@ -778,6 +826,11 @@ fn malformed_rewrites_keep_the_last_good_rules() {
         idx("lonely"),
     ];
     w.assert_matrix(&some, "initial");
+    // `groupctl status` exit codes: 0 in sync, 1 degraded, 2 unreachable.
+    assert_eq!(World::status_exit(&w.socket(0)), (Some(0), String::new()));
+    let (code, stderr) = World::status_exit(&w.dir.join("no-such.sock"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is groupd running?"), "{stderr}");
     let garbage: &[&[u8]] = &[
         b"",
         b"{\"apps\": [",
@@ -798,6 +851,12 @@ fn malformed_rewrites_keep_the_last_good_rules() {
         assert!(st["health"]["degraded_reason"]
             .as_str()
             .is_some_and(|r| !r.is_empty()));
+        let (code, stderr) = World::status_exit(&w.socket(0));
+        assert_eq!(code, Some(1), "degraded: {stderr}");
+        assert!(
+            stderr.starts_with("groupctl: not in sync: the source is degraded ("),
+            "{stderr}"
+        );
     }
     w.assert_matrix(&some, "after garbage rewrites");
     // Duplicate IP across live tasks: the previous owner keeps it.
@@ -821,6 +880,8 @@ fn malformed_rewrites_keep_the_last_good_rules() {
         "the conflict is reported: {st}"
     );
     w.assert_matrix(&some, "after a duplicate IP claim");
+    // A valid document again: in sync (a conflict is reported, not a fault).
+    assert_eq!(World::status_exit(&w.socket(0)).0, Some(0));
 }
 
 /// `make demo`: the same simulated cluster, shown to a human: what groupctl
@@ -1003,6 +1064,14 @@ fn degraded_restarts_keep_the_kernel_table() {
                 || st["health"]["source_state"] == "starting (kernel table kept)",
             "{case}: {st}"
         );
+        // A kept table is no complete view groupd applied: not ready, not in sync.
+        let ready = w.http(0, "/readyz");
+        assert!(
+            ready.starts_with("HTTP/1.1 503") && ready.contains("\r\n\r\nnot ready: "),
+            "{case}: {ready}"
+        );
+        let (code, stderr) = World::status_exit(&w.socket(0));
+        assert_eq!(code, Some(1), "{case}: {stderr}");
     };
 
     // The source cannot answer from now on.
@@ -1020,4 +1089,7 @@ fn degraded_restarts_keep_the_kernel_table() {
     w.write_document();
     w.wait_converged();
     w.assert_matrix(&local, "after the source answered");
+    let ready = w.http(0, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(World::status_exit(&w.socket(0)).0, Some(0));
 }

@@ -438,3 +438,83 @@ fn read_back_repairs_tampering() {
     assert_eq!(kernel_sets(d.nft().dataplane()), want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Observations of histogram `groupd_NAME_seconds`, as /metrics says.
+fn count(metrics: &groupd::metrics::Metrics, name: &str) -> u64 {
+    let text = groupd::metrics::render(metrics, None);
+    let prefix = format!("groupd_{name}_seconds_count ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+/// `/readyz` and `groupctl status`'s exit code: ready once a complete view
+/// (the source's or the persisted one) is in the kernel, never on the empty
+/// policy or a kept table alone; in sync only while the source is and the
+/// kernel holds the state. Every committed transaction is timed, and so is
+/// the way of each source update to the kernel.
+#[test]
+fn readiness_and_timings_follow_the_kernel() {
+    use groupd::status::sync_problem;
+    let dir = scratch("ready");
+    let mut d = Daemon::new(config(&dir), Nft::new(FakeKernel::new()));
+    assert_eq!(d.start(), Startup::AppliedEmpty);
+    assert!(!d.health().ready, "the empty policy is not a cluster view");
+    assert!(sync_problem(d.health()).is_some_and(|p| p.contains("not answered")));
+    let metrics = d.metrics().clone();
+    assert_eq!(
+        count(&metrics, "apply_duration"),
+        1,
+        "the empty policy's reconcile"
+    );
+    assert_eq!(count(&metrics, "event_to_kernel"), 0);
+
+    d.on_source(SourceUpdate::Snapshot(older()));
+    assert!(d.health().ready && d.health().kernel_in_sync);
+    assert_eq!(sync_problem(d.health()), None);
+    assert_eq!(count(&metrics, "event_to_kernel"), 1);
+    // An update that changes nothing in the kernel is no transaction.
+    d.on_source(SourceUpdate::Snapshot(older()));
+    assert_eq!(count(&metrics, "event_to_kernel"), 1);
+    d.on_source(SourceUpdate::Upsert(task("z", "10.233.0.26", &["star-1"])));
+    assert_eq!(count(&metrics, "event_to_kernel"), 2);
+    assert_eq!(
+        count(&metrics, "apply_duration"),
+        d.health().transactions,
+        "every committed transaction is in the histogram"
+    );
+
+    // Degraded: still ready (the last good rules stay), not in sync.
+    d.on_source(SourceUpdate::Degraded("file: truncated JSON".into()));
+    assert!(d.health().ready);
+    assert!(sync_problem(d.health()).is_some_and(|p| p.contains("truncated JSON")));
+    d.on_source(SourceUpdate::Snapshot(older()));
+    assert_eq!(sync_problem(d.health()), None);
+    // The kernel refuses everything: not in sync until a read-back succeeds.
+    d.nft().dataplane_mut().fail_commits = 2;
+    d.on_source(SourceUpdate::Upsert(task("y", "10.233.0.25", &["star-1"])));
+    assert!(sync_problem(d.health()).is_some_and(|p| p.contains("kernel")));
+    assert!(d.health().ready, "readiness, once reached, stays");
+    d.verify();
+    assert_eq!(sync_problem(d.health()), None);
+
+    // A restart with the table kept: not ready until the source answers.
+    let (k, _) = previous_run(&scratch("ready-prev"));
+    let dir2 = scratch("ready-kept");
+    let mut d = Daemon::new(config(&dir2), Nft::new(k));
+    assert!(matches!(d.start(), Startup::KernelKept { .. }));
+    d.verify();
+    assert!(!d.health().ready);
+    d.on_source(SourceUpdate::Snapshot(answered()));
+    assert!(d.health().ready);
+
+    // A restart from the persisted view: ready before the source answers.
+    let mut d = Daemon::new(config(&dir), Nft::new(FakeKernel::new()));
+    assert!(matches!(d.start(), Startup::AppliedPersisted { .. }));
+    assert!(d.health().ready);
+    assert!(sync_problem(d.health()).is_some_and(|p| p.contains("persisted view")));
+    for dir in [dir, dir2, scratch("ready-prev")] {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

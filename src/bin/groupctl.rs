@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 use groupd::status::{EndpointRow, GroupRow, Request};
 
 #[derive(Parser)]
-#[command(name = "groupctl", version, about = "Inspect what groupd enforces")]
+#[command(
+    name = "groupctl",
+    version,
+    about = "Inspect what groupd enforces",
+    after_help = "Exit status: 0 ok; 1 groupd refused the request, or (status) groupd is degraded or not in sync; 2 groupd cannot be reached."
+)]
 struct Cli {
     /// groupd's unix socket.
     #[arg(long, default_value = "/run/groupd/groupd.sock", global = true)]
@@ -31,7 +36,11 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Source, last sync, transactions, drift.
+    /// Source, last sync, transactions, drift, drops.
+    ///
+    /// Exit status (for scripts and monitoring): 0 in sync (the source's
+    /// last answer was complete and the kernel holds it); 1 degraded or not
+    /// in sync (the reason on stderr); 2 groupd cannot be reached.
     Status,
     /// The nftables ruleset groupd intends (what `nft list table` should show).
     Ruleset,
@@ -64,12 +73,7 @@ fn ask(socket: &PathBuf, req: &Request) -> Result<serde_json::Value, String> {
     BufReader::new(s)
         .read_line(&mut reply)
         .map_err(|e| format!("read from groupd: {e}"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&reply).map_err(|e| format!("bad answer from groupd: {e}"))?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        return Err(format!("groupd: {err}"));
-    }
-    Ok(v)
+    serde_json::from_str(&reply).map_err(|e| format!("bad answer from groupd: {e}"))
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -181,7 +185,8 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
     }
     out.push_str("dropped (packets, bytes, since the table was created):\n");
     if let Some(drops) = v["dropped_packets_bytes"].as_object() {
-        for (reason, pb) in drops {
+        for (id, pb) in drops {
+            let reason = groupd::status::drop_reason_text(id).unwrap_or(id);
             out.push_str(&format!(
                 "  {:<52} {:>12} {:>14}\n",
                 clean(reason),
@@ -192,6 +197,27 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
     }
     out
 }
+
+/// `groupctl status`'s exit code: 0 in sync, 1 not (the reason on stderr).
+fn status_exit(v: &serde_json::Value) -> ExitCode {
+    let problem = match serde_json::from_value::<groupd::daemon::Health>(v["health"].clone()) {
+        Ok(health) => groupd::status::sync_problem(&health),
+        Err(e) => Some(format!(
+            "cannot read groupd's health ({e}); is groupctl as new as groupd?"
+        )),
+    };
+    match problem {
+        None => ExitCode::SUCCESS,
+        Some(p) => {
+            eprintln!("groupctl: not in sync: {}", clean_long(&p));
+            ExitCode::from(EXIT_NOT_IN_SYNC)
+        }
+    }
+}
+
+/// Exit codes besides 0.
+const EXIT_NOT_IN_SYNC: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -220,12 +246,21 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             eprintln!("groupctl: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_UNREACHABLE);
         }
+    };
+    // groupd answered, but refused the request (e.g. an unknown task).
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        eprintln!("groupctl: groupd: {}", clean_long(err));
+        return ExitCode::FAILURE;
+    }
+    let exit = match req {
+        Request::Status => status_exit(&v),
+        _ => ExitCode::SUCCESS,
     };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return ExitCode::SUCCESS;
+        return exit;
     }
     let text = match req {
         Request::Show { .. } => match serde_json::from_value::<Vec<EndpointRow>>(v) {
@@ -306,7 +341,7 @@ fn main() -> ExitCode {
         Request::Ruleset => groupd::status::ruleset_text(&v),
     };
     println!("{text}");
-    ExitCode::SUCCESS
+    exit
 }
 
 #[cfg(test)]
@@ -325,7 +360,7 @@ mod tests {
                 "started_unix": 100.0
             },
             "tasks": 3, "endpoints": 2, "task_interfaces": 1, "kernel_elements": 40,
-            "dropped_packets_bytes": {"egress denied (R1, R4)": [5, 420]}
+            "dropped_packets_bytes": {"r1_r4_egress_denied": [5, 420], "r99_future": [1, 2]}
         });
         let text = status_text(&v, 1100.0);
         for want in [
@@ -337,6 +372,7 @@ mod tests {
             "conflict    IP 10.233.0.1 is claimed by 2 live tasks (a, b)",
             "egress denied (R1, R4)",
             "420",
+            "r99_future",
         ] {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");
         }
