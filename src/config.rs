@@ -141,6 +141,24 @@ pub struct DaemonConfig {
     /// nftables table name (both `inet` and `bridge` families).
     #[serde(default = "default_table")]
     pub table: String,
+    /// How groupd keeps others from changing its tables.
+    #[serde(default)]
+    pub table_guard: TableGuard,
+}
+
+/// How groupd guards its tables against changes by other processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableGuard {
+    /// `owner` where the kernel supports owned, persistent tables, else `notify`.
+    #[default]
+    Auto,
+    /// The kernel refuses every change by another process (Linux 6.9+);
+    /// groupd does not start where the kernel cannot do it.
+    Owner,
+    /// Listen to nf_tables notifications and repair a change by someone
+    /// else at once.
+    Notify,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +245,7 @@ impl Default for DaemonConfig {
             state_dir: default_state_dir(),
             verify_interval: default_verify_interval(),
             table: default_table(),
+            table_guard: TableGuard::Auto,
         }
     }
 }

@@ -20,3 +20,4 @@ pub mod sim;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod table_guard;

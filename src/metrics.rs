@@ -58,6 +58,24 @@ pub fn render(s: &Snapshot) -> String {
         h.drift_repairs as f64,
     );
     metric(
+        "groupd_table_owned",
+        "gauge",
+        "1 when the kernel refuses changes to groupd's tables by other processes (table_guard owner), 0 in notify mode.",
+        if h.table_guard == "owner" { 1.0 } else { 0.0 },
+    );
+    metric(
+        "groupd_tamper_notifications_total",
+        "counter",
+        "Notify mode: bursts of changes to groupd's tables by other processes.",
+        h.tamper_notifications as f64,
+    );
+    metric(
+        "groupd_tamper_repairs_total",
+        "counter",
+        "Notify mode: changes by other processes undone at once by a repair.",
+        h.tamper_repairs as f64,
+    );
+    metric(
         "groupd_last_apply_seconds",
         "gauge",
         "Duration of the last transaction.",

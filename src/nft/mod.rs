@@ -4,9 +4,13 @@
 //! - [`Nft::reconcile`]: read the tables back, diff against the desired
 //!   tables, repair what differs in one transaction (start-up and drift).
 //! - [`Nft::cleanup`]: delete groupd's tables.
+//! - [`Nft::own_tables`]: from now on the kernel refuses changes to
+//!   groupd's tables by anyone else (see [`ownership`]).
 
 pub mod encode;
+pub mod monitor;
 pub mod nla;
+pub mod ownership;
 pub mod readback;
 pub mod socket;
 pub mod udata;
@@ -38,13 +42,57 @@ impl ReconcileReport {
 
 pub struct Nft {
     sock: NfSocket,
+    /// Owner mode: tables are created owned and persistent by `sock`.
+    owned: bool,
 }
+
+/// Both families groupd keeps a table in.
+const FAMILIES: [Family; 2] = [Family::Inet, Family::Bridge];
 
 impl Nft {
     pub fn open() -> Result<Nft, NftError> {
         Ok(Nft {
             sock: NfSocket::open()?,
+            owned: false,
         })
+    }
+
+    /// This socket's netlink port id (the sender of our own changes).
+    pub fn port_id(&self) -> Result<u32, NftError> {
+        self.sock.port_id()
+    }
+
+    /// Whether the tables are owned by this socket (owner mode).
+    pub fn owns_tables(&self) -> bool {
+        self.owned
+    }
+
+    /// Owner mode, where the kernel supports it: claim orphaned tables
+    /// named `table` now (their content untouched); tables that do not exist
+    /// yet, or plain ones, are created owned by the next reconcile. Returns
+    /// false, changing nothing, where the kernel cannot own tables.
+    pub fn own_tables(&mut self, table: &str) -> Result<bool, NftError> {
+        if !ownership::supported(&mut self.sock)? {
+            return Ok(false);
+        }
+        let me = self.sock.port_id()?;
+        let mut claims = Vec::new();
+        for family in FAMILIES {
+            let head = readback::read_table_head(&mut self.sock, family, table)?;
+            match ownership::takeover(head, me) {
+                ownership::Takeover::Claim => claims.push(encode::new_owned_table(family, table)),
+                ownership::Takeover::OwnedByOther(port) => {
+                    return Err(NftError::OwnedByOther {
+                        table: format!("{} {table}", family_name(family)),
+                        port,
+                    })
+                }
+                ownership::Takeover::Nothing | ownership::Takeover::Rebuild => {}
+            }
+        }
+        self.sock.transact(claims)?;
+        self.owned = true;
+        Ok(true)
     }
 
     pub fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
@@ -78,14 +126,14 @@ impl Nft {
         let mut report = ReconcileReport::default();
         for t in tables {
             let mut kernel = self.read(t.family, &t.name)?;
-            if kernel.exists && !elements_match(t, &kernel) {
+            if kernel.exists && maybe_resizing(t, &kernel) {
                 // A hash set the kernel is still resizing (just after a
                 // large insert) can be dumped with elements missing: look
                 // again before calling a difference drift.
                 std::thread::sleep(REREAD_AFTER);
                 kernel = self.read(t.family, &t.name)?;
             }
-            diff_table(t, &kernel, &mut requests, &mut report);
+            diff_table(t, &kernel, self.owned, &mut requests, &mut report);
         }
         report.messages = requests.len();
         self.sock.transact(requests)?;
@@ -95,29 +143,38 @@ impl Nft {
     /// Delete groupd's tables (both families). Returns how many existed.
     pub fn cleanup(&mut self, table: &str) -> Result<usize, NftError> {
         let mut requests = Vec::new();
-        for family in [Family::Inet, Family::Bridge] {
-            if self.read_exists(family, table)? {
-                requests.push(encode::delete_table(family, table));
+        let me = self.sock.port_id()?;
+        let mut deleted = 0;
+        for family in FAMILIES {
+            let head = readback::read_table_head(&mut self.sock, family, table)?;
+            match ownership::takeover(head, me) {
+                // A running groupd owns it: the kernel would refuse (EPERM).
+                ownership::Takeover::OwnedByOther(port) => {
+                    return Err(NftError::OwnedByOther {
+                        table: format!("{} {table}", family_name(family)),
+                        port,
+                    })
+                }
+                // An orphan left by a stopped groupd: claimed first, so
+                // nobody else can change it between the claim and the delete.
+                ownership::Takeover::Claim => {
+                    requests.push(encode::new_owned_table(family, table));
+                    requests.push(encode::delete_table(family, table));
+                }
+                _ if head.is_some() => requests.push(encode::delete_table(family, table)),
+                _ => continue,
             }
+            deleted += 1;
         }
-        let sent = requests.len();
         self.sock.transact(requests)?;
-        Ok(sent)
+        Ok(deleted)
     }
+}
 
-    fn read_exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableMessage};
-        let tables = self.sock.dump(
-            encode::nl_family(family),
-            NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-        )?;
-        Ok(tables.iter().any(|m| match m {
-            NfTablesMessage::NewTable(t) => t
-                .attributes
-                .iter()
-                .any(|a| matches!(a, TableAttribute::Name(n) if n == table)),
-            _ => false,
-        }))
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Inet => "inet",
+        Family::Bridge => "bridge",
     }
 }
 
@@ -137,12 +194,25 @@ fn delta_requests(table: &str, d: &Delta) -> Vec<Request> {
 /// How long to wait before reading a table again whose elements differ.
 const REREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Whether the kernel holds exactly the elements `desired` wants.
-fn elements_match(desired: &Table, kernel: &KernelTable) -> bool {
-    desired
-        .sets
-        .iter()
-        .all(|(name, (_, want))| kernel.sets.get(name).is_some_and(|k| k.elements == *want))
+/// Fewer missing elements than this are not taken for a resize.
+const RESIZE_MISSES: usize = 32;
+
+/// Whether a difference in elements looks like a dump during a hash set
+/// resize: only missing elements (a resize never shows extra ones), and
+/// many of them (thousands were seen). A hand edit (`nft delete element`)
+/// misses a few, and is repaired at once instead of 100 ms later.
+fn maybe_resizing(desired: &Table, kernel: &KernelTable) -> bool {
+    let mut missing = 0;
+    for (name, (_, want)) in &desired.sets {
+        let Some(k) = kernel.sets.get(name) else {
+            return false;
+        };
+        if !k.elements.is_subset(want) {
+            return false;
+        }
+        missing += want.len() - k.elements.len();
+    }
+    missing >= RESIZE_MISSES
 }
 
 fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
@@ -157,11 +227,15 @@ fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
 fn diff_table(
     desired: &Table,
     kernel: &KernelTable,
+    owned: bool,
     out: &mut Vec<Request>,
     report: &mut ReconcileReport,
 ) {
     let (family, name) = (desired.family, desired.name.as_str());
+    // In owner mode a table we do not own (a plain one) is replaced by an
+    // owned copy: a plain table cannot be claimed.
     let structural_ok = kernel.exists
+        && (!owned || kernel.flags & ownership::OWNED == ownership::OWNED)
         && desired
             .sets
             .iter()
@@ -181,7 +255,7 @@ fn diff_table(
         if kernel.exists {
             out.push(encode::delete_table(family, name));
         }
-        create_table(desired, out);
+        create_table(desired, owned, out);
         report.rebuilt = true;
         report.elements_added += desired.sets.values().map(|(_, e)| e.len()).sum::<usize>();
         return;
@@ -232,8 +306,12 @@ fn diff_table(
 }
 
 /// Everything needed to create `t` from nothing.
-fn create_table(t: &Table, out: &mut Vec<Request>) {
-    out.push(encode::new_table(t.family, &t.name));
+fn create_table(t: &Table, owned: bool, out: &mut Vec<Request>) {
+    out.push(if owned {
+        encode::new_owned_table(t.family, &t.name)
+    } else {
+        encode::new_table(t.family, &t.name)
+    });
     for (i, (set, (def, _))) in t.sets.iter().enumerate() {
         out.push(encode::new_set(t.family, &t.name, set, def, i as u32 + 1));
     }

@@ -10,6 +10,7 @@ use netlink_packet_netfilter::nftables::{
 };
 
 use super::nla;
+use super::ownership::TableHead;
 use super::socket::{NfSocket, NftError};
 use super::udata;
 use crate::ruleset::{Element, Family, Hook as RHook};
@@ -46,6 +47,8 @@ impl KernelChain {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelTable {
     pub exists: bool,
+    /// NFT_TABLE_F_* (owner, persist) as the kernel reports them.
+    pub flags: u32,
     pub sets: BTreeMap<String, KernelSet>,
     pub chains: BTreeMap<String, KernelChain>,
 }
@@ -63,22 +66,13 @@ pub fn read_table(
     name: &str,
 ) -> Result<KernelTable, NftError> {
     let fam = super::encode::nl_family(family);
-    let tables = sock.dump(
-        fam,
-        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-    )?;
-    let exists = tables.iter().any(|m| match m {
-        NfTablesMessage::NewTable(t) => t
-            .attributes
-            .iter()
-            .any(|a| matches!(a, TableAttribute::Name(n) if n == name)),
-        _ => false,
-    });
+    let head = read_table_head(sock, family, name)?;
     let mut out = KernelTable {
-        exists,
+        exists: head.is_some(),
+        flags: head.map(|h| h.flags).unwrap_or(0),
         ..Default::default()
     };
-    if !exists {
+    if !out.exists {
         return Ok(out);
     }
     let table_attr = || SetAttribute::Table(name.to_string());
@@ -115,6 +109,39 @@ pub fn read_table(
     }
     out.chains = read_chains(sock, family, name)?;
     Ok(out)
+}
+
+/// Table `name`'s flags and owner, `None` when it does not exist.
+pub fn read_table_head(
+    sock: &mut NfSocket,
+    family: Family,
+    name: &str,
+) -> Result<Option<TableHead>, NftError> {
+    let tables = sock.dump(
+        super::encode::nl_family(family),
+        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
+    )?;
+    Ok(tables.iter().find_map(|m| match m {
+        NfTablesMessage::NewTable(t)
+            if t.attributes
+                .iter()
+                .any(|a| matches!(a, TableAttribute::Name(n) if n == name)) =>
+        {
+            let mut head = TableHead {
+                flags: 0,
+                owner: None,
+            };
+            for a in &t.attributes {
+                match a {
+                    TableAttribute::Flags(f) => head.flags = f.bits(),
+                    TableAttribute::Owner(port) => head.owner = Some(*port),
+                    _ => {}
+                }
+            }
+            Some(head)
+        }
+        _ => None,
+    }))
 }
 
 /// The chains of table `name` with their rules (and rule counters), without
