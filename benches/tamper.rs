@@ -5,10 +5,12 @@
 //! deleted, element added, chain flushed, accept inserted at the top of a
 //! base chain).
 //!
-//! Repair latency = from the tamper's `nft` command returning to the commit
-//! of groupd's repair: the moment the nf_tables notification of a
-//! generation committed by one of groupd's threads (NFTA_GEN_PROC_PID) is
-//! received. After each sample the tables are read back over netlink and
+//! Repair latency = from the tamper's commit to the commit of groupd's
+//! repair, both taken from nf_tables notifications: the generation
+//! committed by the `nft` process, then the next one committed by one of
+//! groupd's threads (NFTA_GEN_PROC_PID names the committing thread). The
+//! tamper is committed before `nft` returns, so this is a little longer
+//! than "from `nft` returning". After each sample the tables are read back over netlink and
 //! compared with the ones before the tamper: a sample counts only once the
 //! table is whole again (else the clock runs on until it is).
 //! `verify_interval` is an hour, so the periodic read-back never helps.
@@ -20,8 +22,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::groupd::{config, task_interfaces, Groupd, Scratch};
@@ -125,69 +129,110 @@ fn read_both(nft: &mut Nft) -> Vec<Shape> {
         .collect()
 }
 
-/// The notifications already queued (the tamper's own).
-fn drain(fd: &OwnedFd, buf: &mut [u8]) {
-    // SAFETY: non-blocking recv into a buffer we own, of the length given.
-    while unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    } > 0
-    {}
+/// Generations committed in the namespace, as (received, committing
+/// thread), timestamped by a thread of their own as they arrive (reading
+/// them only after `nft` exits would stamp both commits at once).
+struct GenWatch {
+    rx: mpsc::Receiver<(Instant, u32)>,
+    stop: Arc<AtomicBool>,
 }
 
-/// When a generation committed by a thread of process `pid` is next
-/// notified, or `None` after `timeout`.
-fn next_commit_by(fd: &OwnedFd, pid: u32, buf: &mut [u8], timeout: Duration) -> Option<Instant> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        // SAFETY: recv into a buffer we own (the socket has a 100 ms timeout).
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        let at = Instant::now();
-        if n <= 0 {
-            continue;
-        }
-        if committed_by(&buf[..n as usize], pid) {
-            return Some(at);
+impl GenWatch {
+    fn start(ns: &ScratchNs) -> GenWatch {
+        let fd = ns.run(nlwatch::subscribe);
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while !flag.load(Ordering::Relaxed) {
+                // SAFETY: recv into a buffer we own (the socket has a 100 ms timeout).
+                let n = unsafe {
+                    libc::recv(
+                        fd.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                        0,
+                    )
+                };
+                let at = Instant::now();
+                if n > 0 {
+                    for tid in committers(&buf[..n as usize]) {
+                        if tx.send((at, tid)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        GenWatch { rx, stop }
+    }
+
+    /// Forget what was committed so far.
+    fn drain(&self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    /// When the next generation committed by a thread for which `by(tid)`
+    /// holds was notified, or `None` after `timeout`.
+    fn next_commit(&self, by: impl Fn(u32) -> bool, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (at, tid) = self.rx.recv_timeout(left).ok()?;
+            if by(tid) {
+                return Some(at);
+            }
         }
     }
-    None
 }
 
-/// Whether the datagram holds a NEWGEN committed by a thread of `pid`
-/// (NFTA_GEN_PROC_PID is the committing thread's id).
-fn committed_by(mut b: &[u8], pid: u32) -> bool {
+impl Drop for GenWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The committing thread (NFTA_GEN_PROC_PID) of every NEWGEN in a datagram.
+fn committers(mut b: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
     while b.len() >= 20 {
         let len = (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize).max(16);
         let kind = u16::from_ne_bytes([b[4], b[5]]);
         let msg = &b[..len.min(b.len())];
         if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-            let mut a = &msg[20..];
+            let mut a = &msg[20.min(msg.len())..];
             while a.len() >= 4 {
                 let alen = (u16::from_ne_bytes([a[0], a[1]]) as usize).max(4);
                 let akind = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
                 if akind == NFTA_GEN_PROC_PID && alen >= 8 && a.len() >= 8 {
-                    let tid = u32::from_be_bytes([a[4], a[5], a[6], a[7]]);
-                    if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
-                        return true;
-                    }
+                    out.push(u32::from_be_bytes([a[4], a[5], a[6], a[7]]));
                 }
                 a = &a[((alen + 3) & !3).min(a.len())..];
             }
         }
         b = &b[((len + 3) & !3).min(b.len())..];
     }
-    false
+    out
+}
+
+/// Whether `tid` is a thread of process `pid`.
+fn thread_of(pid: u32, tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+/// Run `nft ARGS` in `ns`; its output and process id.
+fn nft_with_pid(ns: &ScratchNs, args: Vec<String>) -> (std::process::Output, u32) {
+    ns.run(move || {
+        let child = Command::new("nft")
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        let pid = child.id();
+        (child.wait_with_output().expect("wait for nft"), pid)
+    })
 }
 
 fn nft(ns: &ScratchNs, args: Vec<String>) -> std::process::Output {
@@ -224,37 +269,38 @@ fn measure(groups: usize, local: usize, tampers: usize) -> Run {
 
     let mut reader = ns.run(|| Nft::open().expect("open a netlink socket"));
     let before = read_both(&mut reader);
-    let fd = ns.run(nlwatch::subscribe);
-    let mut buf = vec![0u8; 1 << 20];
+    let watch = GenWatch::start(&ns);
     let mut by_kind: Vec<(Tamper, Vec<f64>)> = TAMPERS.iter().map(|t| (*t, vec![])).collect();
     let mut lost = 0;
     for i in 0..tampers {
         let kind = TAMPERS[i % TAMPERS.len()];
-        let out = nft(&ns, kind.args(groups));
-        let returned = Instant::now();
+        watch.drain();
+        let (out, nft_pid) = nft_with_pid(&ns, kind.args(groups));
         assert!(
             out.status.success(),
             "{}: {}",
             kind.name(),
             String::from_utf8_lossy(&out.stderr)
         );
-        drain(&fd, &mut buf);
-        // The first commit by groupd after the tamper is its repair; check
-        // it made the table whole, or wait for the next one.
+        // The clock starts when the tamper is committed (nft's own
+        // generation), before nft returns; the first commit by groupd
+        // after it is the repair. It counts once the table is whole (else
+        // the next commit by groupd is waited for).
         let mut whole_at = None;
-        while returned.elapsed() < GIVE_UP {
-            let Some(at) = next_commit_by(&fd, daemon.pid(), &mut buf, GIVE_UP) else {
-                break;
-            };
-            if read_both(&mut reader) == before {
-                whole_at = Some(at);
-                break;
+        if let Some(tampered) = watch.next_commit(|tid| tid == nft_pid, GIVE_UP) {
+            while tampered.elapsed() < GIVE_UP {
+                let Some(at) = watch.next_commit(|tid| thread_of(daemon.pid(), tid), GIVE_UP)
+                else {
+                    break;
+                };
+                if read_both(&mut reader) == before {
+                    whole_at = Some(at.duration_since(tampered));
+                    break;
+                }
             }
         }
         match whole_at {
-            Some(at) => by_kind[i % TAMPERS.len()]
-                .1
-                .push(at.duration_since(returned).as_secs_f64()),
+            Some(took) => by_kind[i % TAMPERS.len()].1.push(took.as_secs_f64()),
             None => {
                 lost += 1;
                 eprintln!(
@@ -368,7 +414,7 @@ fn main() {
     println!();
     for (run, all) in &runs {
         let measurement = format!(
-            "tamper repair (notify mode: `nft` returns -> groupd's repair committed and the table whole), G={}, {} local endpoints ({} elements), {} tampers of 5 kinds",
+            "tamper repair (notify mode: the tamper committed -> groupd's repair committed and the table whole), G={}, {} local endpoints ({} elements), {} tampers of 5 kinds",
             run.groups,
             run.local,
             run.elements,

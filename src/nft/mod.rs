@@ -62,11 +62,6 @@ impl Nft {
         self.sock.port_id()
     }
 
-    /// Whether the tables are owned by this socket (owner mode).
-    pub fn owns_tables(&self) -> bool {
-        self.owned
-    }
-
     /// Owner mode, where the kernel supports it: claim orphaned tables
     /// named `table` now (their content untouched); tables that do not exist
     /// yet, or plain ones, are created owned by the next reconcile. Returns
@@ -325,5 +320,54 @@ fn create_table(t: &Table, owned: bool, out: &mut Vec<Request>) {
     }
     for (set, (_, elems)) in &t.sets {
         out.extend(encode::elements(t.family, &t.name, set, elems, true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{KeyPart, KeyValue, SetDef};
+
+    fn element(i: u8) -> Element {
+        Element::set(&[KeyValue::Ip(std::net::Ipv4Addr::new(10, 233, 0, i).into())])
+    }
+
+    fn table_with(elements: &[u8]) -> (Table, KernelTable) {
+        let mut desired = Table::new(Family::Inet, "groupd");
+        let all: BTreeSet<Element> = (0..64u8).map(element).collect();
+        let def = SetDef {
+            key: vec![KeyPart::Ipv4],
+        };
+        desired.sets.insert("s".into(), (def, all));
+        let mut kernel = KernelTable {
+            exists: true,
+            ..Default::default()
+        };
+        let have = elements.iter().copied().map(element).collect();
+        kernel.sets.insert(
+            "s".into(),
+            KernelSet {
+                elements: have,
+                ..Default::default()
+            },
+        );
+        (desired, kernel)
+    }
+
+    #[test]
+    fn only_many_missing_elements_wait_for_a_resize() {
+        let few: Vec<u8> = (1..64).collect();
+        let (d, k) = table_with(&few);
+        assert!(
+            !maybe_resizing(&d, &k),
+            "one element deleted by hand: repair at once"
+        );
+        let half: Vec<u8> = (0..32).collect();
+        let (d, k) = table_with(&half);
+        assert!(maybe_resizing(&d, &k), "half the set missing: look again");
+        let mut extra: Vec<u8> = (0..16).collect();
+        extra.push(200);
+        let (d, k) = table_with(&extra);
+        assert!(!maybe_resizing(&d, &k), "an extra element is no resize");
     }
 }
