@@ -442,6 +442,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if d.synced {
                     warn!(change = touch.what, by_port = touch.by_port, "groupd's table was changed by another process; repairing");
                     let repaired = d.health.drift_repairs;
+                    d.nft.scope_next_reconcile(touch.scope);
                     d.verify();
                     if d.health.drift_repairs > repaired {
                         d.health.tamper_repairs += 1;

@@ -44,6 +44,19 @@ pub struct Nft {
     sock: NfSocket,
     /// Owner mode: tables are created owned and persistent by `sock`.
     owned: bool,
+    /// What the next reconcile must read (see [`Nft::scope_next_reconcile`]).
+    next_scope: Option<Scope>,
+}
+
+/// What a reconcile reads back: chains and set definitions always; the
+/// elements of every set, or of the named sets only (a repair after a
+/// notification named them: reading 40,000 elements to find the one that
+/// was deleted is most of a repair's time).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    #[default]
+    Everything,
+    ElementsOf(BTreeSet<String>),
 }
 
 /// Both families groupd keeps a table in.
@@ -54,12 +67,19 @@ impl Nft {
         Ok(Nft {
             sock: NfSocket::open()?,
             owned: false,
+            next_scope: None,
         })
     }
 
     /// This socket's netlink port id (the sender of our own changes).
     pub fn port_id(&self) -> Result<u32, NftError> {
         self.sock.port_id()
+    }
+
+    /// Let the next [`Nft::reconcile`] (only that one) read the elements of
+    /// the sets `scope` names only.
+    pub fn scope_next_reconcile(&mut self, scope: Scope) {
+        self.next_scope = Some(scope);
     }
 
     /// Owner mode, where the kernel supports it: claim orphaned tables
@@ -119,14 +139,19 @@ impl Nft {
     pub fn reconcile(&mut self, tables: &[&Table]) -> Result<ReconcileReport, NftError> {
         let mut requests = Vec::new();
         let mut report = ReconcileReport::default();
+        let scope = self.next_scope.take().unwrap_or_default();
+        let only = match &scope {
+            Scope::Everything => None,
+            Scope::ElementsOf(sets) => Some(sets),
+        };
         for t in tables {
-            let mut kernel = self.read(t.family, &t.name)?;
+            let mut kernel = readback::read_table_scoped(&mut self.sock, t.family, &t.name, only)?;
             if kernel.exists && maybe_resizing(t, &kernel) {
                 // A hash set the kernel is still resizing (just after a
                 // large insert) can be dumped with elements missing: look
                 // again before calling a difference drift.
                 std::thread::sleep(REREAD_AFTER);
-                kernel = self.read(t.family, &t.name)?;
+                kernel = readback::read_table_scoped(&mut self.sock, t.family, &t.name, only)?;
             }
             diff_table(t, &kernel, self.owned, &mut requests, &mut report);
         }
@@ -199,6 +224,9 @@ const RESIZE_MISSES: usize = 32;
 fn maybe_resizing(desired: &Table, kernel: &KernelTable) -> bool {
     let mut missing = 0;
     for (name, (_, want)) in &desired.sets {
+        if kernel.unread_sets.contains(name) {
+            continue;
+        }
         let Some(k) = kernel.sets.get(name) else {
             return false;
         };
@@ -280,6 +308,9 @@ fn diff_table(
         }
     }
     for (set, (_, want)) in &desired.sets {
+        if kernel.unread_sets.contains(set) {
+            continue;
+        }
         let have = kernel.sets.get(set).map(|k| &k.elements);
         let empty = BTreeSet::new();
         let have = have.unwrap_or(&empty);

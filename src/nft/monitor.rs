@@ -15,8 +15,11 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use std::collections::BTreeSet;
+
 use super::nla;
 use super::socket::split_messages;
+use super::Scope;
 
 const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -26,6 +29,8 @@ const NFPROTO_BRIDGE: u8 = 7;
 /// element message (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
 /// NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE).
 const TABLE_NAME: u16 = 1;
+/// NFTA_SET_ELEM_LIST_SET: the set of an element message.
+const ELEMENT_SET: u16 = 2;
 /// After the first foreign change, wait this long for the rest of the same
 /// burst (one transaction is notified message by message; `nft -f` or a
 /// script sends several), so the whole burst costs one repair.
@@ -40,6 +45,22 @@ pub struct Touch {
     /// The netlink port id of the socket that did it; 0 when notifications
     /// were lost (receive buffer overrun) and anything may have changed.
     pub by_port: u32,
+    /// What the repair must read back: the sets whose elements the burst
+    /// changed, or everything (a set created or deleted, lost messages).
+    pub scope: Scope,
+}
+
+impl Touch {
+    /// Widen the scope to what `other` touched too.
+    fn merge(&mut self, other: Touch) {
+        self.scope = match (std::mem::take(&mut self.scope), other.scope) {
+            (Scope::ElementsOf(mut a), Scope::ElementsOf(b)) => {
+                a.extend(b);
+                Scope::ElementsOf(a)
+            }
+            _ => Scope::Everything,
+        };
+    }
 }
 
 pub struct Monitor {
@@ -71,34 +92,48 @@ impl Monitor {
     pub fn next_touch(&mut self) -> io::Result<Touch> {
         loop {
             let touch = match self.socket.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => self.foreign_change(n),
+                Ok(n) => self.foreign_changes(n),
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Some(lost()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
                 Err(e) => return Err(e),
             };
-            if let Some(t) = touch {
+            if let Some(mut t) = touch {
                 std::thread::sleep(DEBOUNCE);
-                self.drain();
+                self.take_queued(&mut t);
                 return Ok(t);
             }
         }
     }
 
-    /// Throw away what is queued: it is covered by the repair to come.
-    fn drain(&mut self) {
-        while self
-            .socket
-            .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT)
-            .is_ok_and(|n| n > 0)
-        {}
+    /// Fold what is queued into `touch`: one repair covers it all.
+    fn take_queued(&mut self, touch: &mut Touch) {
+        loop {
+            match self.socket.recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => {
+                    if let Some(more) = self.foreign_changes(n) {
+                        touch.merge(more);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => touch.merge(lost()),
+                _ => return,
+            }
+        }
     }
 
-    /// The first change of the datagram's `n` bytes to our table by another socket.
-    fn foreign_change(&self, n: usize) -> Option<Touch> {
+    /// The changes to our table by other sockets in the datagram's `n` bytes.
+    fn foreign_changes(&self, n: usize) -> Option<Touch> {
         let messages = split_messages(&self.buf[..n]).ok()?;
-        messages
+        let mut found: Option<Touch> = None;
+        for t in messages
             .into_iter()
-            .find_map(|m| foreign(m, &self.table, self.own_port))
+            .filter_map(|m| foreign(m, &self.table, self.own_port))
+        {
+            match &mut found {
+                Some(first) => first.merge(t),
+                None => found = Some(t),
+            }
+        }
+        found
     }
 }
 
@@ -106,6 +141,7 @@ fn lost() -> Touch {
     Touch {
         what: "notifications lost",
         by_port: 0,
+        scope: Scope::Everything,
     }
 }
 
@@ -122,13 +158,25 @@ fn foreign(msg: &[u8], table: &str, own_port: u32) -> Option<Touch> {
     if !matches!(*msg.get(16)?, NFPROTO_INET | NFPROTO_BRIDGE) {
         return None;
     }
-    let name = nla::find(msg.get(nla::NFT_HEADER..)?, TABLE_NAME)?;
-    if nla::string(name) != table {
+    let attrs = msg.get(nla::NFT_HEADER..)?;
+    if nla::string(nla::find(attrs, TABLE_NAME)?) != table {
         return None;
     }
+    let kind = (kind & 0xff) as u8;
+    let scope = match kind {
+        // Elements of one set.
+        12 | 14 => match nla::find(attrs, ELEMENT_SET) {
+            Some(set) => Scope::ElementsOf(BTreeSet::from([nla::string(set)])),
+            None => Scope::Everything,
+        },
+        // Tables, chains and rules: a reconcile always reads those.
+        0 | 2 | 3 | 5 | 6 | 8 => Scope::ElementsOf(BTreeSet::new()),
+        _ => Scope::Everything,
+    };
     Some(Touch {
-        what: describe((kind & 0xff) as u8),
+        what: describe(kind),
         by_port: port,
+        scope,
     })
 }
 
@@ -180,6 +228,9 @@ mod tests {
     fn message(kind: u8, port: u32, family: u8, table: &str) -> Vec<u8> {
         let mut attrs = Vec::new();
         nla::put_str(&mut attrs, TABLE_NAME, table);
+        if kind == 14 {
+            nla::put_str(&mut attrs, ELEMENT_SET, "bound4");
+        }
         let mut m = Vec::new();
         m.extend_from_slice(&((20 + attrs.len()) as u32).to_ne_bytes());
         m.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | u16::from(kind)).to_ne_bytes());
@@ -198,7 +249,8 @@ mod tests {
             foreign(&theirs, "groupd", 77),
             Some(Touch {
                 what: "delete element",
-                by_port: 4242
+                by_port: 4242,
+                scope: Scope::ElementsOf(BTreeSet::from(["bound4".to_string()])),
             })
         );
         // Our own transaction, another table, another family, garbage.
@@ -212,6 +264,29 @@ mod tests {
         assert_eq!(
             foreign(&message(2, 1, NFPROTO_BRIDGE, "groupd"), "groupd", 77).map(|t| t.what),
             Some("delete table")
+        );
+    }
+
+    #[test]
+    fn a_burst_reads_back_what_any_of_it_touched() {
+        let sets =
+            |names: &[&str]| Scope::ElementsOf(names.iter().map(|n| n.to_string()).collect());
+        let touch = |scope| Touch {
+            what: "change",
+            by_port: 1,
+            scope,
+        };
+        let mut t = touch(sets(&["bound4"]));
+        t.merge(touch(sets(&[])));
+        t.merge(touch(sets(&["pass4"])));
+        assert_eq!(t.scope, sets(&["bound4", "pass4"]));
+        t.merge(touch(Scope::Everything));
+        assert_eq!(t.scope, Scope::Everything);
+        // A new set is no element change: everything is read back.
+        let new_set = message(9, 1, NFPROTO_INET, "groupd");
+        assert_eq!(
+            foreign(&new_set, "groupd", 77).map(|t| t.scope),
+            Some(Scope::Everything)
         );
     }
 }

@@ -49,6 +49,9 @@ pub struct KernelTable {
     pub exists: bool,
     /// NFT_TABLE_F_* (owner, persist) as the kernel reports them.
     pub flags: u32,
+    /// Sets whose elements were not read (a scoped read): they are taken
+    /// to hold what they should.
+    pub unread_sets: BTreeSet<String>,
     pub sets: BTreeMap<String, KernelSet>,
     pub chains: BTreeMap<String, KernelChain>,
 }
@@ -64,6 +67,17 @@ pub fn read_table(
     sock: &mut NfSocket,
     family: Family,
     name: &str,
+) -> Result<KernelTable, NftError> {
+    read_table_scoped(sock, family, name, None)
+}
+
+/// [`read_table`], dumping the elements only of the sets in `elements_of`
+/// (all when `None`); the others are listed in `unread_sets`.
+pub fn read_table_scoped(
+    sock: &mut NfSocket,
+    family: Family,
+    name: &str,
+    elements_of: Option<&BTreeSet<String>>,
 ) -> Result<KernelTable, NftError> {
     let fam = super::encode::nl_family(family);
     let head = read_table_head(sock, family, name)?;
@@ -88,7 +102,12 @@ pub fn read_table(
             }
         }
     }
-    let set_names: Vec<String> = out.sets.keys().cloned().collect();
+    let (set_names, unread): (Vec<String>, Vec<String>) = out
+        .sets
+        .keys()
+        .cloned()
+        .partition(|n| elements_of.map_or(true, |only| only.contains(n)));
+    out.unread_sets = unread.into_iter().collect();
     for set_name in set_names {
         let req = NfTablesMessage::GetSetElement(SetElementMessage {
             attributes: vec![
