@@ -613,6 +613,18 @@ mod tests {
     }
 
     #[test]
+    fn table_guard_defaults_to_auto_and_names_its_choices() {
+        let base = "[source]\nkind = \"file\"\npath = \"/x\"\n[daemon]\n";
+        let c = Config::parse(base).expect("valid");
+        assert_eq!(c.daemon.table_guard, TableGuard::Auto);
+        let c = Config::parse(&format!("{base}table_guard = \"notify\"\n")).expect("valid");
+        assert_eq!(c.daemon.table_guard, TableGuard::Notify);
+        let err =
+            Config::parse(&format!("{base}table_guard = \"strict\"\n")).expect_err("unknown mode");
+        assert!(err.contains("line 5") && err.contains("owner"), "{err}");
+    }
+
+    #[test]
     fn policy_files_add_allowances_and_typos_are_rejected() {
         let dir = std::env::temp_dir().join(format!("groupd-policies-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
