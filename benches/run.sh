@@ -11,11 +11,12 @@
 #   3. benches/marathon.rs   simulated Marathon event -> kernel latency; CPU and RSS under 1,000 events/s
 #   4. benches/mesos.rs      simulated Mesos master: 10,000-task snapshot -> kernel (time, peak RSS);
 #                            event -> kernel latency
+#   5. benches/tamper.rs     table_guard = "notify": `nft` tampers with groupd's table -> repaired (p50/p99)
 # then prints one markdown table and writes it to benches/results/latest.md.
 # About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
 # GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
-# GROUPD_BENCH_SNAPSHOTS).
+# GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -36,13 +37,13 @@ cleanup() {
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos"
+  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos" /tmp/"$P"-tamper*
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ALL="apply dataplane marathon mesos"
+ALL="apply dataplane marathon mesos tamper"
 PARTS=${*:-$ALL}
 for part in $PARTS; do
   [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
@@ -82,6 +83,15 @@ if want mesos; then
   if ! "$MESOS" > "$WORK/mesos.out"; then
     echo "| Mesos source: FAILED (mesos exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
   fi
+fi
+if want tamper; then
+  TAMPER=$(bench_exe tamper)
+  [ -x "$TAMPER" ] || die "bench binary tamper missing: cargo build --release --benches"
+  log "tamper repair ($TAMPER)"
+  if ! "$TAMPER" > "$WORK/tamper.out"; then
+    echo "| tamper repair: FAILED (tamper exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+  cat "$WORK/tamper.out"
 fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)

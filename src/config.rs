@@ -152,6 +152,24 @@ pub struct DaemonConfig {
     /// nftables table name (both `inet` and `bridge` families).
     #[serde(default = "default_table")]
     pub table: String,
+    /// How groupd keeps others from changing its tables.
+    #[serde(default)]
+    pub table_guard: TableGuard,
+}
+
+/// How groupd guards its tables against changes by other processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableGuard {
+    /// `owner` where the kernel supports owned, persistent tables, else `notify`.
+    #[default]
+    Auto,
+    /// The kernel refuses every change by another process (Linux 6.9+);
+    /// groupd does not start where the kernel cannot do it.
+    Owner,
+    /// Listen to nf_tables notifications and repair a change by someone
+    /// else at once.
+    Notify,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,6 +269,7 @@ impl Default for DaemonConfig {
             state_dir: default_state_dir(),
             verify_interval: default_verify_interval(),
             table: default_table(),
+            table_guard: TableGuard::Auto,
         }
     }
 }
@@ -639,6 +658,18 @@ mod tests {
         );
         let err = Config::parse("[source]\nkind = \"zookeeper\"\n").expect_err("bad kind");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn table_guard_defaults_to_auto_and_names_its_choices() {
+        let base = "[source]\nkind = \"file\"\npath = \"/x\"\n[daemon]\n";
+        let c = Config::parse(base).expect("valid");
+        assert_eq!(c.daemon.table_guard, TableGuard::Auto);
+        let c = Config::parse(&format!("{base}table_guard = \"notify\"\n")).expect("valid");
+        assert_eq!(c.daemon.table_guard, TableGuard::Notify);
+        let err =
+            Config::parse(&format!("{base}table_guard = \"strict\"\n")).expect_err("unknown mode");
+        assert!(err.contains("line 5") && err.contains("owner"), "{err}");
     }
 
     #[test]

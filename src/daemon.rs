@@ -43,6 +43,12 @@ pub struct Health {
     pub transaction_errors: u64,
     pub last_apply_ms: f64,
     pub drift_repairs: u64,
+    /// `daemon.table_guard` in force: "owner" or "notify".
+    pub table_guard: String,
+    /// Notify mode: bursts of changes to our tables by other processes.
+    pub tamper_notifications: u64,
+    /// Notify mode: of those, the ones a repair undid (also in drift_repairs).
+    pub tamper_repairs: u64,
     pub last_verify_unix: Option<f64>,
     pub conflicts: Vec<String>,
     pub started_unix: f64,
@@ -564,6 +570,10 @@ fn enable_bridge_netfilter() {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut d = Daemon::open(config.clone())?;
     enable_bridge_netfilter();
+    let mut guard = tokio::task::block_in_place(|| {
+        crate::table_guard::start(&mut d.nft, &config.daemon.table, config.daemon.table_guard)
+    })?;
+    d.health.table_guard = guard.name().to_string();
 
     // Bindings first: applying before we know the interfaces would remove
     // every anti-spoofing element and cut running tasks off.
@@ -657,6 +667,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = watchdog.tick(), if watchdog_period.is_some() => {
                 if d.watchdog_ok() {
                     sd_notify(b"WATCHDOG=1");
+                }
+            }
+            touch = crate::table_guard::touched(&mut guard) => {
+                d.health.tamper_notifications += 1;
+                // Before the first reconcile the kernel's table is the
+                // newest truth: the start-up logic decides, not a repair.
+                if d.synced {
+                    warn!(change = touch.what, by_port = touch.by_port, "groupd's table was changed by another process; repairing");
+                    let repaired = d.health.drift_repairs;
+                    d.nft.scope_next_reconcile(touch.scope);
+                    tokio::task::block_in_place(|| d.verify());
+                    if d.health.drift_repairs > repaired {
+                        d.health.tamper_repairs += 1;
+                    }
+                    d.publish();
                 }
             }
             Some((req, reply)) = qrx.recv() => {

@@ -23,5 +23,6 @@ pub mod ruleset;
 pub mod source;
 pub mod state;
 pub mod status;
+pub mod table_guard;
 pub mod task_log;
 pub mod view_store;

@@ -56,6 +56,10 @@ fn main() -> ExitCode {
                 eprintln!("groupd: removed {n} table(s) named {table:?}");
                 ExitCode::SUCCESS
             }
+            Err(e @ groupd::nft::NftError::OwnedByOther { .. }) => {
+                eprintln!("groupd: cleanup failed: {e}");
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("groupd: cleanup failed: {e} (groupd needs CAP_NET_ADMIN)");
                 ExitCode::FAILURE

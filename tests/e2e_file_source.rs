@@ -776,7 +776,10 @@ fn group_policy_end_to_end_with_real_packets() {
     w.write_document();
     w.wait_converged();
 
-    // 8. Drift: somebody deletes an element; groupd repairs it.
+    // 8. Drift: somebody deletes an element; groupd repairs it, or, where
+    // the kernel lets groupd own its table (tests/table_guard.rs covers
+    // both modes), the kernel refuses the edit.
+    let owned = w.groupctl(0, &["status"])["health"]["table_guard"] == "owner";
     let ns = w.cluster.agent(w.agents[0]).ns.clone();
     let web1_v4 = w.cluster.task(w.tasks[web1_i]).ipv4.to_string();
     let out = w.cluster.exec(
@@ -791,6 +794,14 @@ fn group_policy_end_to_end_with_real_packets() {
             &format!("{{ {web1_v4} }}"),
         ],
     );
+    if owned {
+        assert!(
+            !out.status.success(),
+            "the kernel let another process edit groupd's owned table"
+        );
+        assert_kernel_matches_intent(&w, 0);
+        return;
+    }
     assert!(
         out.status.success(),
         "nft delete element: {}",

@@ -8,6 +8,7 @@
 //! and groups overlap the way real ones do instead of forming disjoint cliques.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use groupd::compile::{group_id, LocalBinding, Policy};
@@ -140,4 +141,28 @@ pub fn probes(groups: usize) -> (usize, usize, usize) {
         }
     }
     panic!("no probe tasks found for G={groups}");
+}
+
+/// The whole cluster as a Marathon `/v2/apps?embed=apps.tasks` document
+/// (for groupd's file source). One app per task: groups are per app (version) in Marathon.
+pub fn marathon_doc(g: usize) -> String {
+    let mut s = String::from("{\"apps\":[");
+    for t in 0..task_count(g) {
+        let groups: Vec<String> = groups_of(t, g)
+            .into_iter()
+            .map(|k| format!("\"{}\"", group_name(k)))
+            .collect();
+        let _ = write!(
+            s,
+            "{}{{\"id\":\"/app{t}\",\"version\":\"v1\",\"ipAddress\":{{\"groups\":[{}]}},\
+             \"tasks\":[{{\"id\":\"{}\",\"appId\":\"/app{t}\",\"version\":\"v1\",\"state\":\"TASK_RUNNING\",\
+             \"ipAddresses\":[{{\"ipAddress\":\"{}\",\"protocol\":\"IPv4\"}}]}}]}}",
+            if t == 0 { "" } else { "," },
+            groups.join(","),
+            task_id(t),
+            task_ip(t)
+        );
+    }
+    s.push_str("]}\n");
+    s
 }

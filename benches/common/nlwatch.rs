@@ -97,7 +97,8 @@ fn check(rc: libc::c_int, what: &str) {
 
 /// A NETLINK_NETFILTER socket in the calling thread's namespace, in the
 /// nftables multicast group, with a large buffer and a 100 ms read timeout.
-fn subscribe() -> OwnedFd {
+/// Call it inside the namespace to watch (e.g. through `ScratchNs::run`).
+pub fn subscribe() -> OwnedFd {
     // SAFETY: plain socket calls on a descriptor we own; every pointer
     // passed points at a live local of the size given.
     unsafe {

@@ -19,29 +19,6 @@ const GROUPCTL: &str = env!("CARGO_BIN_EXE_groupctl");
 const TARGET_RSS_MB: f64 = 40.0;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One app per task: groups are per app (version) in Marathon.
-fn marathon_doc(g: usize) -> String {
-    let mut s = String::from("{\"apps\":[");
-    for t in 0..cluster::task_count(g) {
-        let groups: Vec<String> = cluster::groups_of(t, g)
-            .into_iter()
-            .map(|k| format!("\"{}\"", cluster::group_name(k)))
-            .collect();
-        let _ = write!(
-            s,
-            "{}{{\"id\":\"/app{t}\",\"version\":\"v1\",\"ipAddress\":{{\"groups\":[{}]}},\
-             \"tasks\":[{{\"id\":\"{}\",\"appId\":\"/app{t}\",\"version\":\"v1\",\"state\":\"TASK_RUNNING\",\
-             \"ipAddresses\":[{{\"ipAddress\":\"{}\",\"protocol\":\"IPv4\"}}]}}]}}",
-            if t == 0 { "" } else { "," },
-            groups.join(","),
-            cluster::task_id(t),
-            cluster::task_ip(t)
-        );
-    }
-    s.push_str("]}\n");
-    s
-}
-
 /// veth-b<i> (peer vp-b<i> in the same namespace) with a /32 route to task i:
 /// what a routed (Calico-style) agent looks like to groupd's binding.
 fn task_interfaces(ns: &ScratchNs, dir: &Path) {
@@ -124,7 +101,7 @@ struct Run {
 /// Replace the document at `doc` (write a temporary file, rename it over)
 /// with task 0 moved from g0 to another group, `i` choosing which.
 fn rewrite(doc: &Path, g: usize, i: usize) {
-    let text = marathon_doc(g).replacen("\"g0\"", &format!("\"g{}\"", g - 1 - i), 1);
+    let text = cluster::marathon_doc(g).replacen("\"g0\"", &format!("\"g{}\"", g - 1 - i), 1);
     let tmp = doc.with_extension("json.new");
     std::fs::write(&tmp, text).expect("write the rewritten document");
     std::fs::rename(&tmp, doc).expect("rename the rewritten document");
@@ -215,7 +192,7 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
     let ns = ScratchNs::new("rss");
     task_interfaces(&ns, &dir);
     let doc = dir.join("apps.json");
-    std::fs::write(&doc, marathon_doc(g)).expect("write marathon document");
+    std::fs::write(&doc, cluster::marathon_doc(g)).expect("write marathon document");
     let socket = dir.join("groupd.sock");
     let config = dir.join("groupd.toml");
     std::fs::write(

@@ -167,6 +167,7 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
         ago(h["last_verify_unix"].as_f64(), now),
         num(&h["drift_repairs"])
     ));
+    out.push_str(&guard_line(h));
     out.push_str(&format!(
         "cluster     {} tasks, {} endpoints; {} task interfaces on this agent\n",
         num(&v["tasks"]),
@@ -218,6 +219,23 @@ fn status_exit(v: &serde_json::Value) -> ExitCode {
 /// Exit codes besides 0.
 const EXIT_NOT_IN_SYNC: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 2;
+
+/// Which table guard is in force, and what it did.
+fn guard_line(h: &serde_json::Value) -> String {
+    let num = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    match h["table_guard"].as_str() {
+        Some("owner") => "guard       owner (others are refused by the kernel)
+"
+        .to_string(),
+        Some("notify") => format!(
+            "guard       notify: {} changes by other processes seen, {} repaired at once
+",
+            num(&h["tamper_notifications"]),
+            num(&h["tamper_repairs"])
+        ),
+        _ => String::new(),
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -357,7 +375,8 @@ mod tests {
                 "last_sync_unix": 1000.0, "transactions": 12, "transaction_errors": 1,
                 "last_apply_ms": 0.44, "drift_repairs": 2, "last_verify_unix": 1090.0,
                 "conflicts": ["IP 10.233.0.1 is claimed by 2 live tasks (a, b)"],
-                "started_unix": 100.0
+                "started_unix": 100.0, "table_guard": "notify",
+                "tamper_notifications": 4, "tamper_repairs": 3
             },
             "tasks": 3, "endpoints": 2, "task_interfaces": 1, "kernel_elements": 40,
             "dropped_packets_bytes": {"r1_r4_egress_denied": [5, 420], "r99_future": [1, 2]}
@@ -369,6 +388,7 @@ mod tests {
             "up 16m40s; 12 transactions (1 failed), last apply 0.4 ms",
             "40 set elements; last read-back 10s ago, 2 drift repairs",
             "3 tasks, 2 endpoints; 1 task interfaces",
+            "guard       notify: 4 changes by other processes seen, 3 repaired at once",
             "conflict    IP 10.233.0.1 is claimed by 2 live tasks (a, b)",
             "egress denied (R1, R4)",
             "420",
@@ -379,6 +399,11 @@ mod tests {
         // A daemon that never synced, and an answer missing fields.
         let text = status_text(&serde_json::json!({"health": {}}), 5.0);
         assert!(text.contains("last snapshot never"), "{text}");
+        let owner = serde_json::json!({"table_guard": "owner"});
+        assert_eq!(
+            guard_line(&owner),
+            "guard       owner (others are refused by the kernel)\n"
+        );
         assert_eq!(ago(Some(0.0), 7300.0), "2h01m ago");
     }
 }

@@ -73,6 +73,21 @@ fn register_snapshot(r: &mut Registry, s: &Snapshot) {
         "Times the kernel table differed from groupd's state and was repaired",
         counter(h.drift_repairs),
     );
+    r.register(
+        "table_owned",
+        "1 when the kernel refuses changes to groupd's tables by other processes (table_guard owner), 0 in notify mode",
+        ConstGauge::new(i64::from(h.table_guard == "owner")),
+    );
+    r.register(
+        "tamper_notifications",
+        "Notify mode: bursts of changes to groupd's tables by other processes",
+        counter(h.tamper_notifications),
+    );
+    r.register(
+        "tamper_repairs",
+        "Notify mode: changes by other processes undone at once by a repair",
+        counter(h.tamper_repairs),
+    );
     r.register_with_unit(
         "last_apply",
         "Duration of the last transaction",

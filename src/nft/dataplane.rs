@@ -6,18 +6,24 @@
 //! same operations to an in-memory table so the daemon's rules (start-up,
 //! fallback, drift repair) are tested without root.
 
+use std::collections::BTreeSet;
+
 use crate::ruleset::{Chain, Element, Family, Rule, SetDef};
 
 use super::encode;
+use super::ownership::{self, TableHead};
 use super::readback::{self, KernelTable};
 use super::socket::{NfSocket, NftError, Request};
 
 /// One operation of a transaction, borrowing what it writes.
 #[derive(Debug, Clone)]
 pub enum Op<'a> {
+    /// Create a table (no-op when it exists). `owned`: with the owner and
+    /// persist flags, which also claims an orphaned persistent table.
     NewTable {
         family: Family,
         table: &'a str,
+        owned: bool,
     },
     DeleteTable {
         family: Family,
@@ -69,7 +75,16 @@ impl Op<'_> {
     /// into messages that fit a netlink attribute).
     pub fn encode(&self) -> Vec<Request> {
         match self {
-            Op::NewTable { family, table } => vec![encode::new_table(*family, table)],
+            Op::NewTable {
+                family,
+                table,
+                owned: false,
+            } => vec![encode::new_table(*family, table)],
+            Op::NewTable {
+                family,
+                table,
+                owned: true,
+            } => vec![encode::new_owned_table(*family, table)],
             Op::DeleteTable { family, table } => vec![encode::delete_table(*family, table)],
             Op::NewSet {
                 family,
@@ -112,12 +127,26 @@ impl Op<'_> {
 
 /// What groupd needs from nf_tables.
 pub trait Dataplane {
-    /// Read table `table` of `family` back (`exists: false` when absent).
-    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError>;
+    /// Read table `table` of `family` back (`exists: false` when absent),
+    /// the elements only of the sets in `elements_of` (all when `None`).
+    fn read_scoped(
+        &mut self,
+        family: Family,
+        table: &str,
+        elements_of: Option<&BTreeSet<String>>,
+    ) -> Result<KernelTable, NftError>;
 
-    /// Whether the table exists (without reading its contents).
+    /// Read table `table` of `family` back, every element.
+    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
+        self.read_scoped(family, table, None)
+    }
+
+    /// The table's flags and owner (`None` when absent), without its contents.
+    fn head(&mut self, family: Family, table: &str) -> Result<Option<TableHead>, NftError>;
+
+    /// Whether table `table` exists.
     fn exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        Ok(self.read(family, table)?.exists)
+        Ok(self.head(family, table)?.is_some())
     }
 
     /// The chains of a table with their rules and counters, without the
@@ -127,21 +156,35 @@ pub trait Dataplane {
         family: Family,
         table: &str,
     ) -> Result<std::collections::BTreeMap<String, readback::KernelChain>, NftError> {
-        Ok(self.read(family, table)?.chains)
+        Ok(self
+            .read_scoped(family, table, Some(&BTreeSet::new()))?
+            .chains)
     }
 
     /// Commit `ops` as ONE atomic transaction: all or nothing.
     fn commit(&mut self, ops: Vec<Op<'_>>) -> Result<(), NftError>;
+
+    /// The netlink port id our changes carry (notifications of our own
+    /// changes are told apart by it).
+    fn port_id(&self) -> Result<u32, NftError>;
+
+    /// Whether tables can be owned here (NFT_TABLE_F_OWNER | PERSIST).
+    fn supports_ownership(&mut self) -> Result<bool, NftError>;
 }
 
 /// A borrowed dataplane is one too (tests keep the fake and look into it).
 impl<D: Dataplane + ?Sized> Dataplane for &mut D {
-    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
-        (**self).read(family, table)
+    fn read_scoped(
+        &mut self,
+        family: Family,
+        table: &str,
+        elements_of: Option<&BTreeSet<String>>,
+    ) -> Result<KernelTable, NftError> {
+        (**self).read_scoped(family, table, elements_of)
     }
 
-    fn exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        (**self).exists(family, table)
+    fn head(&mut self, family: Family, table: &str) -> Result<Option<TableHead>, NftError> {
+        (**self).head(family, table)
     }
 
     fn read_chains(
@@ -154,6 +197,14 @@ impl<D: Dataplane + ?Sized> Dataplane for &mut D {
 
     fn commit(&mut self, ops: Vec<Op<'_>>) -> Result<(), NftError> {
         (**self).commit(ops)
+    }
+
+    fn port_id(&self) -> Result<u32, NftError> {
+        (**self).port_id()
+    }
+
+    fn supports_ownership(&mut self) -> Result<bool, NftError> {
+        (**self).supports_ownership()
     }
 }
 
@@ -171,12 +222,17 @@ impl Netlink {
 }
 
 impl Dataplane for Netlink {
-    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
-        readback::read_table(&mut self.sock, family, table)
+    fn read_scoped(
+        &mut self,
+        family: Family,
+        table: &str,
+        elements_of: Option<&BTreeSet<String>>,
+    ) -> Result<KernelTable, NftError> {
+        readback::read_table(&mut self.sock, family, table, elements_of)
     }
 
-    fn exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        readback::table_exists(&mut self.sock, family, table)
+    fn head(&mut self, family: Family, table: &str) -> Result<Option<TableHead>, NftError> {
+        readback::read_table_head(&mut self.sock, family, table)
     }
 
     fn read_chains(
@@ -194,5 +250,13 @@ impl Dataplane for Netlink {
             requests.extend(op.encode());
         }
         self.sock.transact(requests)
+    }
+
+    fn port_id(&self) -> Result<u32, NftError> {
+        self.sock.port_id()
+    }
+
+    fn supports_ownership(&mut self) -> Result<bool, NftError> {
+        ownership::supported(&mut self.sock)
     }
 }

@@ -63,6 +63,22 @@ pub fn new_table(family: Family, table: &str) -> Request {
     )
 }
 
+/// NEWTABLE with NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST: creates the table
+/// owned by the sending socket, or claims an orphaned persistent one.
+pub fn new_owned_table(family: Family, table: &str) -> Request {
+    use netlink_packet_netfilter::nftables::TableFlags;
+    req(
+        family,
+        NfTablesMessage::NewTable(TableMessage {
+            attributes: vec![
+                TableAttribute::Name(table.to_string()),
+                TableAttribute::Flags(TableFlags::Owner | TableFlags::Persisent),
+            ],
+        }),
+        NLM_F_CREATE,
+    )
+}
+
 pub fn delete_table(family: Family, table: &str) -> Request {
     req(
         family,

@@ -3,10 +3,11 @@
 //! rules (all or nothing; deleting what does not exist fails the batch).
 //! Lets the daemon's start-up and repair rules be tested without root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use super::dataplane::{Dataplane, Op};
+use super::ownership::{self, TableHead};
 use super::readback::{KernelChain, KernelSet, KernelTable};
 use super::socket::NftError;
 use super::{encode, udata};
@@ -23,6 +24,8 @@ pub struct FakeKernel {
     pub fail_commits: usize,
     /// Fail reads (a netlink socket that errors).
     pub fail_reads: bool,
+    /// Whether tables can be owned (a kernel of Linux 6.9 or later).
+    pub ownership: bool,
     next_handle: u64,
 }
 
@@ -48,13 +51,24 @@ impl FakeKernel {
         let key = |family: Family, table: &str| (family, table.to_string());
         let missing = |what: &str| rejected(index, what, libc::ENOENT);
         match op {
-            Op::NewTable { family, table } => {
-                self.tables
+            Op::NewTable {
+                family,
+                table,
+                owned,
+            } => {
+                if *owned && !self.ownership {
+                    return Err(rejected(index, "new owned table", libc::EOPNOTSUPP));
+                }
+                let t = self
+                    .tables
                     .entry(key(*family, table))
                     .or_insert_with(|| KernelTable {
                         exists: true,
                         ..Default::default()
                     });
+                if *owned {
+                    t.flags |= ownership::OWNED;
+                }
             }
             Op::DeleteTable { family, table } => {
                 self.tables
@@ -165,11 +179,43 @@ impl FakeKernel {
 }
 
 impl Dataplane for FakeKernel {
-    fn read(&mut self, family: Family, table: &str) -> Result<KernelTable, NftError> {
+    fn read_scoped(
+        &mut self,
+        family: Family,
+        table: &str,
+        elements_of: Option<&BTreeSet<String>>,
+    ) -> Result<KernelTable, NftError> {
         if self.fail_reads {
             return Err(NftError::Io(io::Error::other("fake kernel: reads fail")));
         }
-        Ok(self.table(family, table).cloned().unwrap_or_default())
+        let mut t = self.table(family, table).cloned().unwrap_or_default();
+        if let Some(only) = elements_of {
+            for (name, set) in t.sets.iter_mut() {
+                if !only.contains(name) {
+                    set.elements.clear();
+                    t.unread_sets.insert(name.clone());
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    fn head(&mut self, family: Family, table: &str) -> Result<Option<TableHead>, NftError> {
+        if self.fail_reads {
+            return Err(NftError::Io(io::Error::other("fake kernel: reads fail")));
+        }
+        Ok(self.table(family, table).map(|t| TableHead {
+            flags: t.flags,
+            owner: (t.flags & ownership::OWNER != 0).then_some(1),
+        }))
+    }
+
+    fn port_id(&self) -> Result<u32, NftError> {
+        Ok(1)
+    }
+
+    fn supports_ownership(&mut self) -> Result<bool, NftError> {
+        Ok(self.ownership)
     }
 
     fn commit(&mut self, ops: Vec<Op<'_>>) -> Result<(), NftError> {

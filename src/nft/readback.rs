@@ -10,6 +10,7 @@ use netlink_packet_netfilter::nftables::{
 };
 
 use super::nla;
+use super::ownership::TableHead;
 use super::socket::{NfSocket, NftError};
 use super::udata;
 use crate::ruleset::{Element, Family, Hook as RHook};
@@ -46,6 +47,11 @@ impl KernelChain {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelTable {
     pub exists: bool,
+    /// NFT_TABLE_F_* (owner, persist) as the kernel reports them.
+    pub flags: u32,
+    /// Sets whose elements were not read (a scoped read): they are taken
+    /// to hold what they should.
+    pub unread_sets: BTreeSet<String>,
     pub sets: BTreeMap<String, KernelSet>,
     pub chains: BTreeMap<String, KernelChain>,
 }
@@ -56,34 +62,57 @@ impl KernelTable {
     }
 }
 
-/// Whether table `name` of `family` exists (a dump of the table list only).
-pub fn table_exists(sock: &mut NfSocket, family: Family, name: &str) -> Result<bool, NftError> {
+/// Table `name`'s flags and owner, `None` when it does not exist (a dump of
+/// the table list only).
+pub fn read_table_head(
+    sock: &mut NfSocket,
+    family: Family,
+    name: &str,
+) -> Result<Option<TableHead>, NftError> {
     let tables = sock.dump(
         super::encode::nl_family(family),
         NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
     )?;
-    Ok(tables.iter().any(|m| match m {
-        NfTablesMessage::NewTable(t) => t
-            .attributes
-            .iter()
-            .any(|a| matches!(a, TableAttribute::Name(n) if n == name)),
-        _ => false,
+    Ok(tables.iter().find_map(|m| match m {
+        NfTablesMessage::NewTable(t)
+            if t.attributes
+                .iter()
+                .any(|a| matches!(a, TableAttribute::Name(n) if n == name)) =>
+        {
+            let mut head = TableHead {
+                flags: 0,
+                owner: None,
+            };
+            for a in &t.attributes {
+                match a {
+                    TableAttribute::Flags(f) => head.flags = f.bits(),
+                    TableAttribute::Owner(port) => head.owner = Some(*port),
+                    _ => {}
+                }
+            }
+            Some(head)
+        }
+        _ => None,
     }))
 }
 
-/// Dump table `name` of `family`. A missing table reads as `exists: false`.
+/// Dump table `name` of `family`, the elements only of the sets in
+/// `elements_of` (all when `None`; the others are listed in `unread_sets`).
+/// A missing table reads as `exists: false`.
 pub fn read_table(
     sock: &mut NfSocket,
     family: Family,
     name: &str,
+    elements_of: Option<&BTreeSet<String>>,
 ) -> Result<KernelTable, NftError> {
     let fam = super::encode::nl_family(family);
-    let exists = table_exists(sock, family, name)?;
+    let head = read_table_head(sock, family, name)?;
     let mut out = KernelTable {
-        exists,
+        exists: head.is_some(),
+        flags: head.map(|h| h.flags).unwrap_or(0),
         ..Default::default()
     };
-    if !exists {
+    if !out.exists {
         return Ok(out);
     }
     let table_attr = || SetAttribute::Table(name.to_string());
@@ -99,7 +128,12 @@ pub fn read_table(
             }
         }
     }
-    let set_names: Vec<String> = out.sets.keys().cloned().collect();
+    let (set_names, unread): (Vec<String>, Vec<String>) = out
+        .sets
+        .keys()
+        .cloned()
+        .partition(|n| elements_of.map_or(true, |only| only.contains(n)));
+    out.unread_sets = unread.into_iter().collect();
     for set_name in set_names {
         let req = NfTablesMessage::GetSetElement(SetElementMessage {
             attributes: vec![

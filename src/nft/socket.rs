@@ -36,6 +36,8 @@ pub enum NftError {
     Timeout(Duration),
     #[error("cannot decode a netlink answer: {0}")]
     Decode(String),
+    #[error("table {table} is owned by another process (netlink port {port}): is another groupd running in this network namespace? Stop it first")]
+    OwnedByOther { table: String, port: u32 },
 }
 
 /// One message of a transaction, with the protocol family it addresses.
@@ -84,6 +86,15 @@ impl NfSocket {
             recv_buf: vec![0; 1 << 20],
             timeout,
         })
+    }
+
+    /// The netlink port id the kernel gave this socket: the owner of the
+    /// tables in owner mode, and the sender named in the notifications of
+    /// our own transactions.
+    pub fn port_id(&self) -> Result<u32, NftError> {
+        let mut addr = SocketAddr::new(0, 0);
+        self.socket.get_address(&mut addr)?;
+        Ok(addr.port_number())
     }
 
     fn seq(&mut self) -> u32 {
@@ -260,7 +271,7 @@ impl NfSocket {
 }
 
 /// The netlink messages in one datagram (each 4-byte aligned).
-fn split_messages(buf: &[u8]) -> Result<Vec<&[u8]>, NftError> {
+pub(super) fn split_messages(buf: &[u8]) -> Result<Vec<&[u8]>, NftError> {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset + 16 <= buf.len() {

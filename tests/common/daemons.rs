@@ -27,10 +27,22 @@ pub fn start_groupd(
     agent: usize,
     source: &str,
 ) -> ManagedChild {
+    start_groupd_with(cluster, ns, dir, agent, source, "verify_interval = 1.0")
+}
+
+/// [`start_groupd`] with `daemon` (TOML lines) in `[daemon]`.
+pub fn start_groupd_with(
+    cluster: &Cluster,
+    ns: &str,
+    dir: &Path,
+    agent: usize,
+    source: &str,
+    daemon: &str,
+) -> ManagedChild {
     let config = dir.join(format!("a{agent}.toml"));
     let text = format!(
         "[source]\n{source}\n[interfaces]\nmatch = [\"veth*\"]\n\
-         [daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n\
+         [daemon]\nsocket = {:?}\nstate_dir = {:?}\n{daemon}\n\
          [metrics]\nlisten = \"\"\n",
         socket(dir, agent),
         dir.join(format!("state-a{agent}")),
