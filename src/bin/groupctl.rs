@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, value_parser = ["tcp", "udp", "icmp"], default_value = "tcp")]
         proto: String,
     },
+    /// Recent drops and the rule that dropped each (needs `[drops] log = true`).
+    Drops {
+        /// Keep printing new drops as they come (`--json`: one object a line).
+        #[arg(long)]
+        follow: bool,
+        /// Only drops from or to this task ID.
+        #[arg(long)]
+        task: Option<String>,
+    },
 }
 
 fn ask(socket: &PathBuf, req: &Request) -> Result<serde_json::Value, String> {
@@ -193,13 +202,72 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
     out
 }
 
+/// How often `groupctl drops --follow` asks for new drops.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// `groupctl drops`: what was dropped, by which rule; `--follow` polls.
+fn drops(cli: &Cli, follow: bool, task: Option<String>) -> ExitCode {
+    use groupd::drops::{format_line, DropsAnswer};
+    let mut after = None;
+    loop {
+        let req = Request::Drops {
+            task: task.clone(),
+            after,
+        };
+        let answer = ask(&cli.socket, &req).and_then(|v| {
+            serde_json::from_value::<DropsAnswer>(v).map_err(|e| format!("unexpected answer: {e}"))
+        });
+        let a = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("groupctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if after.is_none() {
+            if !a.enabled {
+                eprintln!("groupctl: drops are not logged; set `[drops] log = true` in groupd's config and restart groupd");
+                return ExitCode::FAILURE;
+            }
+            if let Some(e) = &a.listener_error {
+                eprintln!("groupctl: groupd cannot receive its drops: {e}");
+            }
+        }
+        if cli.json && !follow {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.drops).unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        for r in &a.drops {
+            if cli.json {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            } else {
+                println!("{}", format_line(r));
+            }
+        }
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        let _ = std::io::stdout().flush();
+        after = Some(a.last_seq);
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Drops { follow, task } = &cli.command {
+        return drops(&cli, *follow, task.clone());
+    }
     let req = match &cli.command {
         Command::Show { what: Some(_), .. } => Request::Groups,
         Command::Show { what: None, all } => Request::Show { all: *all },
         Command::Status => Request::Status,
         Command::Ruleset => Request::Ruleset,
+        // Answered above (it may poll).
+        Command::Drops { .. } => return ExitCode::SUCCESS,
         Command::Explain {
             src,
             dst,
@@ -304,6 +372,7 @@ fn main() -> ExitCode {
             }
         }
         Request::Ruleset => groupd::status::ruleset_text(&v),
+        Request::Drops { .. } => String::new(),
     };
     println!("{text}");
     ExitCode::SUCCESS
