@@ -32,10 +32,10 @@ pub enum Event {
 pub fn spawn(group: u16) -> Result<mpsc::Receiver<Event>, String> {
     let socket = bind(group).map_err(|e| {
         let hint = match e.raw_os_error() {
-            Some(libc::EBUSY) => format!(
-                "another program (ulogd?) has bound nflog group {group}: set [drops] group to a free one"
+            // The kernel answers EPERM when another socket owns the group.
+            Some(libc::EPERM | libc::EBUSY) => format!(
+                "another program (ulogd?) has bound nflog group {group}: set [drops] group to a free one (or groupd lacks CAP_NET_ADMIN)"
             ),
-            Some(libc::EPERM) => "groupd needs CAP_NET_ADMIN".to_string(),
             _ => "is nfnetlink_log available (modprobe nfnetlink_log)?".to_string(),
         };
         format!("cannot listen on nflog group {group} ({e}); {hint}")
