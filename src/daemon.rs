@@ -478,7 +478,7 @@ impl<D: Dataplane> Daemon<D> {
             crate::drops::listener::Event::Packet(p) => {
                 self.drops.record(&self.state, p, now_unix())
             }
-            crate::drops::listener::Event::Overrun => self.drops.add_lost(1),
+            crate::drops::listener::Event::Lost(n) => self.drops.add_lost(n),
         }
     }
 

@@ -21,12 +21,16 @@ const GROUPCTL: &str = env!("CARGO_BIN_EXE_groupctl");
 const GROUP: u16 = 4391;
 
 /// (task name, groups): `front` and `vault` share no group; `peer` shares
-/// `web` with `front`, so its flows are allowed and never logged.
-const TASKS: [(&str, &[&str]); 3] = [
+/// `web` with `front`, so its flows are allowed and never logged; `bridged`
+/// sits on a bridge port (its spoofing is dropped in the bridge table).
+const TASKS: [(&str, &[&str]); 4] = [
     ("front", &["web"]),
     ("vault", &["secret"]),
     ("peer", &["web"]),
+    ("bridged", &["web"]),
 ];
+/// A source address no task has (for the spoofing probes).
+const FAKE_SRC: &str = "10.233.99.99";
 
 struct World {
     cluster: Cluster,
@@ -42,7 +46,13 @@ impl World {
         let agent = cluster.add_agent("a1");
         let tasks = TASKS
             .iter()
-            .map(|(n, _)| cluster.add_routed_task(agent, n))
+            .map(|(n, _)| {
+                if *n == "bridged" {
+                    cluster.add_bridged_task(agent, n)
+                } else {
+                    cluster.add_routed_task(agent, n)
+                }
+            })
             .collect();
         cluster.wait_ready();
         let dir = std::env::temp_dir().join(format!("{}-files", cluster.prefix()));
@@ -288,6 +298,30 @@ fn denied_probes_show_in_groupctl_drops_with_tasks_and_rule() {
             .expect("explain");
         assert_eq!(e["reason"], r["reason"]);
     }
+    // R7: a spoofed source, at a routed task's interface (inet table) and
+    // at a bridge port (bridge table); the source is an address, no task.
+    let fake: std::net::IpAddr = FAKE_SRC.parse().expect("ip");
+    for (from, rule) in [(front, "gd-r7-source-check"), (w.tasks[3], "gd-r7-port-in")] {
+        assert!(
+            !w.cluster.spoofed_udp(from, fake, vault_ip),
+            "spoofing is dropped"
+        );
+        let r = w.wait_drop(rule, |r| r["rule"] == rule && r["src"] == FAKE_SRC);
+        assert_eq!(r["src_task"], serde_json::Value::Null, "{r:#}");
+        assert_eq!(r["dst_task"], World::task_id(1).as_str(), "{r:#}");
+        assert_eq!(
+            (r["proto"].as_str(), r["dport"].as_u64()),
+            (Some("udp"), Some(u64::from(UDP_PORT)))
+        );
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("R7/R8: "),
+            "{r:#}"
+        );
+    }
+
     // Allowed flows are never logged.
     let all = w.groupctl_json(&["drops"]).expect("drops");
     assert!(

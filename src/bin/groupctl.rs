@@ -251,7 +251,12 @@ fn drops(cli: &Cli, follow: bool, task: Option<String>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let _ = std::io::stdout().flush();
-        after = Some(a.last_seq);
+        // A restarted groupd counts from 1 again: then everything it has is new.
+        after = Some(if after.is_some_and(|seen| a.last_seq < seen) {
+            0
+        } else {
+            a.last_seq
+        });
         std::thread::sleep(FOLLOW_POLL);
     }
 }

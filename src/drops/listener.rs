@@ -22,8 +22,9 @@ pub const COPY_RANGE: u32 = 128;
 #[derive(Debug)]
 pub enum Event {
     Packet(LoggedPacket),
-    /// The kernel dropped messages for us (socket buffer full).
-    Overrun,
+    /// Drops not shown: packets the daemon loop was too busy to take, or
+    /// (counted as one) a socket overrun, where the kernel cannot say how many.
+    Lost(u64),
 }
 
 /// Bind nflog group `group` in this network namespace and start the thread
@@ -84,13 +85,19 @@ fn ack_error(msg: &[u8]) -> Option<io::Error> {
 
 fn receive(socket: Socket, tx: mpsc::Sender<Event>) {
     let mut buf = vec![0u8; 1 << 16];
+    // Lost drops not reported yet (the channel was full when they happened).
+    let mut lost = 0u64;
     loop {
+        if tx.is_closed() {
+            return;
+        }
+        if lost > 0 && tx.try_send(Event::Lost(lost)).is_ok() {
+            lost = 0;
+        }
         let n = match socket.recv(&mut &mut buf[..], 0) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                if tx.try_send(Event::Overrun).is_err() && tx.is_closed() {
-                    return;
-                }
+                lost += 1;
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -105,9 +112,7 @@ fn receive(socket: Socket, tx: mpsc::Sender<Event>) {
                 Ok(p) => match tx.try_send(Event::Packet(p)) {
                     Ok(()) => {}
                     // The loop is behind: this one is not shown (counted).
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        let _ = tx.try_send(Event::Overrun);
-                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => lost += 1,
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 },
                 Err(DecodeError::NotAPacket) => {}
