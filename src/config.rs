@@ -526,7 +526,7 @@ impl Config {
         }
         self.drops
             .validate()
-            .map_err(|e| format!("{}{e}", at("drops")))?;
+            .map_err(|(key, e)| format!("{}{e}", at(key)))?;
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(format!(
                 "{}metrics.listen = {:?} is not host:port (like \"127.0.0.1:9490\"); use \"\" to disable",

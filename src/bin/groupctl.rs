@@ -232,6 +232,12 @@ fn drops(cli: &Cli, follow: bool, task: Option<String>) -> ExitCode {
             if let Some(e) = &a.listener_error {
                 eprintln!("groupctl: groupd cannot receive its drops: {e}");
             }
+            if a.lost > 0 {
+                eprintln!("groupctl: {} drop(s) were not recorded (groupd was behind); the counters in `groupctl status` have them all", a.lost);
+            }
+            if a.drops.is_empty() && !follow && !cli.json {
+                eprintln!("groupctl: no drops recorded since groupd started");
+            }
         }
         if cli.json && !follow {
             println!(

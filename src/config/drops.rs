@@ -103,24 +103,24 @@ impl Rate {
 }
 
 impl DropsConfig {
-    /// Checked by [`super::Config::parse`]; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        Rate::parse(&self.rate)?;
+    /// Checked by [`super::Config::parse`]: the key at fault (to find its
+    /// line) and the message, which names it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        Rate::parse(&self.rate).map_err(|e| ("rate", e))?;
         if self.burst == 0 {
-            return Err("drops.burst must be at least 1 (packets)".into());
+            let e = "drops.burst must be at least 1 (packets)";
+            return Err(("burst", e.into()));
         }
         if self.group == 0 {
             // Group 0 is where the kernel's own nflog users (and old ulogd
             // setups) listen; sharing it would mix their packets with ours.
-            return Err(
-                "drops.group must be 1-65535 (an nflog group no other program binds; default 4290)"
-                    .into(),
-            );
+            let e =
+                "drops.group must be 1-65535 (an nflog group no other program binds; default 4290)";
+            return Err(("group", e.into()));
         }
         if !(1..=1_000_000).contains(&self.keep) {
-            return Err(
-                "drops.keep must be between 1 and 1000000 (recent drops kept in memory)".into(),
-            );
+            let e = "drops.keep must be between 1 and 1000000 (recent drops kept in memory)";
+            return Err(("keep", e.into()));
         }
         Ok(())
     }
@@ -158,6 +158,11 @@ mod tests {
         let d = DropsConfig::default();
         assert!(!d.log);
         assert_eq!(d.validate(), Ok(()));
+        let bad = DropsConfig {
+            burst: 0,
+            ..DropsConfig::default()
+        };
+        assert_eq!(bad.validate().map_err(|(key, _)| key), Err("burst"));
         assert_eq!(d.rate().rate, 50);
     }
 }
