@@ -109,6 +109,11 @@ impl World {
     }
 
     fn start(&mut self, log: bool) {
+        self.start_with(log, "rate = \"100/second\"\n");
+    }
+
+    /// Start (or restart) groupd; `drops` is extra `[drops]` lines.
+    fn start_with(&mut self, log: bool, drops: &str) {
         if let Some(old) = self.daemon.take() {
             let _ = old.kill9();
         }
@@ -116,7 +121,7 @@ impl World {
         let text = format!(
             "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n\
              [daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 1.0\n\
-             [metrics]\nlisten = \"\"\n[drops]\nlog = {log}\ngroup = {GROUP}\nrate = \"100/second\"\n",
+             [metrics]\nlisten = \"\"\n[drops]\nlog = {log}\ngroup = {GROUP}\n{drops}",
             self.dir.join("apps.json"),
             self.socket(),
             self.dir.join("state"),
@@ -442,4 +447,40 @@ fn a_taken_nflog_group_is_reported_not_fatal() {
     let peer_ip = w.cluster.task(w.tasks[2]).ipv4.into();
     assert!(!w.cluster.probe(w.tasks[0], vault_ip, Proto::Tcp, None));
     assert!(w.cluster.probe(w.tasks[0], peer_ip, Proto::Tcp, None));
+}
+
+/// The log is rate-limited: a flood of denied packets is all dropped, but
+/// only the burst (and what the rate refills meanwhile) is logged.
+#[test]
+#[ignore = "needs root: runs groupd in network namespaces it creates and sends real packets"]
+fn a_flood_of_drops_is_logged_only_up_to_the_rate() {
+    require_tools();
+    let mut w = World::build("drops-rate");
+    w.start_with(true, "rate = \"1/minute\"\nburst = 3\n");
+    let inet = w.nft_inet();
+    assert!(
+        inet.contains("limit rate 1/minute burst 3 packets log prefix \"gd-r1-egress\""),
+        "{inet}"
+    );
+    let vault_ip: std::net::IpAddr = w.cluster.task(w.tasks[1]).ipv4.into();
+    let probes: Vec<netns::Probe> = (0..30)
+        .map(|_| netns::Probe::new(w.tasks[0], vault_ip, Proto::Udp))
+        .collect();
+    let results = w.cluster.probe_many(probes);
+    assert!(results.iter().all(|ok| !ok), "every probe is dropped");
+    // Let the listener catch up, then count.
+    w.wait_drop("the first logged UDP drop", |r| is_drop(r, "udp", UDP_PORT));
+    std::thread::sleep(Duration::from_millis(500));
+    let logged = w
+        .groupctl_json(&["drops"])
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["rule"] == "gd-r1-egress")
+        .count();
+    eprintln!("30 denied probes, {logged} logged (burst 3, 1/minute)");
+    assert!(
+        (1..=4).contains(&logged),
+        "{logged} drops logged for 30 dropped probes with burst 3"
+    );
 }
