@@ -23,12 +23,13 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, EgressNonEndpoint, IfacePattern, Ungrouped};
+use crate::config::{Config, EgressNonEndpoint, IfacePattern, Rate, Ungrouped};
+use crate::drops::DropRule;
 use crate::model::{DiscoveryPort, GroupName, Protocol, Task};
 use crate::net::Cidr;
 use crate::ruleset::{
-    BaseChain, Chain, Dir, Element, Family, Field, GroupId, Hook, KeyPart, KeyValue, Match, Rule,
-    Table, Verdict, L3,
+    Action, BaseChain, Chain, Dir, Element, Family, Field, GroupId, Hook, KeyPart, KeyValue, Match,
+    Rule, Table, Verdict, L3,
 };
 
 // Names of the objects in groupd's tables (generated, never from the master).
@@ -69,6 +70,9 @@ pub const TO_TASK: &str = "to_task";
 pub const TASK_TO_TASK: &str = "task_to_task";
 pub const HOST_FROM_TASK: &str = "host_from_task";
 pub const HOST_TO_TASK: &str = "host_to_task";
+// Chains of the bridge table.
+pub const PORT_IN: &str = "port_in";
+pub const PORT_OUT: &str = "port_out";
 
 /// A set name: always one of the constants above.
 pub type SetName = &'static str;
@@ -87,6 +91,16 @@ pub struct Policy {
     pub allow_from_host: bool,
     pub ingress_allow: Vec<Cidr>,
     pub enforce_discovery_ports: bool,
+    /// `[drops] log`: dropped packets also go to nflog (rate-limited).
+    pub drop_log: Option<DropLog>,
+}
+
+/// Where and how often the dropping rules log (`[drops]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropLog {
+    pub group: u16,
+    pub rate: Rate,
+    pub burst: u32,
 }
 
 impl Policy {
@@ -102,6 +116,11 @@ impl Policy {
             allow_from_host: c.policy.allow_from_host,
             ingress_allow: c.policy.ingress_allow.clone(),
             enforce_discovery_ports: c.policy.enforce_discovery_ports,
+            drop_log: c.drops.log.then(|| DropLog {
+                group: c.drops.group,
+                rate: c.drops.rate(),
+                burst: c.drops.burst,
+            }),
         }
     }
 }
@@ -173,6 +192,31 @@ fn jump(matches: Vec<Match>, target: &str) -> Rule {
 
 fn counted_drop(matches: Vec<Match>) -> Rule {
     Rule::verdict(matches, Verdict::Drop).counted()
+}
+
+/// The dropping rule `rule`: a counted drop, preceded with `[drops] log` by
+/// a rate-limited copy of its matches that sends the packet to nflog tagged
+/// with the rule's id. Two rules rather than one because the limit must
+/// only gate the logging, never the drop. Config only: chains stay static.
+fn dropping(policy: &Policy, rule: DropRule, matches: Vec<Match>) -> Vec<Rule> {
+    let mut rules = Vec::with_capacity(2);
+    if let Some(log) = &policy.drop_log {
+        let mut m = matches.clone();
+        m.push(Match::Limit {
+            rate: log.rate.rate,
+            unit_secs: log.rate.unit_secs,
+            burst: log.burst,
+        });
+        rules.push(Rule::new(
+            m,
+            Action::Log {
+                prefix: rule.id().to_string(),
+                group: log.group,
+            },
+        ));
+    }
+    rules.push(counted_drop(matches));
+    rules
 }
 
 fn prefix(dir: Dir, p: &str) -> Match {
@@ -355,18 +399,18 @@ fn inet_skeleton(policy: &Policy) -> Table {
         ret(vec![bridge_if(In)]),
     ];
     source_check.extend(neighbour_discovery_sources());
-    source_check.push(counted_drop(vec![]));
+    source_check.extend(dropping(policy, DropRule::SourceCheck, vec![]));
     t.chains.push(chain(SOURCE_CHECK, None, source_check));
 
     // R8 for a packet to a task interface: returns if its destination is bound there.
-    let dest_check = vec![
+    let mut dest_check = vec![
         ret(vec![if_addr(Out, Ip, BOUND4)]),
         ret(vec![if_addr(Out, Ip6, BOUND6)]),
         ret(vec![bridge_if(Out)]),
         ret(vec![prefix(Out, "fe80::/10")]),
         ret(vec![prefix(Out, "ff02::/16")]),
-        counted_drop(vec![]),
     ];
+    dest_check.extend(dropping(policy, DropRule::DestCheck, vec![]));
     t.chains.push(chain(DEST_CHECK, None, dest_check));
     t.chains.push(neighbour_discovery_chain());
 
@@ -380,8 +424,10 @@ fn inet_skeleton(policy: &Policy) -> Table {
             egress.push(ret(vec![addr_in(Out, l3, set)]));
         }
     }
-    egress.push(counted_drop(vec![addr_in(Out, Ip, ENDPOINTS4)]));
-    egress.push(counted_drop(vec![addr_in(Out, Ip6, ENDPOINTS6)]));
+    for (l3, set) in [(Ip, ENDPOINTS4), (Ip6, ENDPOINTS6)] {
+        let to_endpoint = vec![addr_in(Out, l3, set)];
+        egress.extend(dropping(policy, DropRule::EgressNoSharedGroup, to_endpoint));
+    }
     match policy.egress {
         EgressNonEndpoint::Allow => {}
         EgressNonEndpoint::Deny => {
@@ -391,7 +437,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
                     prefix: *cidr,
                 }]));
             }
-            egress.push(counted_drop(vec![]));
+            egress.extend(dropping(policy, DropRule::EgressNonEndpoint, vec![]));
         }
     }
     t.chains.push(chain(EGRESS, None, egress));
@@ -408,7 +454,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
     ] {
         gated.push(accept(vec![addr_in(Out, l3, open), addr_in(In, l3, all)]));
     }
-    gated.push(counted_drop(vec![]));
+    gated.extend(dropping(policy, DropRule::Gated, vec![]));
     t.chains.push(chain(GATED, None, gated));
 
     // R1, R2, R5, R9 for a packet to a (verified) local endpoint: accepts or drops.
@@ -431,7 +477,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
     }
     ingress.push(goto(vec![Match::L4Proto(1)], GATED));
     ingress.push(goto(vec![Match::L4Proto(58)], GATED));
-    ingress.push(counted_drop(vec![]));
+    ingress.extend(dropping(policy, DropRule::Ingress, vec![]));
     t.chains.push(chain(INGRESS, None, ingress));
 
     // Between two task interfaces of this agent (the pairs that may pass
@@ -541,19 +587,19 @@ fn bridge_skeleton(policy: &Policy) -> Table {
         ret(vec![if_addr(In, Ip6, BOUND6)]),
     ];
     port_in.extend(neighbour_discovery_sources());
-    port_in.push(counted_drop(vec![]));
-    t.chains.push(chain("port_in", None, port_in));
+    port_in.extend(dropping(policy, DropRule::PortIn, vec![]));
+    t.chains.push(chain(PORT_IN, None, port_in));
 
     let known_port = || Match::lookup(&[Field::Ifname(Out)], PORTS);
-    let port_out = vec![
+    let mut port_out = vec![
         ret(vec![if_addr(Out, L3::Arp, BOUND4)]),
         ret(vec![if_addr(Out, Ip, BOUND4)]),
         ret(vec![if_addr(Out, Ip6, BOUND6)]),
         ret(vec![known_port(), prefix(Out, "fe80::/10")]),
         ret(vec![known_port(), prefix(Out, "ff02::/16")]),
-        counted_drop(vec![]),
     ];
-    t.chains.push(chain("port_out", None, port_out));
+    port_out.extend(dropping(policy, DropRule::PortOut, vec![]));
+    t.chains.push(chain(PORT_OUT, None, port_out));
 
     let ignored = |dir| accept(vec![Match::lookup(&[Field::Ifname(dir)], IGNORED_PORTS)]);
     let per_pattern = |dir, target: &str| {
@@ -562,11 +608,11 @@ fn bridge_skeleton(policy: &Policy) -> Table {
         rules
     };
     let mut pre = vec![ignored(In)];
-    pre.extend(per_pattern(In, "port_in"));
+    pre.extend(per_pattern(In, PORT_IN));
     t.chains
         .push(chain("prerouting", base(Hook::Prerouting, -200), pre));
     let mut post = vec![ignored(Out)];
-    post.extend(per_pattern(Out, "port_out"));
+    post.extend(per_pattern(Out, PORT_OUT));
     t.chains
         .push(chain("postrouting", base(Hook::Postrouting, -200), post));
     t

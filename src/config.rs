@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::net::Cidr;
 
 mod check;
+mod drops;
 pub use check::Findings;
+pub use drops::{DropsConfig, Rate, DEFAULT_BURST as DROPS_DEFAULT_BURST};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub drops: DropsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,6 +581,9 @@ impl Config {
                 at("table")
             ));
         }
+        self.drops
+            .validate()
+            .map_err(|(key, e)| format!("{}{e}", at(key)))?;
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return Err(format!(
                 "{}metrics.listen = {:?} is not host:port (like \"127.0.0.1:9490\"); use \"\" to disable",

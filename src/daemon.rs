@@ -121,6 +121,8 @@ pub struct Daemon<D: Dataplane = Netlink> {
     metrics: crate::metrics::Shared,
     /// One log line per change of a local task's enforcement.
     task_log: crate::task_log::TaskLog,
+    /// Recent drops seen over nflog (`[drops] log`).
+    drops: crate::drops::Recent,
 }
 
 impl Daemon<Netlink> {
@@ -144,6 +146,7 @@ impl<D: Dataplane> Daemon<D> {
         let mut state = DesiredState::new(policy);
         state.track_changes(false);
         let store = ViewStore::new(&config.daemon.state_dir);
+        let drops = crate::drops::Recent::new(state.policy(), config.drops.keep);
         Daemon {
             config,
             state,
@@ -158,6 +161,7 @@ impl<D: Dataplane> Daemon<D> {
             store,
             metrics: Default::default(),
             task_log: Default::default(),
+            drops,
         }
     }
 
@@ -529,7 +533,23 @@ impl<D: Dataplane> Daemon<D> {
         }
     }
 
+    /// A packet the nflog listener saw dropped: named with the view as it
+    /// is now, and kept for `groupctl drops`.
+    pub fn on_drop(&mut self, event: crate::drops::listener::Event) {
+        match event {
+            crate::drops::listener::Event::Packet(p) => {
+                self.drops.record(&self.state, p, now_unix())
+            }
+            crate::drops::listener::Event::Lost(n) => self.drops.add_lost(n),
+        }
+    }
+
     fn answer(&mut self, req: Request) -> serde_json::Value {
+        if let Request::Drops { task, after } = &req {
+            let answer = self.drops.answer(task.as_deref(), *after);
+            return serde_json::to_value(answer)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+        }
         // Counters live in the kernel: read them only when someone asks.
         let counters = match req {
             Request::Status => {
@@ -628,6 +648,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let (qtx, mut qrx) = mpsc::channel::<(Request, oneshot::Sender<serde_json::Value>)>(16);
     status::serve(&config.daemon.socket, qtx).await?;
+    let mut drops = start_drop_listener(&config, &mut d);
     notify_ready();
     d.publish();
 
@@ -684,6 +705,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     d.publish();
                 }
             }
+            Some(event) = next_drop(&mut drops) => d.on_drop(event),
             Some((req, reply)) = qrx.recv() => {
                 let answer = tokio::task::block_in_place(|| d.answer(req));
                 let _ = reply.send(answer);
@@ -694,6 +716,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&config.daemon.socket);
     Ok(())
+}
+
+/// With `[drops] log`, the nflog listener; a failure to bind is reported
+/// (log and `groupctl drops`) but does not stop enforcement.
+fn start_drop_listener<D: Dataplane>(
+    config: &Config,
+    d: &mut Daemon<D>,
+) -> Option<mpsc::Receiver<crate::drops::listener::Event>> {
+    if !config.drops.log {
+        return None;
+    }
+    match crate::drops::listener::spawn(config.drops.group) {
+        Ok(rx) => {
+            info!(
+                group = config.drops.group,
+                "dropped packets are logged to nflog: see groupctl drops"
+            );
+            Some(rx)
+        }
+        Err(e) => {
+            error!("{e}");
+            d.drops.set_listener_error(e);
+            None
+        }
+    }
+}
+
+async fn next_drop(
+    rx: &mut Option<mpsc::Receiver<crate::drops::listener::Event>>,
+) -> Option<crate::drops::listener::Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Half of the watchdog timeout systemd set for this process, if any.

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::compile::{
-    effective_groups, DEST_CHECK, EGRESS, GATED, HOST_TO_TASK, INGRESS, SOURCE_CHECK,
+    effective_groups, DEST_CHECK, EGRESS, GATED, HOST_TO_TASK, INGRESS, PORT_IN, PORT_OUT,
+    SOURCE_CHECK,
 };
 use crate::model::GroupName;
 use crate::ruleset::{Action, Dir, Element, Field, Hook, KeyValue, Match, Table, Verdict, L3};
@@ -155,6 +156,8 @@ impl Tracer<'_> {
                 Proto::Tcp => *p == 6,
                 Proto::Udp => *p == 17,
             },
+            // A rate limit never changes what the packet's fate is.
+            Match::Limit { .. } => true,
             Match::Dport { udp, port } => {
                 let proto_ok = matches!(
                     (self.pkt.proto, udp),
@@ -175,7 +178,8 @@ impl Tracer<'_> {
                 continue;
             }
             let verdict = match &rule.action {
-                Action::None => None,
+                // A log rule only reports what the next rule decides.
+                Action::None | Action::Log { .. } => None,
                 Action::Verdict(v) => Some(v.clone()),
             };
             let Some(v) = verdict else { continue };
@@ -285,6 +289,30 @@ pub fn explain(
     }
 }
 
+/// Why the rule `rule_text` of `chain` dropped a packet from `src` to `dst`,
+/// in the words [`explain`] uses (`groupctl drops` shows it per drop).
+pub fn drop_reason(
+    state: &DesiredState,
+    src: IpAddr,
+    dst: IpAddr,
+    chain: &str,
+    rule_text: &str,
+) -> String {
+    let pkt = Packet {
+        src,
+        dst,
+        proto: Proto::Tcp,
+        port: None,
+        iif: None,
+        oif: None,
+    };
+    let step = Step {
+        chain: chain.to_string(),
+        rule: rule_text.to_string(),
+    };
+    describe(state, &pkt, "drop", Some(&step))
+}
+
 /// A rule that decides by policy (R1, R2, R4, R5, R9), not by interface.
 fn is_policy_step(s: &Step) -> bool {
     [EGRESS, INGRESS, GATED].contains(&s.chain.as_str())
@@ -360,7 +388,7 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
         return format!("{src} -> {dst}: accepted by {chain} `{text}`");
     }
     match chain {
-        SOURCE_CHECK | DEST_CHECK => format!(
+        SOURCE_CHECK | DEST_CHECK | PORT_IN | PORT_OUT => format!(
             "R7/R8: the interface/address pair is not bound to a known task; dropped by {chain} `{text}`"
         ),
         EGRESS if uses("endpoints4") || uses("endpoints6") => format!(

@@ -12,6 +12,7 @@ pub mod binding;
 pub mod compile;
 pub mod config;
 pub mod daemon;
+pub mod drops;
 pub mod explain;
 pub mod logging;
 pub mod metrics;

@@ -269,6 +269,13 @@ pub enum Match {
     L4Proto(u8),
     /// `tcp dport 80` / `udp dport 53`.
     Dport { udp: bool, port: u16 },
+    /// `limit rate 50/second burst 5 packets`: true while the rule's own
+    /// token bucket has a packet left (each rule has its own bucket).
+    Limit {
+        rate: u64,
+        unit_secs: u64,
+        burst: u32,
+    },
 }
 
 impl Match {
@@ -300,6 +307,12 @@ impl Match {
 pub enum Action {
     None,
     Verdict(Verdict),
+    /// `log prefix "gd-r1-egress" group 4290`: send the packet to nflog
+    /// group `group`, tagged with `prefix`; evaluation goes on.
+    Log {
+        prefix: String,
+        group: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -334,6 +347,9 @@ impl Rule {
         match &self.action {
             Action::None => {}
             Action::Verdict(v) => parts.push(v.text()),
+            Action::Log { prefix, group } => {
+                parts.push(format!("log prefix \"{prefix}\" group {group}"))
+            }
         }
         parts.join(" ")
     }
@@ -385,6 +401,23 @@ fn match_text(m: &Match) -> String {
         Match::Icmpv6Type(t) => format!("icmpv6 type {}", icmpv6_name(*t)),
         Match::L4Proto(p) => format!("meta l4proto {}", l4proto_name(*p)),
         Match::Dport { udp, port } => format!("{} dport {port}", if *udp { "udp" } else { "tcp" }),
+        Match::Limit {
+            rate,
+            unit_secs,
+            burst,
+        } => {
+            let unit = crate::config::Rate {
+                rate: *rate,
+                unit_secs: *unit_secs,
+            }
+            .unit_name();
+            // `nft list` leaves out nft's default burst.
+            if *burst == crate::config::DROPS_DEFAULT_BURST {
+                format!("limit rate {rate}/{unit}")
+            } else {
+                format!("limit rate {rate}/{unit} burst {burst} packets")
+            }
+        }
         Match::CtState(bits) => {
             let names: Vec<&str> = [
                 (1, "invalid"),
@@ -544,4 +577,50 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
         });
     }
     parts.join(" . ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text `nft list` prints for the same rules (checked against nft
+    /// 1.0.6; `tests/nft_oracle.rs` compares with the kernel's read-back).
+    #[test]
+    fn limit_and_log_print_as_nft_lists_them() {
+        let log = |burst| {
+            Rule::new(
+                vec![
+                    Match::lookup(&[Field::Addr(Dir::Out, L3::Ip)], "endpoints4"),
+                    Match::Limit {
+                        rate: 50,
+                        unit_secs: 1,
+                        burst,
+                    },
+                ],
+                Action::Log {
+                    prefix: "gd-r1-egress".into(),
+                    group: 4290,
+                },
+            )
+        };
+        assert_eq!(
+            log(5).text(),
+            "ip daddr @endpoints4 limit rate 50/second log prefix \"gd-r1-egress\" group 4290"
+        );
+        assert_eq!(
+            log(20).text(),
+            "ip daddr @endpoints4 limit rate 50/second burst 20 packets log prefix \"gd-r1-egress\" group 4290"
+        );
+        let per_minute = Match::Limit {
+            rate: 3,
+            unit_secs: 60,
+            burst: 5,
+        };
+        assert_eq!(
+            Rule::new(vec![per_minute], Action::None).text(),
+            "limit rate 3/minute"
+        );
+        // Different logging is a different rule (read-back tells them apart).
+        assert_ne!(log(5).tag(), log(20).tag());
+    }
 }

@@ -38,6 +38,14 @@ pub enum Request {
         proto: crate::explain::Proto,
         port: Option<u16>,
     },
+    /// Recent drops (`[drops] log`): those after seq `after`, involving
+    /// task `task` if given. Answered by the daemon loop, which keeps them.
+    Drops {
+        #[serde(default)]
+        task: Option<String>,
+        #[serde(default)]
+        after: Option<u64>,
+    },
 }
 
 /// One row of `groupctl show`.
@@ -285,6 +293,9 @@ pub fn answer(
                 serde_json::json!({ "inet": inet.to_nft_text(), "bridge": bridge.to_nft_text() }),
             )
         }
+        Request::Drops { .. } => Ok(serde_json::json!({
+            "error": "drops are kept by the daemon loop, not in the desired state"
+        })),
         Request::Status => serde_json::to_value(serde_json::json!({
             "health": health,
             "tasks": state.view().tasks.len(),

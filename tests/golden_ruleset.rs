@@ -6,7 +6,8 @@
 //! allow-list), `policy.enforce_discovery_ports` on / off,
 //! `groups.ungrouped` `"isolated"` / `"group:default"`, and bridged task
 //! ports on this agent or none (all interfaces routed). 16 cases, one file
-//! each, named after its knobs (`tests/golden/<case>.nft`).
+//! each, named after its knobs (`tests/golden/<case>.nft`), and one more
+//! with `[drops] log` on (every knob on too: every dropping rule exists).
 //!
 //! The cluster: local endpoints on a routed veth (IPv4 + IPv6), on a bridge
 //! port (or on a routed veth in the no-bridge cases), and one with no groups;
@@ -51,6 +52,8 @@ struct Case {
     discovery_ports: bool,
     ungrouped_default: bool,
     bridged: bool,
+    /// `[drops] log = true`: a rate-limited nflog rule before each drop.
+    drop_log: bool,
 }
 
 impl Case {
@@ -65,11 +68,19 @@ impl Case {
                             discovery_ports,
                             ungrouped_default,
                             bridged,
+                            drop_log: false,
                         });
                     }
                 }
             }
         }
+        out.push(Case {
+            egress_deny: true,
+            discovery_ports: true,
+            ungrouped_default: true,
+            bridged: true,
+            drop_log: true,
+        });
         out
     }
 
@@ -84,7 +95,7 @@ impl Case {
                 "isolated"
             },
             if self.bridged { "bridged" } else { "routed" },
-        )
+        ) + if self.drop_log { "_drops-log" } else { "" }
     }
 
     fn config(&self) -> String {
@@ -99,6 +110,9 @@ impl Case {
         }
         if self.discovery_ports {
             toml.push_str("enforce_discovery_ports = true\n");
+        }
+        if self.drop_log {
+            toml.push_str("[drops]\nlog = true\n");
         }
         toml
     }
@@ -356,6 +370,7 @@ fn the_knobs_change_the_ruleset_where_they_should() {
         discovery_ports: false,
         ungrouped_default: false,
         bridged: false,
+        drop_log: false,
     };
     let text = |c: Case| render(&desired(c, false));
     let plain = text(base);
@@ -383,4 +398,9 @@ fn the_knobs_change_the_ruleset_where_they_should() {
         ..base
     });
     assert!(!plain.contains(pair) && default.contains(pair));
+    let logged = text(Case {
+        drop_log: true,
+        ..base
+    });
+    assert!(!plain.contains(" log ") && logged.contains("log prefix \"gd-r1-egress\" group 4290"));
 }

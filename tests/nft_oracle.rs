@@ -13,9 +13,16 @@ use groupd::model::{ClusterView, Task};
 use groupd::nft::Nft;
 use groupd::state::DesiredState;
 
+const CONFIG: &str = "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\nenforce_discovery_ports = true\n";
+
 fn policy() -> Policy {
-    let c = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\nenforce_discovery_ports = true\n").expect("config");
-    Policy::from_config(&c)
+    Policy::from_config(&Config::parse(CONFIG).expect("config"))
+}
+
+/// The same policy with `[drops] log`: every drop has a log rule in front.
+fn policy_with_drop_log(drops: &str) -> Policy {
+    let text = format!("{CONFIG}[drops]\nlog = true\n{drops}");
+    Policy::from_config(&Config::parse(&text).expect("config"))
 }
 
 fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
@@ -30,10 +37,30 @@ fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
 #[test]
 #[ignore = "needs root: writes nftables tables in a network namespace it creates"]
 fn kernel_state_read_by_nft_matches_what_groupd_intended() {
+    kernel_state_matches_intent("oracle", policy());
+}
+
+/// The log rules (`limit rate … log prefix … group …`) of `[drops] log`,
+/// with nft's default burst (left out of the text) and another one.
+#[test]
+#[ignore = "needs root: writes nftables tables in a network namespace it creates"]
+fn drop_log_rules_read_by_nft_match_what_groupd_intended() {
+    let inet = kernel_state_matches_intent("oracle-log", policy_with_drop_log(""));
+    assert!(inet.contains("limit rate 50/second log prefix \"gd-r1-egress\" group 4290"));
+    let custom = "group = 77\nrate = \"3/minute\"\nburst = 12\n";
+    let inet = kernel_state_matches_intent("oracle-log2", policy_with_drop_log(custom));
+    assert!(
+        inet.contains("limit rate 3/minute burst 12 packets log prefix \"gd-r4-egress\" group 77")
+    );
+}
+
+/// Apply the test cluster under `policy` in a scratch namespace, check what
+/// `nft list` reads back is the intended text; returns the inet table as nft printed it.
+fn kernel_state_matches_intent(ns_name: &str, policy: Policy) -> String {
     require_nft();
-    let ns = ScratchNs::new("oracle");
-    let (inet_text, bridge_text) = ns.run(|| {
-        let mut st = DesiredState::new(policy());
+    let ns = ScratchNs::new(ns_name);
+    let (inet_text, bridge_text) = ns.run(move || {
+        let mut st = DesiredState::new(policy);
         let mut view = ClusterView::default();
         view.insert(task(
             "web.1",
@@ -105,6 +132,7 @@ fn kernel_state_read_by_nft_matches_what_groupd_intended() {
         blocks(normalise(&bridge_text)),
         "bridge table differs from intent"
     );
+    got_inet
 }
 
 /// Right after a large insert the kernel may still be resizing a hash set,

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long, value_parser = ["tcp", "udp", "icmp"], default_value = "tcp")]
         proto: String,
     },
+    /// Recent drops and the rule that dropped each (needs `[drops] log = true`).
+    Drops {
+        /// Keep printing new drops as they come (`--json`: one object a line).
+        #[arg(long)]
+        follow: bool,
+        /// Only drops from or to this task ID.
+        #[arg(long)]
+        task: Option<String>,
+    },
 }
 
 fn ask(socket: &PathBuf, req: &Request) -> Result<serde_json::Value, String> {
@@ -237,13 +246,83 @@ fn guard_line(h: &serde_json::Value) -> String {
     }
 }
 
+/// How often `groupctl drops --follow` asks for new drops.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// `groupctl drops`: what was dropped, by which rule; `--follow` polls.
+fn drops(cli: &Cli, follow: bool, task: Option<String>) -> ExitCode {
+    use groupd::drops::{format_line, DropsAnswer};
+    let mut after = None;
+    loop {
+        let req = Request::Drops {
+            task: task.clone(),
+            after,
+        };
+        let answer = ask(&cli.socket, &req).and_then(|v| {
+            serde_json::from_value::<DropsAnswer>(v).map_err(|e| format!("unexpected answer: {e}"))
+        });
+        let a = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("groupctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if after.is_none() {
+            if !a.enabled {
+                eprintln!("groupctl: drops are not logged; set `[drops] log = true` in groupd's config and restart groupd");
+                return ExitCode::FAILURE;
+            }
+            if let Some(e) = &a.listener_error {
+                eprintln!("groupctl: groupd cannot receive its drops: {e}");
+            }
+            if a.lost > 0 {
+                eprintln!("groupctl: {} drop(s) were not recorded (groupd was behind); the counters in `groupctl status` have them all", a.lost);
+            }
+            if a.drops.is_empty() && !follow && !cli.json {
+                eprintln!("groupctl: no drops recorded since groupd started");
+            }
+        }
+        if cli.json && !follow {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.drops).unwrap_or_default()
+            );
+            return ExitCode::SUCCESS;
+        }
+        for r in &a.drops {
+            if cli.json {
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+            } else {
+                println!("{}", format_line(r));
+            }
+        }
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        let _ = std::io::stdout().flush();
+        // A restarted groupd counts from 1 again: then everything it has is new.
+        after = Some(if after.is_some_and(|seen| a.last_seq < seen) {
+            0
+        } else {
+            a.last_seq
+        });
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Drops { follow, task } = &cli.command {
+        return drops(&cli, *follow, task.clone());
+    }
     let req = match &cli.command {
         Command::Show { what: Some(_), .. } => Request::Groups,
         Command::Show { what: None, all } => Request::Show { all: *all },
         Command::Status => Request::Status,
         Command::Ruleset => Request::Ruleset,
+        // Answered above (it may poll).
+        Command::Drops { .. } => return ExitCode::SUCCESS,
         Command::Explain {
             src,
             dst,
@@ -357,6 +436,7 @@ fn main() -> ExitCode {
             }
         }
         Request::Ruleset => groupd::status::ruleset_text(&v),
+        Request::Drops { .. } => String::new(),
     };
     println!("{text}");
     exit

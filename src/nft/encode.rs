@@ -527,6 +527,11 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
                 out.push(payload(TRANSPORT_HEADER, 2, 2, Register::Reg1));
                 out.push(cmp(Operator::Equal, port.to_be_bytes().to_vec()));
             }
+            Match::Limit {
+                rate,
+                unit_secs,
+                burst,
+            } => out.push(limit(*rate, *unit_secs, *burst)),
             Match::CtState(bits) => {
                 out.push(ct_state());
                 out.push(bitwise(4, bits.to_ne_bytes().to_vec()));
@@ -540,6 +545,45 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
     match &rule.action {
         Action::None => {}
         Action::Verdict(v) => out.push(immediate_verdict(v)),
+        Action::Log { prefix, group } => out.push(log(prefix, *group)),
     }
     out
+}
+
+/// `limit rate R/UNIT burst B packets` (NFTA_LIMIT_*; type 0 = packets).
+fn limit(rate: u64, unit_secs: u64, burst: u32) -> Expr {
+    const RATE: u16 = 1;
+    const UNIT: u16 = 2;
+    const BURST: u16 = 3;
+    const TYPE: u16 = 4;
+    const FLAGS: u16 = 5;
+    const PACKETS: u32 = 0;
+    Expressions::Other {
+        expression_type: "limit".to_string(),
+        attributes: vec![
+            DefaultNla::new(RATE, rate.to_be_bytes().to_vec()),
+            DefaultNla::new(UNIT, unit_secs.to_be_bytes().to_vec()),
+            DefaultNla::new(BURST, burst.to_be_bytes().to_vec()),
+            DefaultNla::new(TYPE, PACKETS.to_be_bytes().to_vec()),
+            DefaultNla::new(FLAGS, 0u32.to_be_bytes().to_vec()),
+        ],
+    }
+    .into()
+}
+
+/// `log prefix "P" group G` (NFTA_LOG_GROUP, NFTA_LOG_PREFIX): to nflog.
+/// No snaplen: the listener sets the copy range for its group.
+fn log(prefix: &str, group: u16) -> Expr {
+    const GROUP: u16 = 1;
+    const PREFIX: u16 = 2;
+    let mut p = prefix.as_bytes().to_vec();
+    p.push(0);
+    Expressions::Other {
+        expression_type: "log".to_string(),
+        attributes: vec![
+            DefaultNla::new(GROUP, group.to_be_bytes().to_vec()),
+            DefaultNla::new(PREFIX, p),
+        ],
+    }
+    .into()
 }
