@@ -189,19 +189,9 @@ impl World {
     fn document(&self) -> serde_json::Value {
         let apps: Vec<serde_json::Value> = (0..STARS.len())
             .map(|i| {
-                let t = self.cluster.task(self.tasks[i]);
-                serde_json::json!({
-                    "id": format!("/{}", self.app[i]),
-                    "version": "2026-12-02T00:00:00.000Z",
-                    "ipAddress": { "groups": self.groups[i].iter().collect::<Vec<_>>() },
-                    "tasks": [{
-                        "id": self.task_id(i),
-                        "appId": format!("/{}", self.app[i]),
-                        "version": "2026-12-02T00:00:00.000Z",
-                        "state": "TASK_RUNNING",
-                        "ipAddresses": [{ "ipAddress": t.ipv4.to_string(), "protocol": "IPv4" }],
-                    }],
-                })
+                let ip: IpAddr = self.cluster.task(self.tasks[i]).ipv4.into();
+                let groups: Vec<&str> = self.groups[i].iter().map(String::as_str).collect();
+                common::marathon_app(&self.app[i], &groups, &self.task_id(i), &[ip])
             })
             .collect();
         serde_json::json!({ "apps": apps })

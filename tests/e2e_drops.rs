@@ -78,34 +78,15 @@ impl World {
 
     /// A Marathon `/v2/apps?embed=apps.tasks` document with the three tasks.
     fn write_document(&self) {
-        let apps: Vec<serde_json::Value> = TASKS
+        let apps = TASKS
             .iter()
             .enumerate()
             .map(|(i, (name, groups))| {
                 let t = self.cluster.task(self.tasks[i]);
-                serde_json::json!({
-                    "id": format!("/{name}"),
-                    "version": "2026-11-25T00:00:01.000Z",
-                    "ipAddress": { "groups": groups },
-                    "tasks": [{
-                        "id": World::task_id(i),
-                        "appId": format!("/{name}"),
-                        "version": "2026-11-25T00:00:01.000Z",
-                        "state": "TASK_RUNNING",
-                        "ipAddresses": [
-                            { "ipAddress": t.ipv4.to_string(), "protocol": "IPv4" },
-                            { "ipAddress": t.ipv6.to_string(), "protocol": "IPv6" },
-                        ],
-                    }],
-                })
+                common::marathon_app(name, groups, &World::task_id(i), &t.ips())
             })
             .collect();
-        let doc = serde_json::json!({ "apps": apps });
-        std::fs::write(
-            self.dir.join("apps.json"),
-            serde_json::to_vec(&doc).expect("json"),
-        )
-        .expect("write document");
+        common::write_marathon_apps(&self.dir.join("apps.json"), apps);
     }
 
     fn start(&mut self, log: bool) {

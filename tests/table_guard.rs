@@ -67,36 +67,17 @@ impl Scene {
 
     /// A Marathon `/v2/apps?embed=apps.tasks` document with the three tasks.
     fn write_document(&self) {
-        let apps: Vec<serde_json::Value> = self
+        let apps = self
             .tasks
             .iter()
             .zip(["ta", "tb", "tc"])
             .zip(["g", "g", "h"])
             .map(|((t, name), group)| {
-                let t = self.cluster.task(*t);
-                serde_json::json!({
-                    "id": format!("/{name}"),
-                    "version": "2026-11-25T00:00:01.000Z",
-                    "ipAddress": { "groups": [group] },
-                    "tasks": [{
-                        "id": format!("{name}.task-1"),
-                        "appId": format!("/{name}"),
-                        "version": "2026-11-25T00:00:01.000Z",
-                        "state": "TASK_RUNNING",
-                        "ipAddresses": [
-                            { "ipAddress": t.ipv4.to_string(), "protocol": "IPv4" },
-                            { "ipAddress": t.ipv6.to_string(), "protocol": "IPv6" },
-                        ],
-                    }],
-                })
+                let ips = self.cluster.task(*t).ips();
+                common::marathon_app(name, &[group], &format!("{name}.task-1"), &ips)
             })
             .collect();
-        let doc = serde_json::json!({ "apps": apps });
-        std::fs::write(
-            self.dir.join("apps.json"),
-            serde_json::to_vec(&doc).expect("json"),
-        )
-        .expect("write document");
+        common::write_marathon_apps(&self.dir.join("apps.json"), apps);
     }
 
     /// Start groupd with `table_guard = guard` and wait until it enforces

@@ -128,3 +128,43 @@ pub fn blocks(lines: Vec<String>) -> BTreeMap<String, Vec<String>> {
     }
     out
 }
+
+/// One Marathon app with one running task, as `/v2/apps?embed=apps.tasks`
+/// lists it (the document the file-source tests write).
+pub fn marathon_app(
+    app: &str,
+    groups: &[&str],
+    task_id: &str,
+    ips: &[std::net::IpAddr],
+) -> serde_json::Value {
+    let version = "2026-11-25T00:00:01.000Z";
+    let addresses: Vec<serde_json::Value> = ips
+        .iter()
+        .map(|ip| {
+            serde_json::json!({
+                "ipAddress": ip.to_string(),
+                "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": format!("/{app}"),
+        "version": version,
+        "ipAddress": { "groups": groups },
+        "tasks": [{
+            "id": task_id,
+            "appId": format!("/{app}"),
+            "version": version,
+            "state": "TASK_RUNNING",
+            "ipAddresses": addresses,
+        }],
+    })
+}
+
+/// Write `{"apps": [...]}` to `path` (replaced atomically, as an operator would).
+pub fn write_marathon_apps(path: &std::path::Path, apps: Vec<serde_json::Value>) {
+    let tmp = path.with_extension("tmp");
+    let doc = serde_json::json!({ "apps": apps });
+    std::fs::write(&tmp, serde_json::to_vec(&doc).expect("json")).expect("write document");
+    std::fs::rename(&tmp, path).expect("rename document");
+}
