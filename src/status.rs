@@ -194,9 +194,12 @@ pub fn answer(
         },
         Request::Ruleset => {
             let (inet, bridge) = state.tables();
-            serde_json::to_value(
-                serde_json::json!({ "inet": inet.to_nft_text(), "bridge": bridge.to_nft_text() }),
-            )
+            serde_json::to_value(serde_json::json!({
+                "inet": inet.to_nft_text(),
+                "bridge": bridge.to_nft_text(),
+                // What `groupctl ruleset --json` prints (`nft -j` schema).
+                "nftables_json": crate::ruleset::nft_json(&[&inet, &bridge]),
+            }))
         }
         Request::Status => serde_json::to_value(serde_json::json!({
             "health": health,

@@ -386,7 +386,18 @@ fn idx(name: &str) -> usize {
 }
 
 fn assert_kernel_matches_intent(w: &World, agent: usize) {
-    let intent = w.groupctl(agent, &["ruleset"]);
+    // `groupctl ruleset` prints the inet table, then the bridge table, each
+    // as `nft list table` does (`--json` is the `nft -j` schema).
+    let out = Command::new(GROUPCTL)
+        .arg("--socket")
+        .arg(w.socket(agent))
+        .arg("ruleset")
+        .output()
+        .expect("run groupctl ruleset");
+    assert!(out.status.success(), "groupctl ruleset failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let split = text.find("table bridge ").unwrap_or(text.len());
+    let (inet, bridge) = text.split_at(split);
     let ns = w.cluster.agent(w.agents[agent]).ns.clone();
     for family in ["inet", "bridge"] {
         let out = w
@@ -398,7 +409,7 @@ fn assert_kernel_matches_intent(w: &World, agent: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = blocks(normalise(&String::from_utf8_lossy(&out.stdout)));
-        let want = blocks(normalise(intent[family].as_str().unwrap_or("")));
+        let want = blocks(normalise(if family == "inet" { inet } else { bridge }));
         let only_kernel: Vec<_> = got
             .iter()
             .filter(|(k, v)| want.get(*k) != Some(v))

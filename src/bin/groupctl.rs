@@ -33,7 +33,8 @@ enum Command {
     },
     /// Source, last sync, transactions, drift.
     Status,
-    /// The nftables ruleset groupd intends (what `nft list table` should show).
+    /// The nftables ruleset groupd intends, as `nft list table inet groupd` and
+    /// `nft list table bridge groupd` print it (`--json`: as `nft -j` prints it).
     Ruleset,
     /// Verdict of this agent for a new flow SRC -> DST, and the rule that decides it.
     Explain {
@@ -224,6 +225,12 @@ fn main() -> ExitCode {
         }
     };
     if cli.json {
+        // The ruleset in the libnftables schema, comparable with `nft -j list
+        // table`; every other answer as groupd sent it.
+        let v = match (&req, v.get("nftables_json")) {
+            (Request::Ruleset, Some(doc)) => doc.clone(),
+            _ => v,
+        };
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
@@ -303,7 +310,12 @@ fn main() -> ExitCode {
                 Err(e) => format!("unexpected answer: {e}"),
             }
         }
-        Request::Ruleset => groupd::status::ruleset_text(&v),
+        // Already newline-terminated, byte for byte what `nft list table`
+        // prints: no extra line, so `diff` against nft is empty.
+        Request::Ruleset => {
+            print!("{}", groupd::status::ruleset_text(&v));
+            return ExitCode::SUCCESS;
+        }
     };
     println!("{text}");
     ExitCode::SUCCESS
