@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use groupd::status::{EndpointRow, GroupRow, Request};
 
 #[derive(Parser)]
@@ -195,6 +195,9 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = groupd::cli_assets::render_if_requested(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     let req = match &cli.command {
         Command::Show { what: Some(_), .. } => Request::Groups,
