@@ -14,7 +14,7 @@ mod matrix;
 #[path = "netns/mod.rs"]
 mod netns;
 
-use common::{blocks, normalise};
+use common::{blocks, first_difference, normalise, sort_set_elements, zero_counters};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -396,9 +396,23 @@ fn assert_kernel_matches_intent(w: &World, agent: usize) {
         .expect("run groupctl ruleset");
     assert!(out.status.success(), "groupctl ruleset failed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ns = w.cluster.agent(w.agents[agent]).ns.clone();
+    // Byte for byte what nft lists, but for the kernel's element order and
+    // counter values.
+    let listed: String = ["inet", "bridge"]
+        .iter()
+        .map(|family| {
+            let out = w
+                .cluster
+                .exec(&ns, &["nft", "list", "table", family, "groupd"]);
+            zero_counters(&String::from_utf8_lossy(&out.stdout))
+        })
+        .collect();
+    if let Some(d) = first_difference(&sort_set_elements(&listed), &sort_set_elements(&text)) {
+        panic!("agent {agent}: groupctl ruleset is not what nft lists: {d}");
+    }
     let split = text.find("table bridge ").unwrap_or(text.len());
     let (inet, bridge) = text.split_at(split);
-    let ns = w.cluster.agent(w.agents[agent]).ns.clone();
     for family in ["inet", "bridge"] {
         let out = w
             .cluster

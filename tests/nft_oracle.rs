@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use common::{blocks, normalise, require_nft, ScratchNs};
+use common::{blocks, first_difference, normalise, require_nft, sort_set_elements, ScratchNs};
 use groupd::compile::{LocalBinding, Policy};
 use groupd::config::Config;
 use groupd::model::{ClusterView, Task};
@@ -280,63 +280,4 @@ fn comparable(v: &serde_json::Value) -> serde_json::Value {
         Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
         other => other.clone(),
     }
-}
-
-/// The listing with every `elements = { … }` block's elements sorted and
-/// laid out again with the same number of elements on each line.
-fn sort_set_elements(text: &str) -> String {
-    const OPEN: &str = "elements = { ";
-    const WRAP: &str = ",\n\t\t\t     ";
-    let mut out = String::new();
-    let mut lines = text.split_inclusive('\n');
-    while let Some(line) = lines.next() {
-        let Some(at) = line.find(OPEN) else {
-            out.push_str(line);
-            continue;
-        };
-        let mut block = vec![&line[at + OPEN.len()..]];
-        while !block.last().is_some_and(|l| l.trim_end().ends_with(" }")) {
-            match lines.next() {
-                Some(l) => block.push(l.trim_start_matches(['\t', ' '])),
-                None => break,
-            }
-        }
-        let mut per_line = Vec::new();
-        let mut items: Vec<&str> = Vec::new();
-        for l in block {
-            let l = l.trim_end();
-            let l = l.strip_suffix(" }").or(l.strip_suffix(',')).unwrap_or(l);
-            let parts: Vec<&str> = l.split(", ").collect();
-            per_line.push(parts.len());
-            items.extend(parts);
-        }
-        items.sort_unstable();
-        let mut items = items.into_iter();
-        let lines_out: Vec<String> = per_line
-            .iter()
-            .map(|n| items.by_ref().take(*n).collect::<Vec<_>>().join(", "))
-            .collect();
-        out.push_str(&line[..at + OPEN.len()]);
-        out.push_str(&lines_out.join(WRAP));
-        out.push_str(" }\n");
-    }
-    out
-}
-
-/// The first line where two texts differ, with its number (None if equal).
-fn first_difference(want: &str, got: &str) -> Option<String> {
-    if want == got {
-        return None;
-    }
-    let (w, g): (Vec<&str>, Vec<&str>) = (
-        want.split_inclusive('\n').collect(),
-        got.split_inclusive('\n').collect(),
-    );
-    let i = w.iter().zip(&g).take_while(|(a, b)| a == b).count();
-    Some(format!(
-        "line {}: nft {:?}, groupctl {:?}",
-        i + 1,
-        w.get(i).copied().unwrap_or("<end>"),
-        g.get(i).copied().unwrap_or("<end>")
-    ))
 }
