@@ -14,7 +14,9 @@ mod matrix;
 #[path = "netns/mod.rs"]
 mod netns;
 
-use common::{blocks, first_difference, normalise, sort_set_elements, zero_counters};
+use common::{
+    blocks, first_difference, nft_json_objects, normalise, sort_set_elements, zero_counters,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -410,6 +412,26 @@ fn assert_kernel_matches_intent(w: &World, agent: usize) {
         .collect();
     if let Some(d) = first_difference(&sort_set_elements(&listed), &sort_set_elements(&text)) {
         panic!("agent {agent}: groupctl ruleset is not what nft lists: {d}");
+    }
+    // `--json` is `nft -j list table` (without handles and counter values).
+    let json = w.groupctl(agent, &["ruleset"]);
+    for family in ["inet", "bridge"] {
+        let out = w
+            .cluster
+            .exec(&ns, &["nft", "-j", "list", "table", family, "groupd"]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
+        let (theirs, mine) = (
+            nft_json_objects(&listed, family),
+            nft_json_objects(&json, family),
+        );
+        assert!(
+            !mine.is_empty(),
+            "groupctl --json ruleset has the {family} table"
+        );
+        assert!(
+            theirs == mine,
+            "agent {agent} {family}: groupctl ruleset --json differs from nft -j"
+        );
     }
     let split = text.find("table bridge ").unwrap_or(text.len());
     let (inet, bridge) = text.split_at(split);

@@ -6,7 +6,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use common::{blocks, first_difference, normalise, require_nft, sort_set_elements, ScratchNs};
+use common::{
+    blocks, comparable, first_difference, normalise, require_nft, sort_set_elements, ScratchNs,
+};
 use groupd::compile::{LocalBinding, Policy};
 use groupd::config::Config;
 use groupd::model::{ClusterView, Task};
@@ -247,37 +249,5 @@ fn groupctl_ruleset_json_is_what_nft_json_lists() {
         for (t, m) in theirs.iter().zip(&mine) {
             assert_eq!(t, m, "{family}: nft -j (left) vs groupctl --json (right)");
         }
-    }
-}
-
-/// Without handles, with counters zeroed and set elements sorted.
-fn comparable(v: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            let mut out = serde_json::Map::new();
-            for (k, x) in m {
-                match k.as_str() {
-                    "handle" => {}
-                    "counter" => {
-                        out.insert(k.clone(), serde_json::json!({"packets": 0, "bytes": 0}));
-                    }
-                    "elem" => {
-                        let mut elems: Vec<Value> = x
-                            .as_array()
-                            .map(|a| a.iter().map(comparable).collect())
-                            .unwrap_or_default();
-                        elems.sort_by_key(|e| e.to_string());
-                        out.insert(k.clone(), Value::Array(elems));
-                    }
-                    _ => {
-                        out.insert(k.clone(), comparable(x));
-                    }
-                }
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
-        other => other.clone(),
     }
 }

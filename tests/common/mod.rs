@@ -209,3 +209,54 @@ pub fn zero_counters(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// An `nft -j` object as groupd can know it: without handles, with counters zeroed and set elements sorted.
+pub fn comparable(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "handle" => {}
+                    "counter" => {
+                        out.insert(k.clone(), serde_json::json!({"packets": 0, "bytes": 0}));
+                    }
+                    "elem" => {
+                        let mut elems: Vec<Value> = x
+                            .as_array()
+                            .map(|a| a.iter().map(comparable).collect())
+                            .unwrap_or_default();
+                        elems.sort_by_key(|e| e.to_string());
+                        out.insert(k.clone(), Value::Array(elems));
+                    }
+                    _ => {
+                        out.insert(k.clone(), comparable(x));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The objects of one family's table in an `nft -j` document, comparable
+/// (metainfo left out).
+pub fn nft_json_objects(doc: &serde_json::Value, family: &str) -> Vec<serde_json::Value> {
+    doc["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|o| {
+                    o.as_object()
+                        .and_then(|m| m.values().next())
+                        .is_some_and(|v| v["family"] == family)
+                })
+                .map(comparable)
+                .collect()
+        })
+        .unwrap_or_default()
+}
