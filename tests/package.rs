@@ -202,6 +202,19 @@ fn the_deb_installs_works_and_purges_only_what_groupd_wrote() {
     let verify = ok("dpkg --verify", &root.dpkg(&["--verify", "groupd"]));
     assert_eq!(verify.trim(), "", "every file matches its md5sum");
 
+    // An upgrade (the same version again: prerm upgrade, postinst configure
+    // <old version>) runs the restart path of the scripts and keeps the unit
+    // enabled and the config.
+    ok(
+        "dpkg -i (upgrade)",
+        &root.dpkg(&["--force-depends", "-i", &deb_arg]),
+    );
+    assert!(exists(
+        &root,
+        "etc/systemd/system/multi-user.target.wants/groupd.service"
+    ));
+    assert_eq!(read(&root.path("etc/groupd/groupd.toml")), config);
+
     // The man pages render, with the right NAME.
     for (name, about) in [
         ("groupd", "Network security groups for Mesos tasks"),
