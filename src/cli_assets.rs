@@ -55,3 +55,27 @@ pub fn render(cmd: &mut clap::Command, dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_man_page_and_three_completions_named_after_the_command() {
+        let dir = std::env::temp_dir().join(format!("groupd-assets-{}", std::process::id()));
+        let mut cmd = clap::Command::new("demo")
+            .about("Does a demo")
+            .subcommand(clap::Command::new("run"));
+        render(&mut cmd, &dir).expect("render");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let page = read("demo.1");
+        assert!(
+            page.contains(".TH demo") && page.contains("Does a demo"),
+            "{page}"
+        );
+        assert!(read("demo.bash").contains("complete -F"));
+        assert!(read("_demo").starts_with("#compdef demo"));
+        assert!(read("demo.fish").contains("complete -c demo"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -749,3 +749,70 @@ fn element_json(def: &SetDef, e: &Element) -> serde_json::Value {
         _ => json!({ "concat": parts }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(key: Vec<KeyPart>) -> SetDef {
+        SetDef { key }
+    }
+
+    #[test]
+    fn elements_wrap_the_way_nft_lists_them() {
+        let items: Vec<String> = (1..=5).map(|i| format!("e{i}")).collect();
+        let wrap = ",\n\t\t\t     ";
+        assert_eq!(
+            elements_text(&def(vec![KeyPart::Ipv4]), &items),
+            format!("{{ e1, e2{wrap}e3, e4{wrap}e5 }}")
+        );
+        assert_eq!(
+            elements_text(&def(vec![KeyPart::InetService]), &items),
+            "{ e1, e2, e3, e4, e5 }"
+        );
+        assert_eq!(
+            elements_text(&def(vec![KeyPart::Ifname, KeyPart::Ipv4]), &items[..2]),
+            format!("{{ e1{wrap}e2 }}")
+        );
+    }
+
+    #[test]
+    fn json_spells_elements_and_matches_as_nft_j_does() {
+        let d = def(vec![
+            KeyPart::Ipv4,
+            KeyPart::InetProto,
+            KeyPart::InetService,
+        ]);
+        let e = Element::set(&[
+            KeyValue::Ip("10.233.0.1".parse().expect("ip")),
+            KeyValue::Proto(6),
+            KeyValue::Port(80),
+        ]);
+        assert_eq!(
+            element_json(&d, &e),
+            serde_json::json!({"concat": ["10.233.0.1", "tcp", 80]})
+        );
+        let ct = match_json(&Match::CtState(2 | 4));
+        assert_eq!(
+            ct,
+            serde_json::json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}})
+        );
+        let rule = Rule::verdict(
+            vec![Match::Ifname {
+                dir: Dir::In,
+                name: "veth".into(),
+                prefix: true,
+            }],
+            Verdict::Jump("x".into()),
+        )
+        .counted();
+        assert_eq!(
+            serde_json::Value::Array(rule.json_exprs()),
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth*"}},
+                {"counter": {"packets": 0, "bytes": 0}},
+                {"jump": {"target": "x"}}
+            ])
+        );
+    }
+}
