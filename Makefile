@@ -1,10 +1,10 @@
 # groupd: `make test` (needs root: it builds network namespaces), `make demo`, `make bench`.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := nftables iproute2 iputils-ping procps openssl systemd
+APT_PACKAGES := nftables iproute2 iputils-ping procps openssl systemd binutils man-db util-linux
 BENCH_PACKAGES := sockperf iperf3
 
-.PHONY: all build deps bench-deps test chaos lint demo demo-marathon bench deb clean
+.PHONY: all build deps bench-deps deb-deps assets test chaos lint demo demo-marathon bench deb clean
 
 all: build
 
@@ -57,8 +57,25 @@ bench: bench-deps
 	$(CARGO) build --release --workspace --bins --benches
 	./benches/run.sh
 
-deb:
-	./packaging/build-deb.sh
+# cargo-deb (crates.io only) when it is missing: a few minutes, once.
+deb-deps:
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+
+# Man pages and bash/zsh/fish completions, rendered by the release binaries
+# from their own clap definitions (src/cli_assets.rs) into target/assets.
+assets: build
+	rm -rf target/assets
+	GROUPD_RENDER_ASSETS=target/assets target/release/groupd
+	GROUPD_RENDER_ASSETS=target/assets target/release/groupctl
+
+# target/debian/groupd_<version>-1_<arch>.deb and the debug symbols'
+# groupd-dbgsym_<version>-1_<arch>.ddeb ([package.metadata.deb] in
+# Cargo.toml); cargo-deb prints their paths. md5sums are added afterwards
+# (cargo-deb writes none).
+deb: deb-deps assets
+	@rm -f target/debian/*.deb target/debian/*.ddeb
+	$(CARGO) deb --no-build
+	./packaging/add-md5sums.sh target/debian/groupd_*.deb
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,7 @@
 //! the loop, `status` serves groupctl. docs/ARCHITECTURE.md has the map.
 
 pub mod binding;
+pub mod cli_assets;
 pub mod compile;
 pub mod config;
 pub mod daemon;

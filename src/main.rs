@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use groupd::config::Config;
 use groupd::logging::LogFormat;
@@ -39,6 +39,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = groupd::cli_assets::render_if_requested(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     groupd::logging::init(cli.log_format);
     let config = Config::load(&cli.config);

@@ -338,11 +338,22 @@ impl Rule {
         self
     }
 
-    /// The rule in `nft` syntax, without counter values.
+    /// The rule in `nft` syntax, without counter values. Its hash is the
+    /// rule's [`Rule::tag`], so this spelling must stay stable.
     pub fn text(&self) -> String {
+        self.text_with_counter("counter")
+    }
+
+    /// The rule as `nft list` prints it: the counter with its values (groupd
+    /// knows none, so zeros: the one difference left to a reader's diff).
+    fn listing_text(&self) -> String {
+        self.text_with_counter("counter packets 0 bytes 0")
+    }
+
+    fn text_with_counter(&self, counter: &str) -> String {
         let mut parts: Vec<String> = self.matches.iter().map(match_text).collect();
         if self.counter {
-            parts.push("counter".into());
+            parts.push(counter.into());
         }
         match &self.action {
             Action::None => {}
@@ -418,21 +429,23 @@ fn match_text(m: &Match) -> String {
                 format!("limit rate {rate}/{unit} burst {burst} packets")
             }
         }
-        Match::CtState(bits) => {
-            let names: Vec<&str> = [
-                (1, "invalid"),
-                (2, "established"),
-                (4, "related"),
-                (8, "new"),
-                (64, "untracked"),
-            ]
-            .iter()
-            .filter(|(b, _)| bits & b != 0)
-            .map(|(_, n)| *n)
-            .collect();
-            format!("ct state {}", names.join(","))
-        }
+        Match::CtState(bits) => format!("ct state {}", ct_state_names(*bits).join(",")),
     }
+}
+
+/// The names of `NF_CT_STATE_*` bits, in nft's order.
+fn ct_state_names(bits: u32) -> Vec<&'static str> {
+    [
+        (1, "invalid"),
+        (2, "established"),
+        (4, "related"),
+        (8, "new"),
+        (64, "untracked"),
+    ]
+    .iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| *n)
+    .collect()
 }
 
 fn l4proto_name(p: u8) -> String {
@@ -501,36 +514,59 @@ impl Table {
         self.chains.iter().find(|c| c.name == name)
     }
 
-    /// The table in `nft -f` syntax.
+    /// The table exactly as `nft list table <family> <name>` prints it
+    /// (also valid `nft -f` input): sets, then chains in creation order,
+    /// blank lines between them, elements wrapped the way nft wraps them.
+    /// Only counter values (always 0 here) and the order of set elements (the
+    /// kernel's hash order) can differ from a live listing.
     pub fn to_nft_text(&self) -> String {
-        let mut s = format!("table {} {} {{\n", self.family.as_str(), self.name);
+        let mut blocks: Vec<String> = Vec::new();
         for (name, (def, elems)) in &self.sets {
             let key: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
-            let _ = writeln!(s, "\tset {name} {{\n\t\ttype {}", key.join(" . "));
+            let mut b = format!("\tset {name} {{\n\t\ttype {}\n", key.join(" . "));
             if !elems.is_empty() {
                 let items: Vec<String> = elems.iter().map(|e| element_text(def, e)).collect();
-                let _ = writeln!(s, "\t\telements = {{ {} }}", items.join(",\n\t\t\t     "));
+                let _ = writeln!(b, "\t\telements = {}", elements_text(def, &items));
             }
-            s.push_str("\t}\n");
+            b.push_str("\t}\n");
+            blocks.push(b);
         }
         for c in &self.chains {
-            let _ = writeln!(s, "\tchain {} {{", c.name);
-            if let Some(b) = c.base {
-                let prio = priority_text(self.family, &b);
+            let mut b = format!("\tchain {} {{\n", c.name);
+            if let Some(base) = c.base {
+                let prio = priority_text(self.family, &base);
                 let _ = writeln!(
-                    s,
+                    b,
                     "\t\ttype filter hook {} priority {prio}; policy accept;",
-                    b.hook.text()
+                    base.hook.text()
                 );
             }
             for r in &c.rules {
-                let _ = writeln!(s, "\t\t{} comment \"{}\"", r.text(), r.tag());
+                let _ = writeln!(b, "\t\t{} comment \"{}\"", r.listing_text(), r.tag());
             }
-            s.push_str("\t}\n");
+            b.push_str("\t}\n");
+            blocks.push(b);
         }
-        s.push_str("}\n");
-        s
+        format!(
+            "table {} {} {{\n{}}}\n",
+            self.family.as_str(),
+            self.name,
+            blocks.join("\n")
+        )
     }
+}
+
+/// `{ a, b,\n\t\t\t     c }`: nft (`set_expr_print`) puts two addresses
+/// per line for IPv4 sets, five protocol numbers or ports, and one element
+/// per line for everything else (IPv6, interface names, concatenations).
+fn elements_text(def: &SetDef, items: &[String]) -> String {
+    let per_line = match def.key.as_slice() {
+        [KeyPart::Ipv4] => 2,
+        [KeyPart::InetProto] | [KeyPart::InetService] => 5,
+        _ => 1,
+    };
+    let lines: Vec<String> = items.chunks(per_line).map(|c| c.join(", ")).collect();
+    format!("{{ {} }}", lines.join(",\n\t\t\t     "))
 }
 
 /// A base chain priority the way `nft list` spells it.
@@ -579,48 +615,257 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
     parts.join(" . ")
 }
 
+/// The tables in the libnftables JSON schema, as `nft -j list ruleset`
+/// prints them (`{"nftables": [{"metainfo": …}, {"table": …}, {"set": …},
+/// {"chain": …}, {"rule": {"expr": […]}}]}`), so tools can compare groupd's
+/// intent with `nft -j list table`. What groupd cannot know is left out:
+/// handles, nft's version in `metainfo`; counters read 0.
+pub fn nft_json(tables: &[&Table]) -> serde_json::Value {
+    let mut items = vec![serde_json::json!({"metainfo": {"json_schema_version": 1}})];
+    for t in tables {
+        items.extend(t.to_nft_json_items());
+    }
+    serde_json::json!({ "nftables": items })
+}
+
+impl Table {
+    /// The table's objects in `nft -j` order: the table, its sets, its
+    /// chains, then every rule chain by chain.
+    fn to_nft_json_items(&self) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let family = self.family.as_str();
+        let mut items = vec![json!({"table": {"family": family, "name": self.name}})];
+        for (name, (def, elems)) in &self.sets {
+            let types: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
+            let mut set = json!({
+                "family": family,
+                "name": name,
+                "table": self.name,
+                "type": if types.len() == 1 { json!(types[0]) } else { json!(types) },
+            });
+            if !elems.is_empty() {
+                set["elem"] = elems.iter().map(|e| element_json(def, e)).collect();
+            }
+            items.push(json!({ "set": set }));
+        }
+        for c in &self.chains {
+            let mut chain = json!({"family": family, "table": self.name, "name": c.name});
+            if let Some(base) = c.base {
+                chain["type"] = json!("filter");
+                chain["hook"] = json!(base.hook.text());
+                chain["prio"] = json!(base.priority);
+                chain["policy"] = json!("accept");
+            }
+            items.push(json!({ "chain": chain }));
+        }
+        for c in &self.chains {
+            for r in &c.rules {
+                items.push(json!({"rule": {
+                    "family": family,
+                    "table": self.name,
+                    "chain": c.name,
+                    "comment": r.tag(),
+                    "expr": r.json_exprs(),
+                }}));
+            }
+        }
+        items
+    }
+}
+
+impl Rule {
+    /// The rule's statements as libnftables JSON expressions.
+    fn json_exprs(&self) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let mut exprs: Vec<serde_json::Value> = self.matches.iter().map(match_json).collect();
+        if self.counter {
+            exprs.push(json!({"counter": {"packets": 0, "bytes": 0}}));
+        }
+        if let Action::Log { prefix, group } = &self.action {
+            exprs.push(json!({"log": {"prefix": prefix, "group": group}}));
+        }
+        if let Action::Verdict(v) = &self.action {
+            exprs.push(match v {
+                Verdict::Accept => json!({"accept": null}),
+                Verdict::Drop => json!({"drop": null}),
+                Verdict::Return => json!({"return": null}),
+                Verdict::Jump(c) => json!({"jump": {"target": c}}),
+                Verdict::Goto(c) => json!({"goto": {"target": c}}),
+            });
+        }
+        exprs
+    }
+}
+
+fn eq(left: serde_json::Value, right: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn meta_json(key: &str) -> serde_json::Value {
+    serde_json::json!({"meta": {"key": key}})
+}
+
+fn payload_json(protocol: &str, field: &str) -> serde_json::Value {
+    serde_json::json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn field_json(f: &Field) -> serde_json::Value {
+    match f {
+        Field::Ifname(dir) => meta_json(ifname_kw(*dir)),
+        Field::Addr(dir, l3) => {
+            let field = if *dir == Dir::In { "saddr" } else { "daddr" };
+            match l3 {
+                L3::Arp => payload_json("arp", &format!("{field} ip")),
+                other => payload_json(other.text(), field),
+            }
+        }
+        Field::L4Proto => meta_json("l4proto"),
+        Field::Dport => payload_json("th", "dport"),
+    }
+}
+
+fn match_json(m: &Match) -> serde_json::Value {
+    use serde_json::json;
+    match m {
+        Match::Ifname { dir, name, prefix } => eq(
+            meta_json(ifname_kw(*dir)),
+            json!(format!("{name}{}", if *prefix { "*" } else { "" })),
+        ),
+        Match::Lookup { key, set } => {
+            let left = match key.as_slice() {
+                [one] => field_json(one),
+                many => json!({"concat": many.iter().map(field_json).collect::<Vec<_>>()}),
+            };
+            eq(left, json!(format!("@{set}")))
+        }
+        Match::AddrPrefix { dir, prefix } => {
+            let l3 = if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 };
+            let max = if prefix.is_ipv4() { 32 } else { 128 };
+            let right = if prefix.prefix == max {
+                json!(prefix.addr.to_string())
+            } else {
+                json!({"prefix": {"addr": prefix.addr.to_string(), "len": prefix.prefix}})
+            };
+            eq(field_json(&Field::Addr(*dir, l3)), right)
+        }
+        Match::Icmpv6Type(t) => eq(payload_json("icmpv6", "type"), json!(icmpv6_name(*t))),
+        Match::L4Proto(p) => eq(meta_json("l4proto"), json!(l4proto_name(*p))),
+        Match::Dport { udp, port } => eq(
+            payload_json(if *udp { "udp" } else { "tcp" }, "dport"),
+            json!(port),
+        ),
+        Match::Limit {
+            rate,
+            unit_secs,
+            burst,
+        } => {
+            let per = crate::config::Rate {
+                rate: *rate,
+                unit_secs: *unit_secs,
+            }
+            .unit_name();
+            // Like the text: nft leaves out its default burst.
+            if *burst == crate::config::DROPS_DEFAULT_BURST {
+                json!({"limit": {"rate": rate, "per": per}})
+            } else {
+                json!({"limit": {"rate": rate, "burst": burst, "per": per}})
+            }
+        }
+        Match::CtState(bits) => {
+            let names = ct_state_names(*bits);
+            let right = match names.as_slice() {
+                [one] => json!(one),
+                many => json!(many),
+            };
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": right}})
+        }
+    }
+}
+
+/// An element as `nft -j` spells it: strings for addresses, interface names
+/// and protocols, numbers for ports; `{"concat": [...]}` for several parts.
+fn element_json(def: &SetDef, e: &Element) -> serde_json::Value {
+    use serde_json::json;
+    let text = element_text(def, e);
+    let parts: Vec<serde_json::Value> = def
+        .key
+        .iter()
+        .zip(text.split(" . "))
+        .map(|(k, v)| match k {
+            KeyPart::Ifname => json!(v.trim_matches('"')),
+            KeyPart::InetService => v.parse::<u16>().map(|p| json!(p)).unwrap_or(json!(v)),
+            _ => json!(v),
+        })
+        .collect();
+    match parts.as_slice() {
+        [one] => one.clone(),
+        _ => json!({ "concat": parts }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The text `nft list` prints for the same rules (checked against nft
-    /// 1.0.6; `tests/nft_oracle.rs` compares with the kernel's read-back).
+    fn def(key: Vec<KeyPart>) -> SetDef {
+        SetDef { key }
+    }
+
     #[test]
-    fn limit_and_log_print_as_nft_lists_them() {
-        let log = |burst| {
-            Rule::new(
-                vec![
-                    Match::lookup(&[Field::Addr(Dir::Out, L3::Ip)], "endpoints4"),
-                    Match::Limit {
-                        rate: 50,
-                        unit_secs: 1,
-                        burst,
-                    },
-                ],
-                Action::Log {
-                    prefix: "gd-r1-egress".into(),
-                    group: 4290,
-                },
-            )
-        };
+    fn elements_wrap_the_way_nft_lists_them() {
+        let items: Vec<String> = (1..=5).map(|i| format!("e{i}")).collect();
+        let wrap = ",\n\t\t\t     ";
         assert_eq!(
-            log(5).text(),
-            "ip daddr @endpoints4 limit rate 50/second log prefix \"gd-r1-egress\" group 4290"
+            elements_text(&def(vec![KeyPart::Ipv4]), &items),
+            format!("{{ e1, e2{wrap}e3, e4{wrap}e5 }}")
         );
         assert_eq!(
-            log(20).text(),
-            "ip daddr @endpoints4 limit rate 50/second burst 20 packets log prefix \"gd-r1-egress\" group 4290"
+            elements_text(&def(vec![KeyPart::InetService]), &items),
+            "{ e1, e2, e3, e4, e5 }"
         );
-        let per_minute = Match::Limit {
-            rate: 3,
-            unit_secs: 60,
-            burst: 5,
-        };
         assert_eq!(
-            Rule::new(vec![per_minute], Action::None).text(),
-            "limit rate 3/minute"
+            elements_text(&def(vec![KeyPart::Ifname, KeyPart::Ipv4]), &items[..2]),
+            format!("{{ e1{wrap}e2 }}")
         );
-        // Different logging is a different rule (read-back tells them apart).
-        assert_ne!(log(5).tag(), log(20).tag());
+    }
+
+    #[test]
+    fn json_spells_elements_and_matches_as_nft_j_does() {
+        let d = def(vec![
+            KeyPart::Ipv4,
+            KeyPart::InetProto,
+            KeyPart::InetService,
+        ]);
+        let e = Element::set(&[
+            KeyValue::Ip("10.233.0.1".parse().expect("ip")),
+            KeyValue::Proto(6),
+            KeyValue::Port(80),
+        ]);
+        assert_eq!(
+            element_json(&d, &e),
+            serde_json::json!({"concat": ["10.233.0.1", "tcp", 80]})
+        );
+        let ct = match_json(&Match::CtState(2 | 4));
+        assert_eq!(
+            ct,
+            serde_json::json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}})
+        );
+        let rule = Rule::verdict(
+            vec![Match::Ifname {
+                dir: Dir::In,
+                name: "veth".into(),
+                prefix: true,
+            }],
+            Verdict::Jump("x".into()),
+        )
+        .counted();
+        assert_eq!(
+            serde_json::Value::Array(rule.json_exprs()),
+            serde_json::json!([
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "veth*"}},
+                {"counter": {"packets": 0, "bytes": 0}},
+                {"jump": {"target": "x"}}
+            ])
+        );
     }
 }

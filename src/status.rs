@@ -289,9 +289,12 @@ pub fn answer(
         },
         Request::Ruleset => {
             let (inet, bridge) = state.tables();
-            serde_json::to_value(
-                serde_json::json!({ "inet": inet.to_nft_text(), "bridge": bridge.to_nft_text() }),
-            )
+            serde_json::to_value(serde_json::json!({
+                "inet": inet.to_nft_text(),
+                "bridge": bridge.to_nft_text(),
+                // What `groupctl ruleset --json` prints (`nft -j` schema).
+                "nftables_json": crate::ruleset::nft_json(&[&inet, &bridge]),
+            }))
         }
         Request::Drops { .. } => Ok(serde_json::json!({
             "error": "drops are kept by the daemon loop, not in the desired state"

@@ -14,7 +14,9 @@ mod matrix;
 #[path = "netns/mod.rs"]
 mod netns;
 
-use common::{blocks, normalise};
+use common::{
+    blocks, first_difference, nft_json_objects, normalise, sort_set_elements, zero_counters,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -407,8 +409,53 @@ fn idx(name: &str) -> usize {
 }
 
 fn assert_kernel_matches_intent(w: &World, agent: usize) {
-    let intent = w.groupctl(agent, &["ruleset"]);
+    // `groupctl ruleset` prints the inet table, then the bridge table, each
+    // as `nft list table` does (`--json` is the `nft -j` schema).
+    let out = Command::new(GROUPCTL)
+        .arg("--socket")
+        .arg(w.socket(agent))
+        .arg("ruleset")
+        .output()
+        .expect("run groupctl ruleset");
+    assert!(out.status.success(), "groupctl ruleset failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let ns = w.cluster.agent(w.agents[agent]).ns.clone();
+    // Byte for byte what nft lists, but for the kernel's element order and
+    // counter values.
+    let listed: String = ["inet", "bridge"]
+        .iter()
+        .map(|family| {
+            let out = w
+                .cluster
+                .exec(&ns, &["nft", "list", "table", family, "groupd"]);
+            zero_counters(&String::from_utf8_lossy(&out.stdout))
+        })
+        .collect();
+    if let Some(d) = first_difference(&sort_set_elements(&listed), &sort_set_elements(&text)) {
+        panic!("agent {agent}: groupctl ruleset is not what nft lists: {d}");
+    }
+    // `--json` is `nft -j list table` (without handles and counter values).
+    let json = w.groupctl(agent, &["ruleset"]);
+    for family in ["inet", "bridge"] {
+        let out = w
+            .cluster
+            .exec(&ns, &["nft", "-j", "list", "table", family, "groupd"]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j output");
+        let (theirs, mine) = (
+            nft_json_objects(&listed, family),
+            nft_json_objects(&json, family),
+        );
+        assert!(
+            !mine.is_empty(),
+            "groupctl --json ruleset has the {family} table"
+        );
+        assert!(
+            theirs == mine,
+            "agent {agent} {family}: groupctl ruleset --json differs from nft -j"
+        );
+    }
+    let split = text.find("table bridge ").unwrap_or(text.len());
+    let (inet, bridge) = text.split_at(split);
     for family in ["inet", "bridge"] {
         let out = w
             .cluster
@@ -419,7 +466,7 @@ fn assert_kernel_matches_intent(w: &World, agent: usize) {
             String::from_utf8_lossy(&out.stderr)
         );
         let got = blocks(normalise(&String::from_utf8_lossy(&out.stdout)));
-        let want = blocks(normalise(intent[family].as_str().unwrap_or("")));
+        let want = blocks(normalise(if family == "inet" { inet } else { bridge }));
         let only_kernel: Vec<_> = got
             .iter()
             .filter(|(k, v)| want.get(*k) != Some(v))

@@ -6,11 +6,14 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use common::{blocks, normalise, require_nft, ScratchNs};
+use common::{
+    blocks, comparable, first_difference, normalise, require_nft, sort_set_elements, ScratchNs,
+};
 use groupd::compile::{LocalBinding, Policy};
 use groupd::config::Config;
 use groupd::model::{ClusterView, Task};
 use groupd::nft::Nft;
+use groupd::ruleset::Table;
 use groupd::state::DesiredState;
 
 const CONFIG: &str = "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\negress_non_endpoint = \"deny\"\negress_allow = [\"10.233.0.0/24\", \"fd00:233::/112\", \"10.233.128.0/17\"]\ningress_allow = [\"10.233.0.7\"]\nenforce_discovery_ports = true\n";
@@ -32,6 +35,70 @@ fn task(id: &str, ips: &[&str], groups: &[&str]) -> Task {
         ips.iter().map(|i| i.parse::<IpAddr>().expect("ip")),
         groups,
     )
+}
+
+/// Tasks of every kind (multi-group, IPv6, bridged, discovery ports, no
+/// group, hostile names) applied over netlink in the current namespace; the
+/// tables groupd intended.
+fn apply_scenario(policy: Policy) -> (Table, Table) {
+    let mut st = DesiredState::new(policy);
+    let mut view = ClusterView::default();
+    view.insert(task(
+        "web.1",
+        &["10.233.1.2", "fd00:233::1:2"],
+        &["web", "db"],
+    ));
+    view.insert(task("db.1", &["10.233.2.2"], &["db"]));
+    let mut lb = task("pub.1", &["10.233.1.3"], &["public"]);
+    lb.discovery_ports.insert(groupd::model::DiscoveryPort {
+        number: 80,
+        protocol: groupd::model::Protocol::Tcp,
+        name: None,
+    });
+    lb.discovery_ports.insert(groupd::model::DiscoveryPort {
+        number: 53,
+        protocol: groupd::model::Protocol::Udp,
+        name: Some("dns".into()),
+    });
+    view.insert(lb);
+    view.insert(task("lonely.1", &["10.233.1.4"], &[]));
+    view.insert(task(
+        "quote\"; drop table;",
+        &["10.233.9.9"],
+        &["a\"b;c", ""],
+    ));
+    st.set_view(view);
+    let mut b = HashMap::new();
+    for (ip, iface, bridge) in [
+        ("10.233.1.2", "veth-r1", None),
+        ("fd00:233::1:2", "veth-r1", None),
+        ("10.233.1.3", "veth-b2", Some("br-tasks".to_string())),
+        ("10.233.1.4", "veth-r3", None),
+    ] {
+        let ip: IpAddr = ip.parse().expect("ip");
+        b.insert(
+            ip,
+            LocalBinding {
+                iface: iface.into(),
+                ip,
+                bridge,
+            },
+        );
+    }
+    st.set_bindings(
+        b,
+        BTreeSet::from(["br-tasks".to_string()]),
+        BTreeSet::from(["veth-dock1".to_string()]),
+    );
+    let _ = st.take_delta();
+    let (inet, bridge) = st.tables();
+    let mut nft = Nft::open().expect("netlink socket");
+    let report = nft.reconcile(&[&inet, &bridge]).expect("apply");
+    assert!(report.rebuilt, "first apply creates the tables");
+    // A second reconcile finds nothing to do.
+    let again = nft.reconcile(&[&inet, &bridge]).expect("re-apply");
+    assert!(!again.changed(), "idempotent: {again:?}");
+    (inet, bridge)
 }
 
 #[test]
@@ -59,66 +126,8 @@ fn drop_log_rules_read_by_nft_match_what_groupd_intended() {
 fn kernel_state_matches_intent(ns_name: &str, policy: Policy) -> String {
     require_nft();
     let ns = ScratchNs::new(ns_name);
-    let (inet_text, bridge_text) = ns.run(move || {
-        let mut st = DesiredState::new(policy);
-        let mut view = ClusterView::default();
-        view.insert(task(
-            "web.1",
-            &["10.233.1.2", "fd00:233::1:2"],
-            &["web", "db"],
-        ));
-        view.insert(task("db.1", &["10.233.2.2"], &["db"]));
-        let mut lb = task("pub.1", &["10.233.1.3"], &["public"]);
-        lb.discovery_ports.insert(groupd::model::DiscoveryPort {
-            number: 80,
-            protocol: groupd::model::Protocol::Tcp,
-            name: None,
-        });
-        lb.discovery_ports.insert(groupd::model::DiscoveryPort {
-            number: 53,
-            protocol: groupd::model::Protocol::Udp,
-            name: Some("dns".into()),
-        });
-        view.insert(lb);
-        view.insert(task("lonely.1", &["10.233.1.4"], &[]));
-        view.insert(task(
-            "quote\"; drop table;",
-            &["10.233.9.9"],
-            &["a\"b;c", ""],
-        ));
-        st.set_view(view);
-        let mut b = HashMap::new();
-        for (ip, iface, bridge) in [
-            ("10.233.1.2", "veth-r1", None),
-            ("fd00:233::1:2", "veth-r1", None),
-            ("10.233.1.3", "veth-b2", Some("br-tasks".to_string())),
-            ("10.233.1.4", "veth-r3", None),
-        ] {
-            let ip: IpAddr = ip.parse().expect("ip");
-            b.insert(
-                ip,
-                LocalBinding {
-                    iface: iface.into(),
-                    ip,
-                    bridge,
-                },
-            );
-        }
-        st.set_bindings(
-            b,
-            BTreeSet::from(["br-tasks".to_string()]),
-            BTreeSet::from(["veth-dock1".to_string()]),
-        );
-        let _ = st.take_delta();
-        let (inet, bridge) = st.tables();
-        let mut nft = Nft::open().expect("netlink socket");
-        let report = nft.reconcile(&[&inet, &bridge]).expect("apply");
-        assert!(report.rebuilt, "first apply creates the tables");
-        // A second reconcile finds nothing to do.
-        let again = nft.reconcile(&[&inet, &bridge]).expect("re-apply");
-        assert!(!again.changed(), "idempotent: {again:?}");
-        (inet.to_nft_text(), bridge.to_nft_text())
-    });
+    let (inet, bridge) = ns.run(move || apply_scenario(policy));
+    let (inet_text, bridge_text) = (inet.to_nft_text(), bridge.to_nft_text());
     let got_inet = ns.exec(&["nft", "list", "table", "inet", "groupd"]);
     let got_bridge = ns.exec(&["nft", "list", "table", "bridge", "groupd"]);
     println!("{got_inet}\n{got_bridge}");
@@ -205,4 +214,68 @@ fn cleanup_removes_both_tables_even_without_a_config() {
         "",
         "nothing of groupd's is left"
     );
+}
+
+/// `groupctl ruleset` is byte for byte what `nft list table inet groupd`
+/// followed by `nft list table bridge groupd` prints: same blank lines, same
+/// element wrapping, counters as nft shows them (0 here: no traffic). The
+/// one normalisation is the order of set elements, which is the kernel's
+/// hash order; the layout (elements per line) is kept and compared.
+#[test]
+#[ignore = "needs root: writes nftables tables in a network namespace it creates"]
+fn groupctl_ruleset_is_byte_for_byte_what_nft_lists() {
+    require_nft();
+    let ns = ScratchNs::new("listing");
+    let (inet, bridge) = ns.run(|| apply_scenario(policy()));
+    // What groupctl prints for the daemon's answer (groupctl prints it as is).
+    let answer = serde_json::json!({"inet": inet.to_nft_text(), "bridge": bridge.to_nft_text()});
+    let groupctl = groupd::status::ruleset_text(&answer);
+    let nft = ns.exec(&["nft", "list", "table", "inet", "groupd"])
+        + &ns.exec(&["nft", "list", "table", "bridge", "groupd"]);
+    let (want, got) = (sort_set_elements(&nft), sort_set_elements(&groupctl));
+    if let Some(d) = first_difference(&want, &got) {
+        panic!("groupctl ruleset differs from nft list table:\n{d}\n--- nft:\n{nft}\n--- groupctl:\n{groupctl}");
+    }
+}
+
+/// `groupctl ruleset --json` is the libnftables schema: the same objects,
+/// in the same order, as `nft -j list table`, apart from what groupd cannot
+/// know (handles, nft's version in metainfo) and the kernel's element order.
+#[test]
+#[ignore = "needs root: writes nftables tables in a network namespace it creates"]
+fn groupctl_ruleset_json_is_what_nft_json_lists() {
+    require_nft();
+    let ns = ScratchNs::new("jsonlist");
+    let (inet, bridge) = ns.run(|| apply_scenario(policy()));
+    let ours = groupd::ruleset::nft_json(&[&inet, &bridge]);
+    let items = ours["nftables"].as_array().expect("nftables array");
+    assert_eq!(
+        items[0]["metainfo"]["json_schema_version"], 1,
+        "metainfo first: {}",
+        items[0]
+    );
+    for family in ["inet", "bridge"] {
+        let listed = ns.exec(&["nft", "-j", "list", "table", family, "groupd"]);
+        let theirs: serde_json::Value = serde_json::from_str(&listed).expect("nft -j output");
+        let theirs: Vec<serde_json::Value> = theirs["nftables"]
+            .as_array()
+            .expect("nftables array")
+            .iter()
+            .filter(|o| o.get("metainfo").is_none())
+            .map(comparable)
+            .collect();
+        let mine: Vec<serde_json::Value> = items
+            .iter()
+            .filter(|o| {
+                o.as_object()
+                    .and_then(|m| m.values().next())
+                    .is_some_and(|v| v["family"] == family)
+            })
+            .map(comparable)
+            .collect();
+        assert_eq!(theirs.len(), mine.len(), "{family}: object count");
+        for (t, m) in theirs.iter().zip(&mine) {
+            assert_eq!(t, m, "{family}: nft -j (left) vs groupctl --json (right)");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use groupd::status::{EndpointRow, GroupRow, Request};
 
 #[derive(Parser)]
@@ -42,7 +42,8 @@ enum Command {
     /// last answer was complete and the kernel holds it); 1 degraded or not
     /// in sync (the reason on stderr); 2 groupd cannot be reached.
     Status,
-    /// The nftables ruleset groupd intends (what `nft list table` should show).
+    /// The nftables ruleset groupd intends, as `nft list table inet groupd` and
+    /// `nft list table bridge groupd` print it (`--json`: as `nft -j` prints it).
     Ruleset,
     /// Verdict of this agent for a new flow SRC -> DST, and the rule that decides it.
     Explain {
@@ -312,6 +313,9 @@ fn drops(cli: &Cli, follow: bool, task: Option<String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = groupd::cli_assets::render_if_requested(Cli::command) {
+        return code;
+    }
     let cli = Cli::parse();
     if let Command::Drops { follow, task } = &cli.command {
         return drops(&cli, *follow, task.clone());
@@ -356,6 +360,12 @@ fn main() -> ExitCode {
         _ => ExitCode::SUCCESS,
     };
     if cli.json {
+        // The ruleset in the libnftables schema, comparable with `nft -j list
+        // table`; every other answer as groupd sent it.
+        let v = match (&req, v.get("nftables_json")) {
+            (Request::Ruleset, Some(doc)) => doc.clone(),
+            _ => v,
+        };
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return exit;
     }
@@ -435,7 +445,12 @@ fn main() -> ExitCode {
                 Err(e) => format!("unexpected answer: {e}"),
             }
         }
-        Request::Ruleset => groupd::status::ruleset_text(&v),
+        // Already newline-terminated, byte for byte what `nft list table`
+        // prints: no extra line, so `diff` against nft is empty.
+        Request::Ruleset => {
+            print!("{}", groupd::status::ruleset_text(&v));
+            return ExitCode::SUCCESS;
+        }
         Request::Drops { .. } => String::new(),
     };
     println!("{text}");

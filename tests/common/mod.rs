@@ -168,3 +168,135 @@ pub fn write_marathon_apps(path: &std::path::Path, apps: Vec<serde_json::Value>)
     std::fs::write(&tmp, serde_json::to_vec(&doc).expect("json")).expect("write document");
     std::fs::rename(&tmp, path).expect("rename document");
 }
+
+/// The listing with every `elements = { … }` block's elements sorted and
+/// laid out again with the same number of elements on each line.
+pub fn sort_set_elements(text: &str) -> String {
+    const OPEN: &str = "elements = { ";
+    const WRAP: &str = ",\n\t\t\t     ";
+    let mut out = String::new();
+    let mut lines = text.split_inclusive('\n');
+    while let Some(line) = lines.next() {
+        let Some(at) = line.find(OPEN) else {
+            out.push_str(line);
+            continue;
+        };
+        let mut block = vec![&line[at + OPEN.len()..]];
+        while !block.last().is_some_and(|l| l.trim_end().ends_with(" }")) {
+            match lines.next() {
+                Some(l) => block.push(l.trim_start_matches(['\t', ' '])),
+                None => break,
+            }
+        }
+        let mut per_line = Vec::new();
+        let mut items: Vec<&str> = Vec::new();
+        for l in block {
+            let l = l.trim_end();
+            let l = l.strip_suffix(" }").or(l.strip_suffix(',')).unwrap_or(l);
+            let parts: Vec<&str> = l.split(", ").collect();
+            per_line.push(parts.len());
+            items.extend(parts);
+        }
+        items.sort_unstable();
+        let mut items = items.into_iter();
+        let lines_out: Vec<String> = per_line
+            .iter()
+            .map(|n| items.by_ref().take(*n).collect::<Vec<_>>().join(", "))
+            .collect();
+        out.push_str(&line[..at + OPEN.len()]);
+        out.push_str(&lines_out.join(WRAP));
+        out.push_str(" }\n");
+    }
+    out
+}
+
+/// The first line where two texts differ, with its number (None if equal).
+pub fn first_difference(want: &str, got: &str) -> Option<String> {
+    if want == got {
+        return None;
+    }
+    let (w, g): (Vec<&str>, Vec<&str>) = (
+        want.split_inclusive('\n').collect(),
+        got.split_inclusive('\n').collect(),
+    );
+    let i = w.iter().zip(&g).take_while(|(a, b)| a == b).count();
+    Some(format!(
+        "line {}: nft {:?}, groupctl {:?}",
+        i + 1,
+        w.get(i).copied().unwrap_or("<end>"),
+        g.get(i).copied().unwrap_or("<end>")
+    ))
+}
+
+/// `counter packets N bytes M` read as 0: groupd's listing cannot know the
+/// kernel's counts (the one difference a live listing may show).
+pub fn zero_counters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    const AT: &str = "counter packets ";
+    while let Some(i) = rest.find(AT) {
+        out.push_str(&rest[..i]);
+        out.push_str("counter packets 0 bytes 0");
+        let after = &rest[i + AT.len()..];
+        // Skip "N bytes M".
+        let mut words = after.splitn(4, ' ');
+        let skipped: usize = (0..3)
+            .filter_map(|_| words.next())
+            .map(|w| w.len() + 1)
+            .sum();
+        rest = &after[(skipped.saturating_sub(1)).min(after.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An `nft -j` object as groupd can know it: without handles, with counters zeroed and set elements sorted.
+pub fn comparable(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "handle" => {}
+                    "counter" => {
+                        out.insert(k.clone(), serde_json::json!({"packets": 0, "bytes": 0}));
+                    }
+                    "elem" => {
+                        let mut elems: Vec<Value> = x
+                            .as_array()
+                            .map(|a| a.iter().map(comparable).collect())
+                            .unwrap_or_default();
+                        elems.sort_by_key(|e| e.to_string());
+                        out.insert(k.clone(), Value::Array(elems));
+                    }
+                    _ => {
+                        out.insert(k.clone(), comparable(x));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The objects of one family's table in an `nft -j` document, comparable
+/// (metainfo left out).
+pub fn nft_json_objects(doc: &serde_json::Value, family: &str) -> Vec<serde_json::Value> {
+    doc["nftables"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|o| {
+                    o.as_object()
+                        .and_then(|m| m.values().next())
+                        .is_some_and(|v| v["family"] == family)
+                })
+                .map(comparable)
+                .collect()
+        })
+        .unwrap_or_default()
+}
