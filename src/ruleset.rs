@@ -487,6 +487,9 @@ pub struct Table {
     pub sets: BTreeMap<String, (SetDef, BTreeSet<Element>)>,
     /// In creation order: a chain is created before any rule jumps to it.
     pub chains: Vec<Chain>,
+    /// Owned by the named program (`daemon.table_guard` owner): only the
+    /// listing shows it, as `nft list` does; the kernel objects are the same.
+    pub owner: Option<String>,
 }
 
 impl Table {
@@ -496,6 +499,7 @@ impl Table {
             name: name.to_string(),
             sets: BTreeMap::new(),
             chains: Vec::new(),
+            owner: None,
         }
     }
 
@@ -547,8 +551,14 @@ impl Table {
             b.push_str("\t}\n");
             blocks.push(b);
         }
+        // An owned table as nft 1.0.6 lists it: the owner after the brace,
+        // the flags it knows (it does not name `persist`), a blank line.
+        let head = match &self.owner {
+            Some(progname) => format!(" # progname {progname}\n\tflags owner\n\n"),
+            None => "\n".to_string(),
+        };
         format!(
-            "table {} {} {{\n{}}}\n",
+            "table {} {} {{{head}{}}}\n",
             self.family.as_str(),
             self.name,
             blocks.join("\n")
@@ -634,7 +644,11 @@ impl Table {
     fn to_nft_json_items(&self) -> Vec<serde_json::Value> {
         use serde_json::json;
         let family = self.family.as_str();
-        let mut items = vec![json!({"table": {"family": family, "name": self.name}})];
+        let mut table = json!({"family": family, "name": self.name});
+        if self.owner.is_some() {
+            table["flags"] = json!(["owner", "persist"]);
+        }
+        let mut items = vec![json!({ "table": table })];
         for (name, (def, elems)) in &self.sets {
             let types: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
             let mut set = json!({

@@ -266,6 +266,13 @@ pub fn ruleset_text(answer: &serde_json::Value) -> String {
     format!("{}{}", table("inet"), table("bridge"))
 }
 
+/// This process's name as nft shows the owner of a table (its `comm`).
+fn owner_progname() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_else(|_| "groupd".to_string())
+}
+
 pub fn answer(
     req: &Request,
     state: &DesiredState,
@@ -288,7 +295,12 @@ pub fn answer(
             Err(e) => Ok(serde_json::json!({ "error": e })),
         },
         Request::Ruleset => {
-            let (inet, bridge) = state.tables();
+            let (mut inet, mut bridge) = state.tables();
+            if health.table_guard == "owner" {
+                for t in [&mut inet, &mut bridge] {
+                    t.owner = Some(owner_progname());
+                }
+            }
             serde_json::to_value(serde_json::json!({
                 "inet": inet.to_nft_text(),
                 "bridge": bridge.to_nft_text(),

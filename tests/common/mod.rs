@@ -259,6 +259,25 @@ pub fn comparable(v: &serde_json::Value) -> serde_json::Value {
             for (k, x) in m {
                 match k.as_str() {
                     "handle" => {}
+                    // nft 1.0.6 does not know NFT_TABLE_F_PERSIST and
+                    // calls it "unknown"; groupd names it.
+                    "flags" if x.as_array().is_some_and(|f| f.contains(&"unknown".into())) => {
+                        let named = x
+                            .as_array()
+                            .map(|f| {
+                                f.iter()
+                                    .map(|v| {
+                                        if v == "unknown" {
+                                            "persist".into()
+                                        } else {
+                                            v.clone()
+                                        }
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        out.insert(k.clone(), Value::Array(named));
+                    }
                     "counter" => {
                         out.insert(k.clone(), serde_json::json!({"packets": 0, "bytes": 0}));
                     }
