@@ -25,7 +25,38 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A string from the interner (a group name, an agent id). Compares,
 /// orders, hashes, prints and serializes as the `str` it holds.
-pub struct Interned(ManuallyDrop<Arc<str>>);
+///
+/// One pointer wide (`Arc<Box<str>>`, not the fat `Arc<str>`): it is held
+/// by every task (agent) and every membership (group), tens of thousands
+/// of copies, while the names themselves are few.
+pub struct Interned(ManuallyDrop<Shared>);
+
+type Shared = Arc<Box<str>>;
+
+/// An interner entry: hashes and compares as the `str` it holds, so the
+/// set can be searched by `&str`.
+struct Entry(Shared);
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        **self.0 == **other.0
+    }
+}
+
+impl Eq for Entry {}
+
+impl std::hash::Hash for Entry {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires it.
+        (**self.0).hash(state);
+    }
+}
 
 /// A group's name (any string; it never becomes nft syntax).
 pub type GroupName = Interned;
@@ -33,12 +64,12 @@ pub type GroupName = Interned;
 /// The strings handed out, so that equal strings share one copy. Each entry
 /// is held by the set and by the [`Interned`] values that use it; an entry
 /// only the set holds is removed by the drop that made it so.
-static INTERNER: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+static INTERNER: LazyLock<Mutex<HashSet<Entry>>> = LazyLock::new(Default::default);
 
 /// The interner's table is not shrunk below this many entries.
 const MIN_CAPACITY: usize = 1024;
 
-fn interner() -> MutexGuard<'static, HashSet<Arc<str>>> {
+fn interner() -> MutexGuard<'static, HashSet<Entry>> {
     // A panic while the lock was held cannot leave the set inconsistent
     // (each operation is a single insert or remove), so a poisoned lock
     // is used as is.
@@ -49,11 +80,11 @@ impl Interned {
     /// The shared copy of `name`.
     pub fn new(name: &str) -> Interned {
         let mut names = interner();
-        if let Some(shared) = names.get(name) {
-            return Interned(ManuallyDrop::new(Arc::clone(shared)));
+        if let Some(entry) = names.get(name) {
+            return Interned(ManuallyDrop::new(Arc::clone(&entry.0)));
         }
-        let shared: Arc<str> = Arc::from(name);
-        names.insert(Arc::clone(&shared));
+        let shared: Shared = Arc::new(Box::from(name));
+        names.insert(Entry(Arc::clone(&shared)));
         Interned(ManuallyDrop::new(shared))
     }
 
@@ -84,7 +115,7 @@ impl Drop for Interned {
         let mut names = interner();
         if watch.strong_count() == 1 {
             if let Some(shared) = watch.upgrade() {
-                names.remove(&*shared);
+                names.remove(&**shared);
             }
             // Nor does the table keep the size of a past burst of names
             // (halving when a quarter full is amortised O(1) per name).
@@ -99,7 +130,7 @@ impl Drop for Interned {
 impl PartialEq for Interned {
     fn eq(&self, other: &Interned) -> bool {
         // One copy per string: the same pointer is the same string.
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        Arc::ptr_eq(&self.0, &other.0) || **self.0 == **other.0
     }
 }
 
