@@ -812,3 +812,21 @@ fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::watchdog_period_from;
+    use std::time::Duration;
+
+    #[test]
+    fn the_watchdog_is_fed_at_half_its_timeout_and_only_for_us() {
+        let half = Some(Duration::from_secs(15));
+        assert_eq!(watchdog_period_from(Some("30000000"), None, 7), half);
+        assert_eq!(watchdog_period_from(Some("30000000"), Some("7"), 7), half);
+        // Meant for another process, absent, zero or garbage: no watchdog.
+        assert_eq!(watchdog_period_from(Some("30000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_period_from(None, None, 7), None);
+        assert_eq!(watchdog_period_from(Some("0"), None, 7), None);
+        assert_eq!(watchdog_period_from(Some("soon"), None, 7), None);
+    }
+}

@@ -56,6 +56,7 @@ fn run(dir: &Scratch, journal_stream: &str, stderr_file: &Path) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd, which needs CAP_NET_ADMIN, in namespaces it creates"]
 fn journal_stream_of_our_stderr_means_journald_or_a_text_fallback() {
     let dir = Scratch::new("journal");
     let stderr_file = dir.0.join("stderr");
@@ -83,6 +84,7 @@ fn journal_stream_of_our_stderr_means_journald_or_a_text_fallback() {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd, which needs CAP_NET_ADMIN, in namespaces it creates"]
 fn journal_stream_of_another_file_means_text() {
     let dir = Scratch::new("other");
     let stderr_file = dir.0.join("stderr");
@@ -147,6 +149,7 @@ fn private_journal_dir(cmd: &mut Command, journal_dir: &Path) {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd, which needs CAP_NET_ADMIN, in namespaces it creates"]
 fn under_the_journal_fields_and_priority_go_to_journald_natively() {
     let dir = Scratch::new("journald");
     let journal_dir = dir.0.join("journal");

@@ -67,6 +67,7 @@ fn wait_for_line(log: &Path, parts: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs groupd in a network namespace it creates, with real veths"]
 fn task_events_are_logged_with_task_and_app() {
     let mut cluster = Cluster::new("task_log");
     let agent = cluster.add_agent("tasklog");
