@@ -2,6 +2,7 @@
 //! network namespace (its nftables table lives and dies there), writes one
 //! JSON object per line with the event's fields as keys.
 
+mod common;
 #[path = "netns/mod.rs"]
 mod netns;
 
@@ -10,36 +11,15 @@ use std::time::{Duration, Instant};
 
 use netns::Cluster;
 
-/// A scratch directory removed on drop, also when the test fails.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 #[ignore = "needs root: runs groupd in a network namespace it creates"]
 fn json_lines_carry_fields_as_keys() {
     let mut cluster = Cluster::new("log_json");
     let agent = cluster.add_agent("json");
     let ns = cluster.agent(agent).ns.clone();
-    let dir = Scratch(std::env::temp_dir().join(format!("groupd-logjson-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).expect("scratch dir");
+    let dir = common::GroupdDir::new("logjson");
     let doc = dir.0.join("cluster.json");
-    let config = dir.0.join("groupd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"file\"\npath = {:?}\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\n[metrics]\nlisten = \"\"\n",
-            doc,
-            dir.0.join("groupd.sock"),
-            dir.0.join("state")
-        ),
-    )
-    .expect("write config");
+    let config = dir.file_source_config("");
     let log_path = dir.0.join("groupd.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_groupd"));
     cmd.arg("--config")

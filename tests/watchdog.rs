@@ -2,6 +2,7 @@
 //! whatever `verify_interval` is: the real daemon, a notify socket of the
 //! test's own, `verify_interval = 45` and a 1 s watchdog.
 
+mod common;
 #[path = "netns/mod.rs"]
 mod netns;
 
@@ -11,37 +12,15 @@ use std::time::{Duration, Instant};
 
 use netns::Cluster;
 
-/// A scratch directory removed on drop, also when the test fails.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 #[ignore = "needs root: runs groupd in a network namespace it creates"]
 fn the_watchdog_is_fed_whatever_the_verify_interval() {
     let mut cluster = Cluster::new("watchdog");
     let agent = cluster.add_agent("wd");
     let ns = cluster.agent(agent).ns.clone();
-    let dir = Scratch(std::env::temp_dir().join(format!("groupd-watchdog-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).expect("scratch dir");
-    let doc = dir.0.join("cluster.json");
-    std::fs::write(&doc, br#"{"apps": []}"#).expect("document");
-    let config = dir.0.join("groupd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"file\"\npath = {:?}\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = 45\n[metrics]\nlisten = \"\"\n",
-            doc,
-            dir.0.join("groupd.sock"),
-            dir.0.join("state")
-        ),
-    )
-    .expect("write config");
+    let dir = common::GroupdDir::new("watchdog");
+    std::fs::write(dir.0.join("cluster.json"), br#"{"apps": []}"#).expect("document");
+    let config = dir.file_source_config("verify_interval = 45\n");
     let notify = dir.0.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).expect("bind the notify socket");
     sock.set_read_timeout(Some(Duration::from_millis(200)))

@@ -319,3 +319,39 @@ pub fn nft_json_objects(doc: &serde_json::Value, family: &str) -> Vec<serde_json
         })
         .unwrap_or_default()
 }
+
+/// A scratch directory for one groupd (document, config, socket, state),
+/// removed on drop, also when the test fails.
+pub struct GroupdDir(pub std::path::PathBuf);
+
+impl GroupdDir {
+    pub fn new(name: &str) -> GroupdDir {
+        let dir = std::env::temp_dir().join(format!("groupd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        GroupdDir(dir)
+    }
+
+    /// `groupd.toml` for the file source reading `cluster.json` here, with
+    /// `extra` lines in `[daemon]`; returns its path.
+    pub fn file_source_config(&self, daemon_extra: &str) -> std::path::PathBuf {
+        let config = self.0.join("groupd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[source]\nkind = \"file\"\npath = {:?}\n[daemon]\nsocket = {:?}\nstate_dir = {:?}\n{daemon_extra}[metrics]\nlisten = \"\"\n",
+                self.0.join("cluster.json"),
+                self.0.join("groupd.sock"),
+                self.0.join("state")
+            ),
+        )
+        .expect("write config");
+        config
+    }
+}
+
+impl Drop for GroupdDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
