@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -687,7 +687,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = watchdog.tick(), if watchdog_period.is_some() => {
                 if d.watchdog_ok() {
-                    sd_notify(b"WATCHDOG=1");
+                    sd_notify(sd_notify::NotifyState::Watchdog);
                 }
             }
             touch = crate::table_guard::touched(&mut guard) => {
@@ -786,17 +786,14 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 /// systemd `Type=notify`: tell the service manager we are up.
 fn notify_ready() {
-    sd_notify(b"READY=1");
+    sd_notify(sd_notify::NotifyState::Ready);
 }
 
-fn sd_notify(msg: &[u8]) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let _ = sock.send_to(msg, PathBuf::from(path));
+/// Tell systemd (when it runs us with `NOTIFY_SOCKET`); nothing otherwise.
+/// A failed notification is not groupd's failure: systemd acts on the
+/// missing ping itself.
+fn sd_notify(state: sd_notify::NotifyState) {
+    let _ = sd_notify::notify(false, &[state]);
 }
 
 /// Give the memory a snapshot, its compilation and a full reconcile freed
