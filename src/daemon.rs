@@ -121,6 +121,10 @@ pub struct Daemon<D: Dataplane = Netlink> {
     metrics: crate::metrics::Shared,
     /// One log line per change of a local task's enforcement.
     task_log: crate::task_log::TaskLog,
+    /// Something a local task's log line depends on may have changed (its
+    /// task, the bindings, the view): the next apply looks. Remote tasks'
+    /// events, the bulk of a cluster's, skip that walk over local tasks.
+    local_changed: bool,
     /// Recent drops seen over nflog (`[drops] log`).
     drops: crate::drops::Recent,
 }
@@ -161,6 +165,7 @@ impl<D: Dataplane> Daemon<D> {
             store,
             metrics: Default::default(),
             task_log: Default::default(),
+            local_changed: true,
             drops,
         }
     }
@@ -277,6 +282,7 @@ impl<D: Dataplane> Daemon<D> {
     }
 
     fn load_view(&mut self, view: ClusterView, generation: u64) {
+        self.local_changed = true;
         let conflicts = self.state.set_view(view);
         self.state.set_generation(generation);
         self.health.generation = generation;
@@ -317,6 +323,7 @@ impl<D: Dataplane> Daemon<D> {
         self.state
             .set_bindings(map, task_bridges, b.ignored_ports.clone());
         self.bindings = b;
+        self.local_changed = true;
     }
 
     /// Send what changed as one transaction; on failure the delta is
@@ -326,7 +333,9 @@ impl<D: Dataplane> Daemon<D> {
         if !self.authoritative {
             return;
         }
-        self.task_log.observe(&self.state, &self.bindings);
+        if std::mem::take(&mut self.local_changed) {
+            self.task_log.observe(&self.state, &self.bindings);
+        }
         if !self.synced {
             self.reconcile();
             return;
@@ -432,6 +441,21 @@ impl<D: Dataplane> Daemon<D> {
         }
     }
 
+    /// Whether task `id` has an IP bound to an interface of this agent.
+    fn is_local(&self, id: &str) -> bool {
+        self.state
+            .view()
+            .tasks
+            .get(id)
+            .is_some_and(|t| self.has_local_ip(t))
+    }
+
+    fn has_local_ip(&self, task: &crate::model::Task) -> bool {
+        task.ips
+            .iter()
+            .any(|ip| self.state.binding_of(ip).is_some())
+    }
+
     /// Give the change of task `id` the next generation and journal what the
     /// view now holds for it (the task as kept, e.g. its last good data, or
     /// its removal) before the transaction that enforces it. Before the
@@ -443,6 +467,8 @@ impl<D: Dataplane> Daemon<D> {
         let generation = self.next_generation();
         self.state.set_generation(generation);
         let others = self.state.take_handed_over();
+        // A task that received a freed IP may be local.
+        self.local_changed |= !others.is_empty();
         for id in std::iter::once(id).chain(others.iter().map(|t| &**t)) {
             let change = match self.state.view().tasks.get(id) {
                 Some(task) => Change::Upsert(task),
@@ -511,6 +537,7 @@ impl<D: Dataplane> Daemon<D> {
                     return;
                 }
                 let id = task.id.clone();
+                self.local_changed |= self.is_local(&id) || self.has_local_ip(&task);
                 for c in self.state.upsert_task(task) {
                     warn!("{c}");
                 }
@@ -521,6 +548,7 @@ impl<D: Dataplane> Daemon<D> {
                 if !self.state.view().tasks.contains_key(id.as_str()) {
                     return;
                 }
+                self.local_changed |= self.is_local(&id);
                 self.state.remove_task(&id);
                 self.record_change(&id);
                 self.apply();
