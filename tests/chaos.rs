@@ -392,15 +392,14 @@ impl World {
             std::thread::sleep(Duration::from_millis(2));
         }
         let repaired = Instant::now();
-        eprintln!(
-            "[chaos] tamper {what:<34} {} repaired after {:?}",
-            if refused {
-                "refused by the kernel;"
-            } else {
-                "accepted;"
-            },
-            repaired - at
-        );
+        if refused {
+            eprintln!("[chaos] tamper {what:<34} refused by the kernel; the table never changed");
+        } else {
+            eprintln!(
+                "[chaos] tamper {what:<34} accepted; repaired after {:?}",
+                repaired - at
+            );
+        }
         self.tampers.push(Tamper { what, at, repaired });
     }
 }
