@@ -239,7 +239,6 @@ impl<D: Dataplane> Daemon<D> {
         self.newest_generation = persisted_generation
             .unwrap_or(0)
             .max(kernel_generation.unwrap_or(0));
-        self.health.generation = self.newest_generation;
         let usable = match (&kernel, &persisted) {
             (_, None) => false,
             (KernelStamp::Absent, Some(_)) => true,
@@ -284,8 +283,7 @@ impl<D: Dataplane> Daemon<D> {
     fn load_view(&mut self, view: ClusterView, generation: u64) {
         self.local_changed = true;
         let conflicts = self.state.set_view(view);
-        self.state.set_generation(generation);
-        self.health.generation = generation;
+        self.stamp(generation);
         for c in &conflicts {
             warn!("{c}");
         }
@@ -295,8 +293,14 @@ impl<D: Dataplane> Daemon<D> {
     /// The generation of the next view change.
     fn next_generation(&mut self) -> u64 {
         self.newest_generation = (self.newest_generation + 1).min(compile::MAX_GENERATION);
-        self.health.generation = self.newest_generation;
         self.newest_generation
+    }
+
+    /// The view now has `generation`: the table's stamp follows in the
+    /// next transaction, and the health reports it.
+    fn stamp(&mut self, generation: u64) {
+        self.state.set_generation(generation);
+        self.health.generation = generation;
     }
 
     pub fn set_bindings(&mut self, b: Bindings) {
@@ -465,7 +469,7 @@ impl<D: Dataplane> Daemon<D> {
             return;
         }
         let generation = self.next_generation();
-        self.state.set_generation(generation);
+        self.stamp(generation);
         let others = self.state.take_handed_over();
         // A task that received a freed IP may be local.
         self.local_changed |= !others.is_empty();

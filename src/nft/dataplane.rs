@@ -144,11 +144,6 @@ pub trait Dataplane {
     /// The table's flags and owner (`None` when absent), without its contents.
     fn head(&mut self, family: Family, table: &str) -> Result<Option<TableHead>, NftError>;
 
-    /// Whether table `table` exists.
-    fn exists(&mut self, family: Family, table: &str) -> Result<bool, NftError> {
-        Ok(self.head(family, table)?.is_some())
-    }
-
     /// The chains of a table with their rules and counters, without the
     /// sets (cheap: what `groupctl status` needs).
     fn read_chains(
