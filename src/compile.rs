@@ -18,6 +18,8 @@
 //! A pair exists once per peer, not per group: a membership change costs
 //! elements proportional to the local endpoints of the groups involved.
 
+pub mod wide;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -93,6 +95,9 @@ pub struct Policy {
     pub enforce_discovery_ports: bool,
     /// `[drops] log`: dropped packets also go to nflog (rate-limited).
     pub drop_log: Option<DropLog>,
+    /// Large groups with a local member are told apart by identity
+    /// ([`wide`]) instead of address pairs. Off: every group keeps pairs.
+    pub wide: bool,
 }
 
 /// Where and how often the dropping rules log (`[drops]`).
@@ -121,6 +126,7 @@ impl Policy {
                 rate: c.drops.rate(),
                 burst: c.drops.burst,
             }),
+            wide: true,
         }
     }
 }
@@ -345,8 +351,17 @@ pub fn generation_of(set_elements: &std::collections::BTreeSet<Element>) -> Opti
 }
 
 /// The static part of both tables: every chain and set, no elements.
+/// The chains and empty sets, without the rules for wide groups.
 pub fn skeleton(policy: &Policy) -> (Table, Table) {
-    (inet_skeleton(policy), bridge_skeleton(policy))
+    skeleton_for(policy, false)
+}
+
+/// The chains and empty sets; `wide_rules`: with the rules that decide by
+/// identity ([`wide`]), which are there only while this agent has a wide
+/// group: `nft` (1.0.x) cannot list a lookup whose key holds a map's value,
+/// so an agent without wide groups keeps a table `nft list` can print.
+pub fn skeleton_for(policy: &Policy, wide_rules: bool) -> (Table, Table) {
+    (inet_skeleton(policy, wide_rules), bridge_skeleton(policy))
 }
 
 fn inet_sets(t: &mut Table) {
@@ -383,9 +398,22 @@ fn inet_sets(t: &mut Table) {
     }
 }
 
-fn inet_skeleton(policy: &Policy) -> Table {
+fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
     let mut t = Table::new(Family::Inet, &policy.table);
     inet_sets(&mut t);
+    if policy.wide {
+        wide::add_sets(&mut t);
+    }
+    // The wide-group twin of a pair rule, right after it (none without).
+    let wide_rules = |local: Dir, sets: [&str; 2], verdict: fn(Vec<Match>) -> Rule| {
+        if !wide_rules {
+            return vec![];
+        }
+        wide::matches(local, sets)
+            .into_iter()
+            .map(|m| verdict(vec![m]))
+            .collect::<Vec<Rule>>()
+    };
     let addr_in = |dir, l3, set: &str| Match::lookup(&[Field::Addr(dir, l3)], set);
     let if_addr =
         |dir, l3, set: &str| Match::lookup(&[Field::Ifname(dir), Field::Addr(dir, l3)], set);
@@ -419,6 +447,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
         .into_iter()
         .map(|m| ret(vec![m]))
         .collect();
+    egress.extend(wide_rules(In, [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6], ret));
     for (l3, sets) in [(Ip, [OPEN4, OPEN_GATED4]), (Ip6, [OPEN6, OPEN_GATED6])] {
         for set in sets {
             egress.push(ret(vec![addr_in(Out, l3, set)]));
@@ -448,6 +477,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
+    gated.extend(wide_rules(Out, [wide::WIDE_GATED4, wide::WIDE_GATED6], accept));
     for (l3, open, all) in [
         (Ip, OPEN_GATED4, ENDPOINTS4),
         (Ip6, OPEN_GATED6, ENDPOINTS6),
@@ -462,6 +492,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
+    ingress.extend(wide_rules(Out, [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6], accept));
     for (l3, open, all) in [(Ip, OPEN4, ENDPOINTS4), (Ip6, OPEN6, ENDPOINTS6)] {
         ingress.push(accept(vec![addr_in(Out, l3, open), addr_in(In, l3, all)]));
     }
@@ -500,6 +531,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
             .into_iter()
             .map(|m| accept(vec![m])),
     );
+    from_task.extend(wide_rules(In, [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6], accept));
     from_task.extend([
         jump(vec![], SOURCE_CHECK),
         established(),
@@ -514,6 +546,7 @@ fn inet_skeleton(policy: &Policy) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
+    to_task.extend(wide_rules(Out, [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6], accept));
     to_task.extend([
         jump(vec![], DEST_CHECK),
         established(),

@@ -340,7 +340,9 @@ impl<D: Dataplane> Daemon<D> {
         if std::mem::take(&mut self.local_changed) {
             self.task_log.observe(&self.state, &self.bindings);
         }
-        if !self.synced {
+        // A new generation of chains (the rules for wide groups came or
+        // went) cannot travel as elements: the reconcile rewrites them.
+        if !self.synced || self.state.take_chains_changed() {
             self.reconcile();
             return;
         }
@@ -351,7 +353,7 @@ impl<D: Dataplane> Daemon<D> {
         }
         let started = Instant::now();
         let table = self.config.daemon.table.clone();
-        match self.nft.apply_elements(&table, &delta.del, &delta.add) {
+        match self.nft.apply_elements(&table, &delta.del, &delta.add, compile::wide::data_len) {
             Ok(messages) => {
                 self.kernel_failing = false;
                 self.count_transaction(started);
@@ -397,6 +399,7 @@ impl<D: Dataplane> Daemon<D> {
                 }
                 // Everything is in the kernel: from now on, changes go as deltas.
                 let _ = self.state.take_delta();
+                let _ = self.state.take_chains_changed();
                 self.state.track_changes(true);
                 if report.changed() || !self.synced {
                     release_free_memory();

@@ -94,14 +94,45 @@ impl Tracer<'_> {
         }
     }
 
-    fn lookup(&self, set: &str, key: &[KeyValue]) -> Option<&Element> {
+    /// The value `key` has in `set` (empty for a plain set), if it is there.
+    fn lookup(&self, set: &str, key: &[KeyValue]) -> Option<&[u8]> {
         let probe = Element::set(key);
-        let (_, elems) = self.table.sets.get(set)?;
-        elems.iter().find(|e| e.key == probe.key)
+        let (def, elems) = self.table.sets.get(set)?;
+        elems.iter().find_map(|e| {
+            let (k, value) = e.split(def.data_len);
+            (*k == *probe.key).then_some(value)
+        })
     }
 
     /// The packet's value of each field, looked up in `set`.
     fn lookup_fields(&self, key: &[Field], set: &str) -> bool {
+        self.key_values(key)
+            .is_some_and(|values| self.lookup(set, &values).is_some())
+    }
+
+    /// The identity the packet's `peer` field has in `ident_map`, then its
+    /// `key`, found in `set` (what [`Match::ViaIdentity`] asks).
+    fn via_identity(&self, key: &[Field], peer: Field, ident_map: &str, set: &str) -> bool {
+        let Some(values) = self.key_values(key) else {
+            return false;
+        };
+        let Some(peer) = self.key_values(&[peer]) else {
+            return false;
+        };
+        let Some(identity) = self.lookup(ident_map, &peer) else {
+            return false;
+        };
+        let mut probe = identity.to_vec();
+        probe.extend_from_slice(&Element::set(&values).key);
+        self.table
+            .sets
+            .get(set)
+            .is_some_and(|(_, elems)| elems.contains(&Element { key: probe.into() }))
+    }
+
+    /// The packet's value of each field of a lookup key (`None`: the packet
+    /// has no such field, so the lookup cannot match).
+    fn key_values(&self, key: &[Field]) -> Option<Vec<KeyValue<'_>>> {
         let proto = match self.pkt.proto {
             Proto::Icmp => {
                 if self.pkt.src.is_ipv4() {
@@ -116,24 +147,21 @@ impl Tracer<'_> {
         let mut values = Vec::new();
         for f in key {
             values.push(match f {
-                Field::Ifname(dir) => match self.ifname(*dir) {
-                    Some(i) => KeyValue::Ifname(i),
-                    None => return false,
-                },
+                Field::Ifname(dir) => KeyValue::Ifname(self.ifname(*dir)?),
                 Field::Addr(dir, l3) => {
                     if !self.family_ok(*l3) {
-                        return false;
+                        return None;
                     }
                     KeyValue::Ip(self.addr(*dir))
                 }
                 Field::L4Proto => KeyValue::Proto(proto),
                 Field::Dport => match (self.pkt.proto, self.pkt.port) {
                     (Proto::Tcp | Proto::Udp, Some(p)) => KeyValue::Port(p),
-                    _ => return false,
+                    _ => return None,
                 },
             });
         }
-        self.lookup(set, &values).is_some()
+        Some(values)
     }
 
     fn matches(&self, m: &Match) -> bool {
@@ -146,6 +174,12 @@ impl Tracer<'_> {
                 }
             }),
             Match::Lookup { key, set } => self.lookup_fields(key, set),
+            Match::ViaIdentity {
+                key,
+                peer,
+                ident_map,
+                set,
+            } => self.via_identity(key, *peer, ident_map, set),
             Match::AddrPrefix { dir, prefix } => prefix.contains(&self.addr(*dir)),
             // Synthetic packets are data, never neighbour discovery.
             Match::Icmpv6Type(_) => false,
@@ -316,7 +350,7 @@ pub fn drop_reason(
 /// A rule that decides by policy (R1, R2, R4, R5, R9), not by interface.
 fn is_policy_step(s: &Step) -> bool {
     [EGRESS, INGRESS, GATED].contains(&s.chain.as_str())
-        || ["@egress", "@ingress", "@pass", "@gated", "@open"]
+        || ["@egress", "@ingress", "@pass", "@gated", "@open", "@wide_"]
             .iter()
             .any(|set| s.rule.contains(set))
 }
@@ -352,21 +386,26 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
         })
         .unwrap_or_default();
     if verdict == "accept" {
-        if ["egress", "ingress", "pass", "gated"]
+        let wide = ["wide_egress", "wide_ingress", "wide_gated"]
             .iter()
-            .any(|s| uses(s))
-        {
+            .any(|s| text.contains(&format!("@{s}")));
+        if wide || ["egress", "ingress", "pass", "gated"].iter().any(|s| uses(s)) {
             let shared: Vec<String> = groups_of(&pkt.src)
                 .intersection(&groups_of(&pkt.dst))
                 .map(|g| g.to_string())
                 .collect();
-            let ports = if uses("gated") {
+            let ports = if uses("gated") || text.contains("@wide_gated") {
                 " (on one of its discovery ports, R9)"
             } else {
                 ""
             };
+            let how = if wide {
+                " (a wide group: decided by the peer's identity)"
+            } else {
+                ""
+            };
             return format!(
-                "R1: {src} and {dst} are both in group(s) {shared:?}{ports}; allowed by {chain} `{text}`"
+                "R1: {src} and {dst} are both in group(s) {shared:?}{ports}{how}; allowed by {chain} `{text}`"
             );
         }
         if uses("open") || uses("open_gated") {

@@ -38,6 +38,10 @@ pub enum KeyPart {
     InetProto,
     /// A transport port (`th dport`).
     InetService,
+    /// A 128-bit identity (`crate::compile::wide`). nft has no 128-bit
+    /// integer type it can print inside a concatenation, so to nft (and in
+    /// groupd's listing) it is typed and shown as an IPv6 address.
+    Identity,
 }
 
 impl KeyPart {
@@ -45,7 +49,7 @@ impl KeyPart {
     pub fn value_len(&self) -> usize {
         match self {
             KeyPart::Ipv4 => 4,
-            KeyPart::Ipv6 | KeyPart::Ifname => 16,
+            KeyPart::Ipv6 | KeyPart::Ifname | KeyPart::Identity => 16,
             KeyPart::InetProto => 1,
             KeyPart::InetService => 2,
         }
@@ -63,6 +67,7 @@ impl KeyPart {
             KeyPart::Ifname => "ifname",
             KeyPart::InetProto => "inet_proto",
             KeyPart::InetService => "inet_service",
+            KeyPart::Identity => "ipv6_addr",
         }
     }
 }
@@ -70,13 +75,26 @@ impl KeyPart {
 /// A 128-bit group id.
 pub type GroupId = [u8; 16];
 
-/// A set: the types of its key's components.
+/// A set: the types of its key's components, and for a map the length of
+/// the value each key maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetDef {
     pub key: Vec<KeyPart>,
+    /// 0 for a plain set; else a map whose values are this many bytes (the
+    /// group-slot masks, see `crate::compile::slots`).
+    pub data_len: usize,
 }
 
-/// One element: its key, the components concatenated, each padded to 4 bytes.
+impl SetDef {
+    pub fn is_map(&self) -> bool {
+        self.data_len > 0
+    }
+}
+
+/// One element: its key, the components concatenated, each padded to 4
+/// bytes; for a map the value follows the key in the same bytes (one
+/// allocation per element, and a changed value is a different element, which
+/// is exactly how the kernel must be told: delete the old, add the new).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
     pub key: Box<[u8]>,
@@ -84,13 +102,25 @@ pub struct Element {
 
 impl Element {
     pub fn set(parts: &[KeyValue]) -> Element {
-        let mut key = Vec::with_capacity(40);
+        Element::map(parts, &[])
+    }
+
+    /// A map element: `parts` mapped to `data`.
+    pub fn map(parts: &[KeyValue], data: &[u8]) -> Element {
+        let mut key = Vec::with_capacity(40 + data.len());
         for p in parts {
             p.append_to(&mut key);
         }
+        key.extend_from_slice(data);
         Element {
             key: key.into_boxed_slice(),
         }
+    }
+
+    /// The key and the value of an element of a map with `data_len`-byte
+    /// values (the value is empty for a plain set).
+    pub fn split(&self, data_len: usize) -> (&[u8], &[u8]) {
+        self.key.split_at(self.key.len().saturating_sub(data_len))
     }
 }
 
@@ -269,6 +299,16 @@ pub enum Match {
     L4Proto(u8),
     /// `tcp dport 80` / `udp dport 53`.
     Dport { udp: bool, port: u16 },
+    /// `ip daddr map @ident4 . iifname . ip saddr @wide_egress4`: the
+    /// identity that `peer` maps to in `ident_map`, then the fields of
+    /// `key`, concatenated, are a key of `set` (see `crate::compile::wide`).
+    /// Two lookups, whatever the group sizes.
+    ViaIdentity {
+        key: Vec<Field>,
+        peer: Field,
+        ident_map: String,
+        set: String,
+    },
     /// `limit rate 50/second burst 5 packets`: true while the rule's own
     /// token bucket has a packet left (each rule has its own bucket).
     Limit {
@@ -290,10 +330,12 @@ impl Match {
     /// The address family the match needs, if any.
     pub fn l3(&self) -> Option<L3> {
         match self {
-            Match::Lookup { key, .. } => key.iter().find_map(|f| match f {
-                Field::Addr(_, l3) => Some(*l3),
-                _ => None,
-            }),
+            Match::Lookup { key, .. } | Match::ViaIdentity { key, .. } => {
+                key.iter().find_map(|f| match f {
+                    Field::Addr(_, l3) => Some(*l3),
+                    _ => None,
+                })
+            }
             Match::AddrPrefix { prefix, .. } => {
                 Some(if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 })
             }
@@ -396,10 +438,17 @@ fn match_text(m: &Match) -> String {
                 if *prefix { "*" } else { "" }
             )
         }
-        Match::Lookup { key, set } => {
-            let fields: Vec<String> = key.iter().map(Field::text).collect();
-            format!("{} @{set}", fields.join(" . "))
-        }
+        Match::Lookup { key, set } => format!("{} @{set}", fields_text(key)),
+        Match::ViaIdentity {
+            key,
+            peer,
+            ident_map,
+            set,
+        } => format!(
+            "{} map @{ident_map} . {} @{set}",
+            peer.text(),
+            fields_text(key)
+        ),
         Match::AddrPrefix { dir, prefix } => {
             let l3 = if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 };
             let max = if prefix.is_ipv4() { 32 } else { 128 };
@@ -431,6 +480,11 @@ fn match_text(m: &Match) -> String {
         }
         Match::CtState(bits) => format!("ct state {}", ct_state_names(*bits).join(",")),
     }
+}
+
+fn fields_text(key: &[Field]) -> String {
+    let fields: Vec<String> = key.iter().map(Field::text).collect();
+    fields.join(" . ")
 }
 
 /// The names of `NF_CT_STATE_*` bits, in nft's order.
@@ -504,8 +558,13 @@ impl Table {
     }
 
     pub fn add_set(&mut self, name: &str, key: Vec<KeyPart>) {
-        self.sets
-            .insert(name.to_string(), (SetDef { key }, BTreeSet::new()));
+        self.add_map(name, key, 0);
+    }
+
+    /// A map from `key` to `data_len`-byte values (0: a plain set).
+    pub fn add_map(&mut self, name: &str, key: Vec<KeyPart>, data_len: usize) {
+        let def = SetDef { key, data_len };
+        self.sets.insert(name.to_string(), (def, BTreeSet::new()));
     }
 
     pub fn insert(&mut self, set: &str, e: Element) {
@@ -527,7 +586,11 @@ impl Table {
         let mut blocks: Vec<String> = Vec::new();
         for (name, (def, elems)) in &self.sets {
             let key: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
-            let mut b = format!("\tset {name} {{\n\t\ttype {}\n", key.join(" . "));
+            let mut b = if def.is_map() {
+                format!("\tmap {name} {{\n\t\ttype {} : ipv6_addr\n", key.join(" . "))
+            } else {
+                format!("\tset {name} {{\n\t\ttype {}\n", key.join(" . "))
+            };
             if !elems.is_empty() {
                 let items: Vec<String> = elems.iter().map(|e| element_text(def, e)).collect();
                 let _ = writeln!(b, "\t\telements = {}", elements_text(def, &items));
@@ -571,6 +634,7 @@ impl Table {
 /// per line for everything else (IPv6, interface names, concatenations).
 fn elements_text(def: &SetDef, items: &[String]) -> String {
     let per_line = match def.key.as_slice() {
+        _ if def.is_map() => 1,
         [KeyPart::Ipv4] => 2,
         [KeyPart::InetProto] | [KeyPart::InetService] => 5,
         _ => 1,
@@ -596,11 +660,30 @@ fn priority_text(family: Family, b: &BaseChain) -> String {
 
 /// An element in nft syntax (`"veth1" . 10.0.0.1 . 10.0.0.2`).
 pub fn element_text(def: &SetDef, e: &Element) -> String {
+    let (key, data) = e.split(def.data_len);
+    let key = key_text(def, key);
+    if def.is_map() {
+        format!("{key} : {}", identity_text(data))
+    } else {
+        key
+    }
+}
+
+/// The value of groupd's maps: an identity, shown as nft shows it (an
+/// IPv6 address, see [`KeyPart::Identity`]).
+fn identity_text(data: &[u8]) -> String {
+    match <[u8; 16]>::try_from(data) {
+        Ok(a) => Ipv6Addr::from(a).to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+fn key_text(def: &SetDef, key: &[u8]) -> String {
     let mut parts = Vec::new();
     let mut off = 0;
     for k in &def.key {
-        let end = (off + k.value_len()).min(e.key.len());
-        let b = &e.key[off.min(end)..end];
+        let end = (off + k.value_len()).min(key.len());
+        let b = &key[off.min(end)..end];
         off += k.byte_len();
         parts.push(match k {
             KeyPart::Ipv4 => match <[u8; 4]>::try_from(b) {
@@ -620,6 +703,7 @@ pub fn element_text(def: &SetDef, e: &Element) -> String {
                 Ok(p) => u16::from_be_bytes(p).to_string(),
                 Err(_) => "?".into(),
             },
+            KeyPart::Identity => identity_text(b),
         });
     }
     parts.join(" . ")
@@ -660,7 +744,12 @@ impl Table {
             if !elems.is_empty() {
                 set["elem"] = elems.iter().map(|e| element_json(def, e)).collect();
             }
-            items.push(json!({ "set": set }));
+            if def.is_map() {
+                set["map"] = json!("ipv6_addr");
+                items.push(json!({ "map": set }));
+            } else {
+                items.push(json!({ "set": set }));
+            }
         }
         for c in &self.chains {
             let mut chain = json!({"family": family, "table": self.name, "name": c.name});
@@ -752,6 +841,17 @@ fn match_json(m: &Match) -> serde_json::Value {
             };
             eq(left, json!(format!("@{set}")))
         }
+        Match::ViaIdentity {
+            key,
+            peer,
+            ident_map,
+            set,
+        } => {
+            let mut parts =
+                vec![json!({"map": {"key": field_json(peer), "data": format!("@{ident_map}")}})];
+            parts.extend(key.iter().map(field_json));
+            eq(json!({ "concat": parts }), json!(format!("@{set}")))
+        }
         Match::AddrPrefix { dir, prefix } => {
             let l3 = if prefix.is_ipv4() { L3::Ip } else { L3::Ip6 };
             let max = if prefix.is_ipv4() { 32 } else { 128 };
@@ -800,7 +900,8 @@ fn match_json(m: &Match) -> serde_json::Value {
 /// and protocols, numbers for ports; `{"concat": [...]}` for several parts.
 fn element_json(def: &SetDef, e: &Element) -> serde_json::Value {
     use serde_json::json;
-    let text = element_text(def, e);
+    let (key, data) = e.split(def.data_len);
+    let text = key_text(def, key);
     let parts: Vec<serde_json::Value> = def
         .key
         .iter()
@@ -811,9 +912,14 @@ fn element_json(def: &SetDef, e: &Element) -> serde_json::Value {
             _ => json!(v),
         })
         .collect();
-    match parts.as_slice() {
+    let key = match parts.as_slice() {
         [one] => one.clone(),
         _ => json!({ "concat": parts }),
+    };
+    if def.is_map() {
+        json!([key, identity_text(data)])
+    } else {
+        key
     }
 }
 
@@ -822,7 +928,7 @@ mod tests {
     use super::*;
 
     fn def(key: Vec<KeyPart>) -> SetDef {
-        SetDef { key }
+        SetDef { key, data_len: 0 }
     }
 
     #[test]

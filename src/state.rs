@@ -8,12 +8,15 @@
 
 mod ip_map;
 mod members;
+#[cfg(test)]
+mod wide_tests;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName};
+use crate::compile::wide::{self, Identity};
+use crate::compile::{self, Endpoint, LocalBinding, Policy, SetName, Sink};
 use crate::config::Ungrouped;
 use crate::model::{ClusterView, GroupName, IpConflict, NotEnforced, Task, TaskId};
 use crate::ruleset::{Element, Family, GroupId, KeyValue, Table};
@@ -98,6 +101,20 @@ pub struct DesiredState {
     /// Tasks whose entry in the view changed as a side effect of the last
     /// upsert or removal (they received an IP it freed).
     handed_over: Vec<TaskId>,
+    /// The wide groups ([`compile::wide`]): large, with a local member;
+    /// their members are told apart by identity, not by address pairs.
+    wide: BTreeSet<GroupId>,
+    /// The identities endpoints have: identity -> (its wide groups, how
+    /// many endpoints have it).
+    identities: HashMap<Identity, (Box<[GroupId]>, usize)>,
+    /// Wide group -> the identities that include it.
+    identities_of: HashMap<GroupId, HashSet<Identity>>,
+    /// Groups whose membership changed since their wide status was last
+    /// decided ([`Self::settle_wide`]).
+    dirty: HashSet<GroupId>,
+    /// The rules for wide groups came or went: the chains change, which an
+    /// element delta cannot carry (see [`Self::take_chains_changed`]).
+    chains_changed: bool,
 }
 
 impl DesiredState {
@@ -120,7 +137,184 @@ impl DesiredState {
             ignored_ports: BTreeSet::new(),
             generation: 0,
             handed_over: Vec::new(),
+            wide: BTreeSet::new(),
+            identities: HashMap::new(),
+            identities_of: HashMap::new(),
+            dirty: HashSet::new(),
+            chains_changed: false,
         }
+    }
+
+    /// Whether the chains changed since the last call (the rules for wide
+    /// groups came or went): the next transaction must be a reconcile.
+    pub fn take_chains_changed(&mut self) -> bool {
+        std::mem::take(&mut self.chains_changed)
+    }
+
+    /// The wide groups of this agent.
+    pub fn wide_groups(&self) -> &BTreeSet<GroupId> {
+        &self.wide
+    }
+
+    /// How many identities the endpoints have.
+    pub fn identity_count(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Decide again whether each group whose membership changed is wide;
+    /// every member of a group that turns wide (or stops being wide) is
+    /// recompiled: its pairs in that group become its identity, or back.
+    /// Called at the end of every change, so that a change is compiled under
+    /// one stable set of wide groups.
+    fn settle_wide(&mut self) {
+        loop {
+            let dirty = std::mem::take(&mut self.dirty);
+            let flips: Vec<GroupId> = dirty
+                .into_iter()
+                .filter(|g| self.should_be_wide(g) != self.wide.contains(g))
+                .collect();
+            if flips.is_empty() {
+                return;
+            }
+            let mut affected: BTreeSet<TaskId> = BTreeSet::new();
+            for g in &flips {
+                if let Some(m) = self.members.get(g) {
+                    affected.extend(m.iter().cloned());
+                }
+            }
+            for id in &affected {
+                self.retire(id);
+            }
+            let had_wide = !self.wide.is_empty();
+            for g in flips {
+                if !self.wide.remove(&g) {
+                    self.wide.insert(g);
+                }
+            }
+            if had_wide != !self.wide.is_empty() {
+                self.chains_changed = true;
+            }
+            for id in &affected {
+                self.admit(id);
+            }
+        }
+    }
+
+    fn should_be_wide(&self, g: &GroupId) -> bool {
+        self.policy.wide
+            && self.local_members.contains_key(g)
+            && self
+                .members
+                .get(g)
+                .is_some_and(|m| m.len() >= wide::WIDE_MIN_MEMBERS)
+    }
+
+    /// The wide groups among an endpoint's groups.
+    fn wide_of(&self, e: &Endpoint) -> Vec<GroupId> {
+        if self.wide.is_empty() {
+            return Vec::new();
+        }
+        wide::wide_of(&e.gids, &self.wide)
+    }
+
+    /// The identities that share a wide group with `wide`.
+    fn identities_sharing(&self, wide: &[GroupId]) -> BTreeSet<Identity> {
+        wide.iter()
+            .filter_map(|g| self.identities_of.get(g))
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// The local endpoints in a group of `wide` (task `id` is `e`).
+    fn locals_sharing<'a>(
+        &'a self,
+        wide: &[GroupId],
+        id: &str,
+        e: &'a Endpoint,
+    ) -> Vec<&'a Endpoint> {
+        let ids: BTreeSet<&str> = wide
+            .iter()
+            .filter_map(|g| self.local_members.get(g))
+            .flat_map(Members::iter)
+            .map(|k| &**k)
+            .collect();
+        ids.into_iter()
+            .filter_map(|k| if k == id { Some(e) } else { self.local_eps.get(k) })
+            .collect()
+    }
+
+    /// Count one more (`add`) or one fewer endpoint with identity `ident`:
+    /// true when the identity appeared or disappeared.
+    fn count_identity(&mut self, ident: Identity, wide: &[GroupId], add: bool) -> bool {
+        if add {
+            let entry = self
+                .identities
+                .entry(ident)
+                .or_insert_with(|| (wide.into(), 0));
+            entry.1 += 1;
+            if entry.1 > 1 {
+                return false;
+            }
+            for g in wide {
+                self.identities_of.entry(*g).or_default().insert(ident);
+            }
+            true
+        } else {
+            let Some(entry) = self.identities.get_mut(&ident) else {
+                return false;
+            };
+            entry.1 -= 1;
+            if entry.1 > 0 {
+                return false;
+            }
+            self.identities.remove(&ident);
+            for g in wide {
+                if let Some(set) = self.identities_of.get_mut(g) {
+                    set.remove(&ident);
+                    if set.is_empty() {
+                        self.identities_of.remove(g);
+                    }
+                }
+            }
+            true
+        }
+    }
+
+    /// The identity elements of endpoint `e` (task `id`) entering (`add`)
+    /// or leaving: its address -> identity, and the (local endpoint,
+    /// identity) elements that come or go with it.
+    fn identity_changes(&mut self, e: &Endpoint, id: &str, add: bool) -> Vec<(Family, SetName, Element)> {
+        let mut out = Vec::new();
+        let wide = self.wide_of(e);
+        if wide.is_empty() {
+            return out;
+        }
+        let ident = wide::identity(&wide);
+        let mut sink = |f: Family, s: SetName, el: Element| out.push((f, s, el));
+        wide::identity_elements(e, &ident, &mut sink);
+        // A local endpoint's own (endpoint, identity) elements are counted
+        // while its identity is not (entering) or no longer (leaving), so
+        // that the pair with its own identity is emitted exactly once.
+        let own = |st: &Self, sink: &mut Sink| {
+            if e.is_local() {
+                for other in st.identities_sharing(&wide) {
+                    wide::wide_elements(e, &other, sink);
+                }
+            }
+        };
+        if add {
+            own(self, &mut sink);
+        }
+        if self.count_identity(ident, &wide, add) {
+            for local in self.locals_sharing(&wide, id, e) {
+                wide::wide_elements(local, &ident, &mut sink);
+            }
+        }
+        if !add {
+            own(self, &mut sink);
+        }
+        out
     }
 
     /// Tasks that received an IP freed by the upserts and removals since
@@ -199,6 +393,7 @@ impl DesiredState {
         }
         // Forget the names of groups that are gone (the cache would grow
         // with every group name ever seen).
+        self.settle_wide();
         let (members, open) = (&self.members, &self.policy.open_ids);
         self.gid_cache
             .retain(|_, g| members.contains_key(g) || open.contains(g));
@@ -219,6 +414,7 @@ impl DesiredState {
         }
         let mut messages = messages;
         messages.extend(self.hand_over_released());
+        self.settle_wide();
         messages
     }
 
@@ -305,6 +501,7 @@ impl DesiredState {
         for m in self.hand_over_released() {
             tracing::info!("{m}");
         }
+        self.settle_wide();
     }
 
     /// Give IPs that became free to the tasks that were waiting for them
@@ -421,6 +618,7 @@ impl DesiredState {
         for id in touched {
             self.recompute(&id);
         }
+        self.settle_wide();
     }
 
     fn sync_names(&mut self, family: Family, set: SetName, new: BTreeSet<String>, bridges: bool) {
@@ -527,6 +725,7 @@ impl DesiredState {
                 compile::pair_elements(e, &p, &mut sink);
             }
         }
+        elements.extend(self.identity_changes(e, id, add));
         for (f, s, el) in elements {
             if add {
                 self.add_element(f, s, el);
@@ -537,7 +736,8 @@ impl DesiredState {
     }
 
     /// The endpoints `e` has pairs with: the members of its groups if it is
-    /// local, else the local members of its groups (each once).
+    /// local, else the local members of its groups (each once); wide groups
+    /// excluded (their members are told apart by identity).
     fn peers<'a>(&'a self, e: &Endpoint, id: &str) -> HashSet<&'a str> {
         let index = if e.is_local() {
             &self.members
@@ -546,6 +746,7 @@ impl DesiredState {
         };
         e.gids
             .iter()
+            .filter(|g| !self.wide.contains(*g))
             .filter_map(|g| index.get(g))
             .flat_map(Members::iter)
             .map(|k| &**k)
@@ -554,6 +755,7 @@ impl DesiredState {
     }
 
     fn index(&mut self, e: &Endpoint, key: &TaskId) {
+        self.dirty.extend(e.gids.iter().copied());
         for g in &e.gids {
             self.members.entry(*g).or_default().insert(key.clone());
             if e.is_local() {
@@ -566,6 +768,7 @@ impl DesiredState {
     }
 
     fn unindex(&mut self, e: &Endpoint, id: &str) {
+        self.dirty.extend(e.gids.iter().copied());
         for index in [&mut self.members, &mut self.local_members] {
             for g in &e.gids {
                 if let Some(m) = index.get_mut(g) {
@@ -654,7 +857,8 @@ impl DesiredState {
     /// endpoints: the skeleton, every endpoint's own elements, and the pairs
     /// of every local endpoint with its peers.
     pub fn tables(&self) -> (Table, Table) {
-        let (mut inet, mut bridge) = compile::skeleton(&self.policy);
+        let wide_rules = !self.wide.is_empty();
+        let (mut inet, mut bridge) = compile::skeleton_for(&self.policy, wide_rules);
         let mut sink = |family: Family, set: SetName, e: Element| match family {
             Family::Inet => inet.insert(set, e),
             Family::Bridge => bridge.insert(set, e),
@@ -664,11 +868,18 @@ impl DesiredState {
                 continue;
             };
             compile::own_elements(&e, &mut sink);
+            let wide = self.wide_of(&e);
+            if !wide.is_empty() {
+                wide::identity_elements(&e, &wide::identity(&wide), &mut sink);
+            }
             if e.is_local() {
                 for peer in self.peers(&e, id) {
                     if let Some(p) = self.compiled(peer) {
                         compile::pair_elements(&e, &p, &mut sink);
                     }
+                }
+                for ident in self.identities_sharing(&wide) {
+                    wide::wide_elements(&e, &ident, &mut sink);
                 }
             }
         }

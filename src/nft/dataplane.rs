@@ -60,11 +60,13 @@ pub enum Op<'a> {
         chain: &'a str,
         rule: &'a Rule,
     },
-    /// Add (`add`) or delete elements of a set.
+    /// Add (`add`) or delete elements of a set; `data_len`: the bytes of
+    /// a map element's value after its key (0 for a plain set).
     Elements {
         family: Family,
         table: &'a str,
         set: &'a str,
+        data_len: usize,
         elems: Vec<&'a Element>,
         add: bool,
     },
@@ -118,9 +120,17 @@ impl Op<'_> {
                 family,
                 table,
                 set,
+                data_len,
                 elems,
                 add,
-            } => encode::elements(*family, table, set, elems.iter().copied(), *add),
+            } => encode::elements(
+                *family,
+                table,
+                set,
+                *data_len,
+                elems.iter().copied(),
+                *add,
+            ),
         }
     }
 }

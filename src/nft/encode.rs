@@ -34,9 +34,13 @@ const TYPE_IP6ADDR: u32 = 8;
 const TYPE_IFNAME: u32 = 41;
 const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
-/// Elements per NEWSETELEM message: the element list is one netlink
-/// attribute whose length field is 16 bits.
-const ELEMENTS_PER_MESSAGE: usize = 600;
+/// The values of groupd's maps (identities) are typed as IPv6 addresses:
+/// 128 bits nft can print (see [`KeyPart::Identity`]).
+pub const MAP_DATA_TYPE: u32 = TYPE_IP6ADDR;
+/// Bytes of elements per NEWSETELEM message: the element list is one
+/// netlink attribute whose length field is 16 bits (an element is at most
+/// ~130 bytes, so this leaves room for the last one).
+const ELEMENT_BYTES_PER_MESSAGE: usize = 60_000;
 
 pub fn nl_family(f: Family) -> NetfilterProtoFamily {
     match f {
@@ -97,6 +101,9 @@ fn key_type(key: &[KeyPart]) -> u32 {
             KeyPart::Ifname => TYPE_IFNAME,
             KeyPart::InetProto => TYPE_INET_PROTOCOL,
             KeyPart::InetService => TYPE_INET_SERVICE,
+            // nft knows no 128-bit integer type it could print inside a
+            // concatenation; an identity is shown as an IPv6 address.
+            KeyPart::Identity => TYPE_IP6ADDR,
         };
         (acc << 6) | t
     })
@@ -111,9 +118,17 @@ pub fn new_set(family: Family, table: &str, name: &str, def: &SetDef, id: u32) -
         SetAttribute::Table(table.to_string()),
         SetAttribute::Name(name.to_string()),
     ];
-    attrs.push(SetAttribute::Flags(SetFlags::empty()));
+    attrs.push(SetAttribute::Flags(if def.is_map() {
+        SetFlags::Map
+    } else {
+        SetFlags::empty()
+    }));
     attrs.push(SetAttribute::KeyType(key_type(&def.key)));
     attrs.push(SetAttribute::KeyLen(key_len(&def.key)));
+    if def.is_map() {
+        attrs.push(SetAttribute::DataType(MAP_DATA_TYPE));
+        attrs.push(SetAttribute::DataLen(def.data_len as u32));
+    }
     attrs.push(SetAttribute::Id(id));
     attrs.push(SetAttribute::UserData(set_userdata(def)));
     req(
@@ -139,10 +154,13 @@ pub fn set_key_type(def: &SetDef) -> u32 {
 
 /// Add or delete elements, split into messages that fit a netlink
 /// attribute. Encoded straight to netlink attributes (see [`Body::Raw`]).
+/// `data_len`: the bytes of a map element's value (0 for a plain set); a
+/// deletion names the key only.
 pub fn elements<'a>(
     family: Family,
     table: &str,
     set: &str,
+    data_len: usize,
     elems: impl IntoIterator<Item = &'a Element>,
     add: bool,
 ) -> Vec<Request> {
@@ -153,6 +171,7 @@ pub fn elements<'a>(
     const LIST_ELEMENTS: u16 = 3;
     const LIST_ELEM: u16 = 1;
     const ELEM_KEY: u16 = 1;
+    const ELEM_DATA: u16 = 2;
     const DATA_VALUE: u16 = 1;
     let mut out = Vec::new();
     let mut elements = Vec::new();
@@ -186,13 +205,19 @@ pub fn elements<'a>(
         *count = 0;
     };
     for e in elems {
-        let mut value = Vec::with_capacity(e.key.len() + 4);
-        nla::put(&mut value, DATA_VALUE, &e.key);
-        let mut key = Vec::with_capacity(value.len() + 4);
-        nla::put_nested(&mut key, ELEM_KEY, &value);
-        nla::put_nested(&mut elements, LIST_ELEM, &key);
+        let (k, data) = e.split(data_len);
+        let mut value = Vec::with_capacity(k.len() + 4);
+        nla::put(&mut value, DATA_VALUE, k);
+        let mut elem = Vec::with_capacity(e.key.len() + 16);
+        nla::put_nested(&mut elem, ELEM_KEY, &value);
+        if add && !data.is_empty() {
+            value.clear();
+            nla::put(&mut value, DATA_VALUE, data);
+            nla::put_nested(&mut elem, ELEM_DATA, &value);
+        }
+        nla::put_nested(&mut elements, LIST_ELEM, &elem);
         count += 1;
-        if count >= ELEMENTS_PER_MESSAGE {
+        if elements.len() >= ELEMENT_BYTES_PER_MESSAGE {
             flush(&mut elements, &mut count);
         }
     }
@@ -322,6 +347,37 @@ fn bitwise(len: u32, mask: Vec<u8>) -> Expr {
     ])
     .into()
 }
+
+/// Load the fields of a lookup key into the registers from byte `start` on.
+fn load_key(key: &[Field], start: usize, out: &mut Vec<Expr>) {
+    let mut offset = start;
+    for field in key {
+        let reg = key_register(offset);
+        out.push(match field {
+            Field::Ifname(dir) => meta(ifname_key(*dir), reg),
+            Field::Addr(dir, l3) => {
+                let (off, len) = addr_offset(*l3, *dir);
+                payload(NETWORK_HEADER, off, len, reg)
+            }
+            Field::L4Proto => meta(MetaKey::L4Proto, reg),
+            Field::Dport => payload(TRANSPORT_HEADER, 2, 2, reg),
+        });
+        offset += field.key_part().byte_len();
+    }
+}
+
+
+/// Look the key at `reg` up in map `set`, its value into `reg` (the key is
+/// no longer needed); no element: the rule does not match.
+fn map_lookup(set: &str, key: Register, value: Register) -> Expr {
+    Expressions::Lookup(vec![
+        Lookup::Set(set.to_string()),
+        Lookup::SourceRegister(key),
+        Lookup::DestinationRegister(value),
+    ])
+    .into()
+}
+
 
 fn lookup(set: &str) -> Expr {
     Expressions::Lookup(vec![
@@ -464,20 +520,22 @@ pub fn rule_expressions(family: Family, rule: &Rule) -> Vec<Expr> {
                 out.push(cmp(Operator::Equal, ifname_bytes(name, *prefix)));
             }
             Match::Lookup { key, set } => {
-                let mut offset = 0;
-                for field in key {
-                    let reg = key_register(offset);
-                    out.push(match field {
-                        Field::Ifname(dir) => meta(ifname_key(*dir), reg),
-                        Field::Addr(dir, l3) => {
-                            let (off, len) = addr_offset(*l3, *dir);
-                            payload(NETWORK_HEADER, off, len, reg)
-                        }
-                        Field::L4Proto => meta(MetaKey::L4Proto, reg),
-                        Field::Dport => payload(TRANSPORT_HEADER, 2, 2, reg),
-                    });
-                    offset += field.key_part().byte_len();
-                }
+                load_key(key, 0, &mut out);
+                out.push(lookup(set));
+            }
+            Match::ViaIdentity {
+                key,
+                peer,
+                ident_map,
+                set,
+            } => {
+                // The peer's identity first (the peer's address loaded into
+                // the last register and looked up there), then the key's
+                // fields: each part starts on a 16-byte register, the way nft
+                // lays out a concatenation it can print.
+                load_key(std::slice::from_ref(peer), 48, &mut out);
+                out.push(map_lookup(ident_map, Register::Reg4, Register::Reg1));
+                load_key(key, 16, &mut out);
                 out.push(lookup(set));
             }
             Match::AddrPrefix { dir, prefix } => {

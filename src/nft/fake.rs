@@ -89,8 +89,9 @@ impl FakeKernel {
                 t.sets.entry(name.to_string()).or_insert_with(|| KernelSet {
                     key_len: encode::key_len(&def.key),
                     key_type: encode::set_key_type(def),
-                    flags: 0,
-                    data_type: None,
+                    flags: if def.is_map() { 0x8 } else { 0 },
+                    data_type: def.is_map().then_some(encode::MAP_DATA_TYPE),
+                    data_len: def.is_map().then_some(def.data_len as u32),
                     userdata: encode::set_userdata(def),
                     elements: Default::default(),
                 });
@@ -157,6 +158,7 @@ impl FakeKernel {
                 family,
                 table,
                 set,
+                data_len,
                 elems,
                 add,
             } => {
@@ -166,10 +168,29 @@ impl FakeKernel {
                     .and_then(|t| t.sets.get_mut(*set))
                     .ok_or_else(|| missing("set elements"))?;
                 for e in elems {
-                    if *add {
-                        s.elements.insert((*e).clone());
-                    } else if !s.elements.remove(*e) {
-                        return Err(missing("delete element"));
+                    // As the kernel: a map element is found by its key; adding
+                    // a key that maps to another value is refused (EBUSY).
+                    let key_of = |x: &crate::ruleset::Element| x.split(*data_len).0.to_vec();
+                    let same_key = s
+                        .elements
+                        .iter()
+                        .find(|x| key_of(x) == key_of(e))
+                        .cloned();
+                    match (same_key, *add) {
+                        (Some(x), true) if x != **e => {
+                            return Err(NftError::Rejected {
+                                index: 0,
+                                what: format!("add element to map {set:?}"),
+                                source: io::Error::from_raw_os_error(libc::EBUSY),
+                            })
+                        }
+                        (_, true) => {
+                            s.elements.insert((*e).clone());
+                        }
+                        (Some(x), false) => {
+                            s.elements.remove(&x);
+                        }
+                        (None, false) => return Err(missing("delete element")),
                     }
                 }
             }

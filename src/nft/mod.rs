@@ -160,11 +160,13 @@ impl<D: Dataplane> Nft<D> {
     /// Send an incremental change as one transaction: deletions first, then
     /// additions (an IP that moves between tasks leaves before it arrives).
     /// Returns the number of operations sent.
+    /// `data_len` gives the value length of each map (0 for plain sets).
     pub fn apply_elements(
         &mut self,
         table: &str,
         del: &ElementChanges,
         add: &ElementChanges,
+        data_len: impl Fn(&str) -> usize,
     ) -> Result<usize, NftError> {
         let mut ops = Vec::new();
         for (changes, add) in [(del, false), (add, true)] {
@@ -173,6 +175,7 @@ impl<D: Dataplane> Nft<D> {
                     family: *family,
                     table,
                     set,
+                    data_len: data_len(set),
                     elems: elems.iter().collect(),
                     add,
                 });
@@ -276,10 +279,14 @@ fn maybe_resizing(desired: &Table, kernel: &KernelTable) -> bool {
 
 fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
     let map_flag = 0x8;
-    k.key_len == encode::key_len(&def.key)
-        && k.key_type == encode::set_key_type(def)
-        && k.flags & map_flag == 0
-        && k.data_type.is_none()
+    let kind_matches = if def.is_map() {
+        k.flags & map_flag != 0
+            && k.data_type == Some(encode::MAP_DATA_TYPE)
+            && k.data_len == Some(def.data_len as u32)
+    } else {
+        k.flags & map_flag == 0 && k.data_type.is_none()
+    };
+    k.key_len == encode::key_len(&def.key) && k.key_type == encode::set_key_type(def) && kind_matches
 }
 
 /// Append the operations that turn `kernel` into `desired`.
@@ -357,7 +364,7 @@ pub fn diff_table<'a>(
         }
     }
     static EMPTY: BTreeSet<Element> = BTreeSet::new();
-    for (set, (_, want)) in &desired.sets {
+    for (set, (def, want)) in &desired.sets {
         if kernel.unread_sets.contains(set) {
             continue;
         }
@@ -372,6 +379,7 @@ pub fn diff_table<'a>(
                     family,
                     table,
                     set,
+                    data_len: def.data_len,
                     elems,
                     add,
                 });
@@ -422,12 +430,13 @@ fn create_table<'a>(t: &'a Table, owned: bool, out: &mut Vec<Op<'a>>) {
             });
         }
     }
-    for (set, (_, elems)) in &t.sets {
+    for (set, (def, elems)) in &t.sets {
         if !elems.is_empty() {
             out.push(Op::Elements {
                 family,
                 table,
                 set,
+                data_len: def.data_len,
                 elems: elems.iter().collect(),
                 add: true,
             });
@@ -449,6 +458,7 @@ mod tests {
         let all: BTreeSet<Element> = (0..64u8).map(element).collect();
         let def = SetDef {
             key: vec![KeyPart::Ipv4],
+            data_len: 0,
         };
         desired.sets.insert("s".into(), (def, all));
         let mut kernel = KernelTable {

@@ -22,6 +22,7 @@ pub struct KernelSet {
     pub key_type: u32,
     pub flags: u32,
     pub data_type: Option<u32>,
+    pub data_len: Option<u32>,
     pub userdata: Vec<u8>,
     pub elements: BTreeSet<Element>,
 }
@@ -202,6 +203,7 @@ fn parse_set(s: &SetMessage, table: &str) -> Option<(String, KernelSet)> {
             SetAttribute::KeyType(t) => set.key_type = *t,
             SetAttribute::Flags(f) => set.flags = f.bits(),
             SetAttribute::DataType(t) => set.data_type = Some(*t),
+            SetAttribute::DataLen(l) => set.data_len = Some(*l),
             SetAttribute::UserData(u) => set.userdata = u.clone(),
             _ => {}
         }
@@ -216,6 +218,7 @@ fn parse_set(s: &SetMessage, table: &str) -> Option<(String, KernelSet)> {
 fn parse_elements(msg: &[u8], out: &mut BTreeSet<Element>) {
     const ELEMENTS: u16 = 3;
     const KEY: u16 = 1;
+    const DATA: u16 = 2;
     const DATA_VALUE: u16 = 1;
     let Some(list) = nla::find(msg, ELEMENTS) else {
         return;
@@ -224,7 +227,11 @@ fn parse_elements(msg: &[u8], out: &mut BTreeSet<Element>) {
         let Some(key) = nla::find(elem, KEY).and_then(|k| nla::find(k, DATA_VALUE)) else {
             continue;
         };
-        out.insert(Element { key: key.into() });
+        // A map element: its value follows its key, as groupd keeps it.
+        let data = nla::find(elem, DATA).and_then(|d| nla::find(d, DATA_VALUE));
+        let mut bytes = key.to_vec();
+        bytes.extend_from_slice(data.unwrap_or_default());
+        out.insert(Element { key: bytes.into() });
     }
 }
 

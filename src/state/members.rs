@@ -69,6 +69,13 @@ impl Members {
         }
     }
 
+    pub fn len(&self) -> usize {
+        match self {
+            Members::Few(list) => list.len(),
+            Members::Many(set) => set.len(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             Members::Few(list) => list.is_empty(),
