@@ -447,7 +447,11 @@ fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
         .into_iter()
         .map(|m| ret(vec![m]))
         .collect();
-    egress.extend(wide_rules(In, [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6], ret));
+    egress.extend(wide_rules(
+        In,
+        [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6],
+        ret,
+    ));
     for (l3, sets) in [(Ip, [OPEN4, OPEN_GATED4]), (Ip6, [OPEN6, OPEN_GATED6])] {
         for set in sets {
             egress.push(ret(vec![addr_in(Out, l3, set)]));
@@ -477,7 +481,11 @@ fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
-    gated.extend(wide_rules(Out, [wide::WIDE_GATED4, wide::WIDE_GATED6], accept));
+    gated.extend(wide_rules(
+        Out,
+        [wide::WIDE_GATED4, wide::WIDE_GATED6],
+        accept,
+    ));
     for (l3, open, all) in [
         (Ip, OPEN_GATED4, ENDPOINTS4),
         (Ip6, OPEN_GATED6, ENDPOINTS6),
@@ -492,7 +500,11 @@ fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
-    ingress.extend(wide_rules(Out, [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6], accept));
+    ingress.extend(wide_rules(
+        Out,
+        [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6],
+        accept,
+    ));
     for (l3, open, all) in [(Ip, OPEN4, ENDPOINTS4), (Ip6, OPEN6, ENDPOINTS6)] {
         ingress.push(accept(vec![addr_in(Out, l3, open), addr_in(In, l3, all)]));
     }
@@ -531,7 +543,11 @@ fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
             .into_iter()
             .map(|m| accept(vec![m])),
     );
-    from_task.extend(wide_rules(In, [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6], accept));
+    from_task.extend(wide_rules(
+        In,
+        [wide::WIDE_EGRESS4, wide::WIDE_EGRESS6],
+        accept,
+    ));
     from_task.extend([
         jump(vec![], SOURCE_CHECK),
         established(),
@@ -546,7 +562,11 @@ fn inet_skeleton(policy: &Policy, wide_rules: bool) -> Table {
         .into_iter()
         .map(|m| accept(vec![m]))
         .collect();
-    to_task.extend(wide_rules(Out, [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6], accept));
+    to_task.extend(wide_rules(
+        Out,
+        [wide::WIDE_INGRESS4, wide::WIDE_INGRESS6],
+        accept,
+    ));
     to_task.extend([
         jump(vec![], DEST_CHECK),
         established(),

@@ -353,7 +353,10 @@ impl<D: Dataplane> Daemon<D> {
         }
         let started = Instant::now();
         let table = self.config.daemon.table.clone();
-        match self.nft.apply_elements(&table, &delta.del, &delta.add, compile::wide::data_len) {
+        match self
+            .nft
+            .apply_elements(&table, &delta.del, &delta.add, compile::wide::data_len)
+        {
             Ok(messages) => {
                 self.kernel_failing = false;
                 self.count_transaction(started);

@@ -389,7 +389,11 @@ fn describe(state: &DesiredState, pkt: &Packet, verdict: &str, rule: Option<&Ste
         let wide = ["wide_egress", "wide_ingress", "wide_gated"]
             .iter()
             .any(|s| text.contains(&format!("@{s}")));
-        if wide || ["egress", "ingress", "pass", "gated"].iter().any(|s| uses(s)) {
+        if wide
+            || ["egress", "ingress", "pass", "gated"]
+                .iter()
+                .any(|s| uses(s))
+        {
             let shared: Vec<String> = groups_of(&pkt.src)
                 .intersection(&groups_of(&pkt.dst))
                 .map(|g| g.to_string())

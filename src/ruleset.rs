@@ -587,7 +587,10 @@ impl Table {
         for (name, (def, elems)) in &self.sets {
             let key: Vec<&str> = def.key.iter().map(|k| k.nft_type()).collect();
             let mut b = if def.is_map() {
-                format!("\tmap {name} {{\n\t\ttype {} : ipv6_addr\n", key.join(" . "))
+                format!(
+                    "\tmap {name} {{\n\t\ttype {} : ipv6_addr\n",
+                    key.join(" . ")
+                )
             } else {
                 format!("\tset {name} {{\n\t\ttype {}\n", key.join(" . "))
             };

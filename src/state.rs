@@ -185,13 +185,13 @@ impl DesiredState {
             for id in &affected {
                 self.retire(id);
             }
-            let had_wide = !self.wide.is_empty();
+            let had_none = self.wide.is_empty();
             for g in flips {
                 if !self.wide.remove(&g) {
                     self.wide.insert(g);
                 }
             }
-            if had_wide != !self.wide.is_empty() {
+            if had_none != self.wide.is_empty() {
                 self.chains_changed = true;
             }
             for id in &affected {
@@ -240,7 +240,13 @@ impl DesiredState {
             .map(|k| &**k)
             .collect();
         ids.into_iter()
-            .filter_map(|k| if k == id { Some(e) } else { self.local_eps.get(k) })
+            .filter_map(|k| {
+                if k == id {
+                    Some(e)
+                } else {
+                    self.local_eps.get(k)
+                }
+            })
             .collect()
     }
 
@@ -284,7 +290,12 @@ impl DesiredState {
     /// The identity elements of endpoint `e` (task `id`) entering (`add`)
     /// or leaving: its address -> identity, and the (local endpoint,
     /// identity) elements that come or go with it.
-    fn identity_changes(&mut self, e: &Endpoint, id: &str, add: bool) -> Vec<(Family, SetName, Element)> {
+    fn identity_changes(
+        &mut self,
+        e: &Endpoint,
+        id: &str,
+        add: bool,
+    ) -> Vec<(Family, SetName, Element)> {
         let mut out = Vec::new();
         let wide = self.wide_of(e);
         if wide.is_empty() {

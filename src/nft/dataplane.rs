@@ -123,14 +123,7 @@ impl Op<'_> {
                 data_len,
                 elems,
                 add,
-            } => encode::elements(
-                *family,
-                table,
-                set,
-                *data_len,
-                elems.iter().copied(),
-                *add,
-            ),
+            } => encode::elements(*family, table, set, *data_len, elems.iter().copied(), *add),
         }
     }
 }

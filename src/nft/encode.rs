@@ -366,7 +366,6 @@ fn load_key(key: &[Field], start: usize, out: &mut Vec<Expr>) {
     }
 }
 
-
 /// Look the key at `reg` up in map `set`, its value into `reg` (the key is
 /// no longer needed); no element: the rule does not match.
 fn map_lookup(set: &str, key: Register, value: Register) -> Expr {
@@ -377,7 +376,6 @@ fn map_lookup(set: &str, key: Register, value: Register) -> Expr {
     ])
     .into()
 }
-
 
 fn lookup(set: &str) -> Expr {
     Expressions::Lookup(vec![

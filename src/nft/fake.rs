@@ -171,11 +171,7 @@ impl FakeKernel {
                     // As the kernel: a map element is found by its key; adding
                     // a key that maps to another value is refused (EBUSY).
                     let key_of = |x: &crate::ruleset::Element| x.split(*data_len).0.to_vec();
-                    let same_key = s
-                        .elements
-                        .iter()
-                        .find(|x| key_of(x) == key_of(e))
-                        .cloned();
+                    let same_key = s.elements.iter().find(|x| key_of(x) == key_of(e)).cloned();
                     match (same_key, *add) {
                         (Some(x), true) if x != **e => {
                             return Err(NftError::Rejected {

@@ -286,7 +286,9 @@ fn set_matches(def: &SetDef, k: &KernelSet) -> bool {
     } else {
         k.flags & map_flag == 0 && k.data_type.is_none()
     };
-    k.key_len == encode::key_len(&def.key) && k.key_type == encode::set_key_type(def) && kind_matches
+    k.key_len == encode::key_len(&def.key)
+        && k.key_type == encode::set_key_type(def)
+        && kind_matches
 }
 
 /// Append the operations that turn `kernel` into `desired`.

@@ -67,6 +67,8 @@ pub enum Body {
 
 pub struct NfSocket {
     socket: Socket,
+    /// The send buffer asked for: a transaction must fit it in one write.
+    send_buffer: usize,
     next_seq: u32,
     recv_buf: Vec<u8>,
     timeout: Duration,
@@ -76,12 +78,13 @@ impl NfSocket {
     pub fn open() -> Result<NfSocket, NftError> {
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind(&SocketAddr::new(0, 0))?;
-        set_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
-        set_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
+        set_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, BUFFER_BYTES)?;
+        set_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, BUFFER_BYTES)?;
         let timeout = Duration::from_secs(10);
         set_recv_timeout(&socket, timeout)?;
         Ok(NfSocket {
             socket,
+            send_buffer: BUFFER_BYTES as usize,
             next_seq: 1,
             recv_buf: vec![0; 1 << 20],
             timeout,
@@ -146,6 +149,7 @@ impl NfSocket {
         let last_seq = first_seq.wrapping_add(last as u32);
         let end_seq = self.seq();
         emit_control(&mut buf, ControlMessage::BatchEnd, end_seq);
+        self.fit_send_buffer(buf.len())?;
         let sent = self.socket.send(&buf, 0)?;
         if sent != buf.len() {
             return Err(NftError::Io(io::Error::other(format!(
@@ -192,6 +196,26 @@ impl NfSocket {
                 }
             }
         }
+    }
+
+    /// A transaction is atomic only as one write, and netlink refuses a
+    /// write larger than the socket's send buffer (EMSGSIZE, "Message too
+    /// long"): grow the buffer to the batch (the kernel takes a large
+    /// message in pages, not one contiguous block).
+    fn fit_send_buffer(&mut self, batch: usize) -> Result<(), NftError> {
+        // The kernel keeps some of the buffer for its own accounting.
+        let needed = batch + (batch / 8) + (1 << 20);
+        if needed <= self.send_buffer {
+            return Ok(());
+        }
+        let value = libc::c_int::try_from(needed).map_err(|_| {
+            NftError::Io(io::Error::other(format!(
+                "a transaction of {batch} bytes is larger than netlink can send at once"
+            )))
+        })?;
+        set_buffer(&self.socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, value)?;
+        self.send_buffer = needed;
+        Ok(())
     }
 
     /// Dump objects (NLM_F_DUMP) of one kind, e.g. all rules of a table.
@@ -354,8 +378,12 @@ fn append(buf: &mut Vec<u8>, msg: &mut NetlinkMessage<NetfilterMessage>) {
     msg.serialize(&mut buf[start..start + len]);
 }
 
-fn set_buffer(socket: &Socket, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
-    let value: libc::c_int = BUFFER_BYTES;
+fn set_buffer(
+    socket: &Socket,
+    force: libc::c_int,
+    plain: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     for opt in [force, plain] {
         // SAFETY: setsockopt on a valid fd with a pointer to a live c_int.
         let rc = unsafe {

@@ -12,14 +12,20 @@ use crate::model::{ClusterView, DiscoveryPort, Protocol, Task};
 use crate::ruleset::Table;
 
 fn policy(wide: bool) -> Policy {
-    let text = "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\nenforce_discovery_ports = true\n";
+    let text =
+        "[source]\nkind = \"file\"\npath = \"/x\"\n[policy]\nenforce_discovery_ports = true\n";
     let mut p = Policy::from_config(&Config::parse(text).expect("config"));
     p.wide = wide;
     p
 }
 
 fn task(id: &str, ips: &[String], groups: &[&str]) -> Task {
-    Task::running(id, "/a", ips.iter().map(|i| i.parse::<IpAddr>().expect("ip")), groups)
+    Task::running(
+        id,
+        "/a",
+        ips.iter().map(|i| i.parse::<IpAddr>().expect("ip")),
+        groups,
+    )
 }
 
 fn bind(bindings: &mut HashMap<IpAddr, LocalBinding>, ip: &str, iface: &str) {
@@ -62,7 +68,11 @@ fn cluster(members: u32, local: u32) -> (ClusterView, HashMap<IpAddr, LocalBindi
     }
     for i in 0..12u32 {
         let ip = format!("10.233.100.{}", 1 + i);
-        view.insert(task(&format!("s{i}"), &[ip.clone()], &[&format!("small{}", i % 5)]));
+        view.insert(task(
+            &format!("s{i}"),
+            std::slice::from_ref(&ip),
+            &[&format!("small{}", i % 5)],
+        ));
         if i < 4 {
             bind(&mut bindings, &ip, &format!("vs{i}"));
         }
@@ -78,7 +88,11 @@ fn cluster(members: u32, local: u32) -> (ClusterView, HashMap<IpAddr, LocalBindi
     (view, bindings)
 }
 
-fn built(policy: Policy, view: ClusterView, bindings: HashMap<IpAddr, LocalBinding>) -> DesiredState {
+fn built(
+    policy: Policy,
+    view: ClusterView,
+    bindings: HashMap<IpAddr, LocalBinding>,
+) -> DesiredState {
     let mut st = DesiredState::new(policy);
     st.set_view(view);
     st.set_bindings(bindings, BTreeSet::new(), BTreeSet::new());
@@ -163,7 +177,7 @@ fn deltas_end_where_a_fresh_compile_does_while_groups_turn_wide_and_back() {
     assert!(st.wide_groups().is_empty(), "10 members: pairs");
     let (mut kernel, _) = st.tables();
     let mut bindings = bindings;
-    let mut step = |st: &mut DesiredState, kernel: &mut Table, what: &str| {
+    let step = |st: &mut DesiredState, kernel: &mut Table, what: &str| {
         let chains_changed = st.take_chains_changed();
         apply(kernel, &st.take_delta());
         let (want, _) = st.tables();
@@ -177,12 +191,20 @@ fn deltas_end_where_a_fresh_compile_does_while_groups_turn_wide_and_back() {
         assert_eq!(fresh.tables().0, want, "fresh compile after: {what}");
     };
     for i in 10..30u32 {
-        st.upsert_task(task(&format!("n{i}"), &[format!("10.233.50.{i}")], &["big"]));
+        st.upsert_task(task(
+            &format!("n{i}"),
+            &[format!("10.233.50.{i}")],
+            &["big"],
+        ));
     }
     step(&mut st, &mut kernel, "big grows past the threshold");
     assert_eq!(st.wide_groups().len(), 1);
     st.upsert_task(task("b0", &["10.233.1.1".to_string()], &["small0"]));
-    step(&mut st, &mut kernel, "a local member leaves big for a small group");
+    step(
+        &mut st,
+        &mut kernel,
+        "a local member leaves big for a small group",
+    );
     st.upsert_task(task("b1", &["10.233.1.2".to_string()], &["big", "small1"]));
     step(&mut st, &mut kernel, "a local member changes identity");
     for i in 10..26u32 {
@@ -191,7 +213,11 @@ fn deltas_end_where_a_fresh_compile_does_while_groups_turn_wide_and_back() {
     step(&mut st, &mut kernel, "big shrinks below the threshold");
     assert!(st.wide_groups().is_empty());
     for i in 10..30u32 {
-        st.upsert_task(task(&format!("m{i}"), &[format!("10.233.51.{i}")], &["big"]));
+        st.upsert_task(task(
+            &format!("m{i}"),
+            &[format!("10.233.51.{i}")],
+            &["big"],
+        ));
     }
     step(&mut st, &mut kernel, "big grows again");
     bindings.retain(|ip, _| ip.to_string() != "10.233.1.2");
@@ -200,6 +226,10 @@ fn deltas_end_where_a_fresh_compile_does_while_groups_turn_wide_and_back() {
     step(&mut st, &mut kernel, "local endpoints unbound");
     bindings.clear();
     st.set_bindings(bindings.clone(), BTreeSet::new(), BTreeSet::new());
-    step(&mut st, &mut kernel, "no local endpoint left: nothing is wide");
+    step(
+        &mut st,
+        &mut kernel,
+        "no local endpoint left: nothing is wide",
+    );
     assert!(st.wide_groups().is_empty());
 }
