@@ -44,7 +44,12 @@ fn apply(l: &mut Loaded, s: &mut Samples, update: impl FnOnce(&mut DesiredState)
         return;
     }
     l.nft
-        .apply_elements(&table, &delta.del, &delta.add)
+        .apply_elements(
+            &table,
+            &delta.del,
+            &delta.add,
+            groupd::compile::wide::data_len,
+        )
         .expect("incremental transaction");
     let t2 = Instant::now();
     s.total.push((t2 - t0).as_secs_f64());
@@ -181,7 +186,7 @@ fn local_add_remove(l: &mut Loaded, count: usize) -> (Samples, Samples) {
         l.state.set_bindings(b, BTreeSet::new(), BTreeSet::new());
         let d = l.state.take_delta();
         l.nft
-            .apply_elements(&table, &d.del, &d.add)
+            .apply_elements(&table, &d.del, &d.add, groupd::compile::wide::data_len)
             .expect("binding change");
     };
     let (mut add, mut del) = (Samples::default(), Samples::default());
