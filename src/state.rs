@@ -115,6 +115,9 @@ pub struct DesiredState {
     /// The rules for wide groups came or went: the chains change, which an
     /// element delta cannot carry (see [`Self::take_chains_changed`]).
     chains_changed: bool,
+    /// [`Self::settle_wide`] is running (it admits and retires endpoints,
+    /// which would call it again).
+    settling: bool,
 }
 
 impl DesiredState {
@@ -142,6 +145,7 @@ impl DesiredState {
             identities_of: HashMap::new(),
             dirty: HashSet::new(),
             chains_changed: false,
+            settling: false,
         }
     }
 
@@ -164,9 +168,21 @@ impl DesiredState {
     /// Decide again whether each group whose membership changed is wide;
     /// every member of a group that turns wide (or stops being wide) is
     /// recompiled: its pairs in that group become its identity, or back.
-    /// Called at the end of every change, so that a change is compiled under
-    /// one stable set of wide groups.
+    /// Called after every endpoint that enters or leaves: a group turns
+    /// wide as soon as it qualifies, so a group that grows to 100,000
+    /// members never has their pairs compiled (only its first
+    /// [`wide::WIDE_MIN_MEMBERS`], or those present when its first local
+    /// member arrives, are recompiled once).
     fn settle_wide(&mut self) {
+        if self.settling {
+            return;
+        }
+        self.settling = true;
+        self.settle_wide_now();
+        self.settling = false;
+    }
+
+    fn settle_wide_now(&mut self) {
         loop {
             let dirty = std::mem::take(&mut self.dirty);
             let flips: Vec<GroupId> = dirty
@@ -662,6 +678,7 @@ impl DesiredState {
         if old != new {
             self.withdraw(id, old);
             self.enter(id, new);
+            self.settle_wide();
         }
     }
 
@@ -681,12 +698,14 @@ impl DesiredState {
     fn retire(&mut self, id: &str) {
         let old = self.compiled(id).map(Cow::into_owned);
         self.withdraw(id, old);
+        self.settle_wide();
     }
 
     /// Add task `id`'s elements and pairs, as the view has it now.
     fn admit(&mut self, id: &str) {
         let new = self.compile(id);
         self.enter(id, new);
+        self.settle_wide();
     }
 
     /// Remove the elements and pairs of `old`, what task `id` compiled to.
