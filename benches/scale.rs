@@ -130,7 +130,7 @@ fn start(shape: &Shape) -> Start {
 
 fn rows_for(name: &str, s: &Start, enforced_target: Option<f64>, rss_target: f64, rows: &mut Rows) {
     let ratio = s.enforced_s / s.peer_s;
-    let time_ok = ratio <= 1.5 && enforced_target.is_none_or(|t| s.enforced_s <= t);
+    let time_ok = ratio <= 1.5 && enforced_target.map_or(true, |t| s.enforced_s <= t);
     let target = match enforced_target {
         Some(t) => format!("<= {t} s and <= 1.5x"),
         None => "<= 1.5x".to_string(),
