@@ -12,6 +12,8 @@
 //! table's stamp; a degraded source changes nothing; on exit the rules stay
 //! in the kernel (only `groupd --cleanup` removes them).
 
+mod repair;
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
@@ -723,19 +725,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             touch = crate::table_guard::touched(&mut guard) => {
-                d.health.tamper_notifications += 1;
-                // Before the first reconcile the kernel's table is the
-                // newest truth: the start-up logic decides, not a repair.
-                if d.synced {
-                    warn!(change = touch.what, by_port = touch.by_port, "groupd's table was changed by another process; repairing");
-                    let repaired = d.health.drift_repairs;
-                    d.nft.scope_next_reconcile(touch.scope);
-                    tokio::task::block_in_place(|| d.verify());
-                    if d.health.drift_repairs > repaired {
-                        d.health.tamper_repairs += 1;
-                    }
-                    d.publish();
-                }
+                tokio::task::block_in_place(|| d.repair_tamper(touch));
+                d.publish();
             }
             Some(event) = next_drop(&mut drops) => d.on_drop(event),
             Some((req, reply)) = qrx.recv() => {
