@@ -13,6 +13,7 @@
 //! in the kernel (only `groupd --cleanup` removes them).
 
 mod repair;
+mod table_cache;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -129,6 +130,8 @@ pub struct Daemon<D: Dataplane = Netlink> {
     local_changed: bool,
     /// Recent drops seen over nflog (`[drops] log`).
     drops: crate::drops::Recent,
+    /// Notify mode: the compiled desired tables, for repairs.
+    tables: table_cache::TableCache,
 }
 
 impl Daemon<Netlink> {
@@ -169,6 +172,7 @@ impl<D: Dataplane> Daemon<D> {
             task_log: Default::default(),
             local_changed: true,
             drops,
+            tables: Default::default(),
         }
     }
 
@@ -355,6 +359,7 @@ impl<D: Dataplane> Daemon<D> {
         let table = self.config.daemon.table.clone();
         match self.nft.apply_elements(&table, &delta.del, &delta.add) {
             Ok(messages) => {
+                self.tables.follow(&delta);
                 self.kernel_failing = false;
                 self.count_transaction(started);
                 self.note_kernel_state();
@@ -379,12 +384,31 @@ impl<D: Dataplane> Daemon<D> {
     /// Never before the view is authoritative: until then the kernel's
     /// table is the newest truth there is.
     pub fn reconcile(&mut self) {
+        self.reconcile_with(false);
+    }
+
+    /// [`reconcile`](Self::reconcile), against the kept tables when
+    /// `cached` and they are current (a repair in notify mode), else
+    /// against freshly compiled ones (which are kept in notify mode).
+    fn reconcile_with(&mut self, cached: bool) {
         if !self.authoritative {
             return;
         }
-        let (inet, bridge) = self.state.tables();
+        let kept = if cached && self.state.nothing_pending() {
+            self.tables.take()
+        } else {
+            None
+        };
+        let (inet, bridge) = kept.unwrap_or_else(|| {
+            // The old copy goes before the new one is compiled: the peak
+            // holds one copy, as without the cache.
+            self.tables.clear();
+            self.state.tables()
+        });
         let started = Instant::now();
-        match self.nft.reconcile(&[&inet, &bridge]) {
+        let result = self.nft.reconcile(&[&inet, &bridge]);
+        self.tables.keep((inet, bridge));
+        match result {
             Ok(report) => {
                 self.kernel_failing = false;
                 self.health.last_verify_unix = Some(now_unix());
@@ -628,6 +652,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::table_guard::start(&mut d.nft, &config.daemon.table, config.daemon.table_guard)
     })?;
     d.health.table_guard = guard.name().to_string();
+    d.tables
+        .enable(matches!(guard, crate::table_guard::Active::Notify(_)));
 
     // Bindings first: applying before we know the interfaces would remove
     // every anti-spoofing element and cut running tasks off.

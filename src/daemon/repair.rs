@@ -43,7 +43,7 @@ impl<D: Dataplane> Daemon<D> {
         };
         if !precise {
             self.nft.scope_next_reconcile(scope);
-            self.verify();
+            self.reconcile_with(true);
         }
         if self.health.drift_repairs > repaired {
             self.health.tamper_repairs += 1;
@@ -108,5 +108,185 @@ impl<D: Dataplane> Daemon<D> {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::binding::{Attachment, Bindings, TaskInterface};
+    use crate::config::Config;
+    use crate::model::{ClusterView, Task};
+    use crate::nft::damage::ElementChange;
+    use crate::nft::{FakeKernel, KernelTable, Nft, Op, Scope};
+    use crate::ruleset::{Element, Family, KeyValue};
+    use crate::source::SourceUpdate;
+
+    fn task(id: &str, ip: &str, groups: &[&str]) -> Task {
+        Task::running(id, "/app", [ip.parse::<IpAddr>().expect("ip")], groups)
+    }
+
+    /// A synced daemon in notify mode over the fake kernel: two local
+    /// tasks, remote peers.
+    fn daemon(name: &str) -> Daemon<FakeKernel> {
+        let dir = std::env::temp_dir().join(format!("groupd-repair-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::parse(&format!(
+            "[source]\nkind = \"file\"\npath = \"/x\"\n[daemon]\nstate_dir = {:?}\n",
+            dir.display().to_string()
+        ))
+        .expect("config");
+        let mut d = Daemon::new(config, Nft::new(FakeKernel::new()));
+        d.tables.enable(true);
+        let mut interfaces = BTreeMap::new();
+        for (i, (name, ip)) in [("veth-a", "10.233.0.1"), ("veth-b", "10.233.0.2")]
+            .into_iter()
+            .enumerate()
+        {
+            interfaces.insert(
+                name.to_string(),
+                TaskInterface {
+                    name: name.into(),
+                    ifindex: i as u32 + 10,
+                    ips: BTreeSet::from([ip.parse().expect("ip")]),
+                    attachment: Attachment::Routed,
+                },
+            );
+        }
+        d.set_bindings(Bindings {
+            interfaces,
+            ..Default::default()
+        });
+        d.start();
+        let mut view = ClusterView::default();
+        for t in [
+            task("a", "10.233.0.1", &["web"]),
+            task("b", "10.233.0.2", &["db"]),
+            task("r1", "10.233.7.1", &["web"]),
+            task("r2", "10.233.7.2", &["web", "db"]),
+        ] {
+            view.insert(t);
+        }
+        d.on_source(SourceUpdate::Snapshot(view));
+        d
+    }
+
+    fn kernel(d: &Daemon<FakeKernel>, family: Family) -> KernelTable {
+        d.nft
+            .dataplane()
+            .table(family, "groupd")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn whole(d: &Daemon<FakeKernel>) -> bool {
+        let (inet, bridge) = d.state.tables();
+        [inet, bridge].iter().all(|t| {
+            let k = kernel(d, t.family);
+            k.exists && t.sets.iter().all(|(n, (_, e))| k.sets[n].elements == *e)
+        })
+    }
+
+    fn touch(damage: Damage) -> Touch {
+        Touch {
+            what: "test",
+            by_port: 1,
+            damage,
+        }
+    }
+
+    fn bound_a() -> Element {
+        let ip: IpAddr = "10.233.0.1".parse().expect("ip");
+        Element::set(&[KeyValue::Ifname("veth-a"), KeyValue::Ip(ip)])
+    }
+
+    #[test]
+    fn the_kept_tables_follow_every_change() {
+        let mut d = daemon("follow");
+        d.on_source(SourceUpdate::Upsert(task("r3", "10.233.7.3", &["db"])));
+        d.on_source(SourceUpdate::Remove("r1".into()));
+        d.on_source(SourceUpdate::Upsert(task("b", "10.233.0.2", &["web"])));
+        let kept = d.tables.take().expect("kept in notify mode");
+        assert_eq!(kept, d.state.tables());
+    }
+
+    #[test]
+    fn an_element_changed_by_someone_else_is_undone_alone() {
+        let mut d = daemon("element");
+        let transactions = d.health.transactions;
+        let foreign = Element::set(&[KeyValue::Ip("10.9.9.9".parse().expect("ip"))]);
+        d.nft
+            .dataplane_mut()
+            .commit(vec![
+                Op::Elements {
+                    family: Family::Inet,
+                    table: "groupd",
+                    set: compile::BOUND4,
+                    elems: vec![&bound_a()],
+                    add: false,
+                },
+                Op::Elements {
+                    family: Family::Inet,
+                    table: "groupd",
+                    set: compile::ENDPOINTS4,
+                    elems: vec![&foreign],
+                    add: true,
+                },
+            ])
+            .expect("tamper");
+        assert!(!whole(&d));
+        let mut damage = Damage::element(ElementChange {
+            family: Family::Inet,
+            set: compile::BOUND4.into(),
+            element: bound_a(),
+            added: false,
+        });
+        damage.merge(Damage::element(ElementChange {
+            family: Family::Inet,
+            set: compile::ENDPOINTS4.into(),
+            element: foreign,
+            added: true,
+        }));
+        d.repair_tamper(touch(damage));
+        assert!(whole(&d));
+        assert_eq!(d.health.transactions, transactions + 1);
+        assert_eq!(d.health.tamper_repairs, 1);
+    }
+
+    #[test]
+    fn a_deleted_table_is_written_again_from_the_kept_tables() {
+        let mut d = daemon("table");
+        d.nft
+            .dataplane_mut()
+            .commit(vec![Op::DeleteTable {
+                family: Family::Inet,
+                table: "groupd",
+            }])
+            .expect("tamper");
+        assert!(!kernel(&d, Family::Inet).exists);
+        d.repair_tamper(touch(Damage::Wide(Scope::Everything)));
+        assert!(whole(&d));
+        assert_eq!(d.health.tamper_repairs, 1);
+        // The tables are kept for the next repair.
+        assert!(d.tables.take().is_some());
+    }
+
+    #[test]
+    fn a_change_that_needs_nothing_is_not_a_repair() {
+        let mut d = daemon("nothing");
+        // Someone deleted an element groupd does not want anyway.
+        let stray = Element::set(&[KeyValue::Ip("10.9.9.9".parse().expect("ip"))]);
+        d.repair_tamper(touch(Damage::element(ElementChange {
+            family: Family::Inet,
+            set: compile::ENDPOINTS4.into(),
+            element: stray,
+            added: false,
+        })));
+        assert!(whole(&d));
+        assert_eq!(d.health.tamper_notifications, 1);
+        assert_eq!(d.health.tamper_repairs, 0);
     }
 }
