@@ -416,7 +416,7 @@ impl<D: Dataplane> Daemon<D> {
                     self.count_transaction(started);
                     if self.synced {
                         self.health.drift_repairs += 1;
-                        warn!(?report, "the kernel table differed from groupd's state (edited by something else?); repaired");
+                        warn!(?report, ms = self.health.last_apply_ms, "the kernel table differed from groupd's state (edited by something else?); repaired");
                     } else {
                         info!(?report, ms = self.health.last_apply_ms, "tables reconciled");
                     }
