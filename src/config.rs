@@ -369,7 +369,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(section: &'static str, key: &'static str, message: impl Into<String>) -> Problem {
+    pub(crate) fn new(
+        section: &'static str,
+        key: &'static str,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
             section,
             key,
@@ -380,7 +384,7 @@ impl Problem {
 
 /// A section of the config: checks what its keys need together, once
 /// each key has been read into its type.
-trait Section {
+pub(crate) trait Section {
     fn check(&self) -> Result<(), Problem>;
 }
 
@@ -456,9 +460,7 @@ impl Config {
         self.groups.check()?;
         self.policy.check()?;
         self.daemon.check()?;
-        self.drops
-            .validate()
-            .map_err(|(key, message)| Problem::new("drops", key, message))?;
+        self.drops.check()?;
         self.metrics.check()
     }
 }
