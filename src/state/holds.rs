@@ -5,8 +5,8 @@
 //!
 //! Every element whose key has an IP comes from the endpoint that owns one
 //! of its IPs (its own elements) or from a pair of endpoints, both named by
-//! the key; so the endpoints the key names, with their peers, are all that
-//! is compiled. The few sets keyed by interface names alone are answered
+//! the key; so the endpoints the key names, and their one pair, are all
+//! that is compiled, whatever the size of their groups. The few sets keyed by interface names alone are answered
 //! from what the state keeps for them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,24 +46,32 @@ impl DesiredState {
             }
             return found.get();
         }
+        // The endpoints the key names (a pair element names two).
+        let mut named: Vec<(&str, std::borrow::Cow<'_, crate::compile::Endpoint>)> = Vec::new();
         for ip in ips {
             let Some(id) = self.owners.get(&ip) else {
                 continue;
             };
-            let Some(ep) = self.compiled(id) else {
+            if named.iter().any(|(n, _)| *n == &**id) {
                 continue;
-            };
-            compile::own_elements(&ep, &mut sink);
-            for peer in self.peers(&ep, id) {
-                if let Some(p) = self.compiled(peer) {
-                    compile::pair_elements(&ep, &p, &mut sink);
-                }
             }
-            if found.get() {
-                return true;
+            if let Some(ep) = self.compiled(id) {
+                named.push((id, ep));
             }
         }
-        false
+        for (_, ep) in &named {
+            compile::own_elements(ep, &mut sink);
+        }
+        // Two endpoints have pair elements when they share a group and one
+        // of them is local (what `peers` finds from either side), so one
+        // pair is compiled, however large their groups are.
+        if let [(_, a), (_, b)] = &named[..] {
+            let share = a.gids.iter().any(|g| b.gids.contains(g));
+            if share && (a.is_local() || b.is_local()) {
+                compile::pair_elements(a, b, &mut sink);
+            }
+        }
+        found.get()
     }
 
     /// No change waits for a transaction: the kernel is meant to hold
@@ -105,7 +113,7 @@ mod tests {
     use crate::compile::{self, LocalBinding, Policy};
     use crate::config::Config;
     use crate::model::Task;
-    use crate::ruleset::{Element, Family, Table};
+    use crate::ruleset::{Element, Family, KeyValue, Table};
     use std::collections::{BTreeSet, HashMap};
 
     fn state() -> DesiredState {
@@ -119,6 +127,7 @@ mod tests {
         s.upsert_task(task("c", "10.0.0.3", &["g2"]));
         s.upsert_task(task("d", "10.0.0.4", &["public"]));
         s.upsert_task(task("e", "fd00::5", &["g2"]));
+        s.upsert_task(task("f", "10.0.0.6", &["g1"]));
         let bind = |ip: &str, iface: &str| {
             let ip = ip.parse().expect("ip");
             let b = LocalBinding {
@@ -128,9 +137,13 @@ mod tests {
             };
             (ip, b)
         };
-        let bindings: HashMap<_, _> = [bind("10.0.0.1", "veth-a"), bind("10.0.0.3", "veth-c")]
-            .into_iter()
-            .collect();
+        let bindings: HashMap<_, _> = [
+            bind("10.0.0.1", "veth-a"),
+            bind("10.0.0.3", "veth-c"),
+            bind("10.0.0.6", "veth-f"),
+        ]
+        .into_iter()
+        .collect();
         s.set_bindings(bindings, BTreeSet::from(["br0".into()]), BTreeSet::new());
         s.set_generation(7);
         s
@@ -184,6 +197,22 @@ mod tests {
                 e
             ));
         }
+    }
+
+    /// Pairs exist only between endpoints that share a group.
+    #[test]
+    fn a_pair_is_held_only_for_endpoints_that_share_a_group() {
+        let s = state();
+        let (inet, _) = s.tables();
+        let def = def_of(&inet, compile::EGRESS4);
+        let ip = |t: &str| KeyValue::Ip(t.parse().expect("ip"));
+        let egress = |to: &str| Element::set(&[KeyValue::Ifname("veth-a"), ip("10.0.0.1"), ip(to)]);
+        // a and b share g1, a and f too (both local); a and c share nothing.
+        assert!(s.holds(Family::Inet, compile::EGRESS4, &def, &egress("10.0.0.2")));
+        assert!(s.holds(Family::Inet, compile::EGRESS4, &def, &egress("10.0.0.6")));
+        assert!(!s.holds(Family::Inet, compile::EGRESS4, &def, &egress("10.0.0.3")));
+        let (_, pass) = &inet.sets[compile::PASS4];
+        assert!(!pass.is_empty(), "a and f are both local");
     }
 
     fn def_of(t: &Table, set: &str) -> crate::ruleset::SetDef {
