@@ -129,9 +129,18 @@ mod tests {
         Task::running(id, "/app", [ip.parse::<IpAddr>().expect("ip")], groups)
     }
 
+    /// The daemon's state_dir, removed when the test ends (also on failure).
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// A synced daemon in notify mode over the fake kernel: two local
     /// tasks, remote peers.
-    fn daemon(name: &str) -> Daemon<FakeKernel> {
+    fn daemon(name: &str) -> (Scratch, Daemon<FakeKernel>) {
         let dir = std::env::temp_dir().join(format!("groupd-repair-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = Config::parse(&format!(
@@ -171,7 +180,7 @@ mod tests {
             view.insert(t);
         }
         d.on_source(SourceUpdate::Snapshot(view));
-        d
+        (Scratch(dir), d)
     }
 
     fn kernel(d: &Daemon<FakeKernel>, family: Family) -> KernelTable {
@@ -205,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_kept_tables_follow_every_change() {
-        let mut d = daemon("follow");
+        let (_dir, mut d) = daemon("follow");
         d.on_source(SourceUpdate::Upsert(task("r3", "10.233.7.3", &["db"])));
         d.on_source(SourceUpdate::Remove("r1".into()));
         d.on_source(SourceUpdate::Upsert(task("b", "10.233.0.2", &["web"])));
@@ -215,7 +224,7 @@ mod tests {
 
     #[test]
     fn an_element_changed_by_someone_else_is_undone_alone() {
-        let mut d = daemon("element");
+        let (_dir, mut d) = daemon("element");
         let transactions = d.health.transactions;
         let foreign = Element::set(&[KeyValue::Ip("10.9.9.9".parse().expect("ip"))]);
         d.nft
@@ -258,7 +267,7 @@ mod tests {
 
     #[test]
     fn a_deleted_table_is_written_again_from_the_kept_tables() {
-        let mut d = daemon("table");
+        let (_dir, mut d) = daemon("table");
         d.nft
             .dataplane_mut()
             .commit(vec![Op::DeleteTable {
@@ -276,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_change_that_needs_nothing_is_not_a_repair() {
-        let mut d = daemon("nothing");
+        let (_dir, mut d) = daemon("nothing");
         // Someone deleted an element groupd does not want anyway.
         let stray = Element::set(&[KeyValue::Ip("10.9.9.9".parse().expect("ip"))]);
         d.repair_tamper(touch(Damage::element(ElementChange {
