@@ -246,6 +246,9 @@ struct Run {
     /// Seconds per tamper kind.
     by_kind: Vec<(Tamper, Vec<f64>)>,
     lost: usize,
+    /// Seconds `nft -f` takes to create the same inet table again after
+    /// `delete table` (groupd stopped): the peer of a deleted table's repair.
+    nft_floor: Vec<f64>,
 }
 
 fn measure(groups: usize, local: usize, tampers: usize) -> Run {
@@ -323,6 +326,7 @@ fn measure(groups: usize, local: usize, tampers: usize) -> Run {
         .unwrap_or(0);
     eprintln!("tamper: G={groups}: groupd counted {repairs} repairs of {tampers} tampers");
     drop(daemon);
+    let nft_floor = nft_recreate(&ns, &dir, tampers.div_ceil(TAMPERS.len()));
     let _ = nft(
         &ns,
         "delete table inet groupd"
@@ -343,7 +347,37 @@ fn measure(groups: usize, local: usize, tampers: usize) -> Run {
         elements,
         by_kind,
         lost,
+        nft_floor,
     }
+}
+
+/// With groupd stopped (its tables stay), `samples` times: `nft delete
+/// table inet groupd`, then the wall time of `nft -f` of the table as it
+/// was listed (nft's parsing included: that is what `nft -f` costs).
+fn nft_recreate(ns: &ScratchNs, dir: &std::path::Path, samples: usize) -> Vec<f64> {
+    let listed = nft(ns, args("list table inet groupd"));
+    assert!(listed.status.success(), "nft list table inet groupd");
+    let file = dir.join("inet-groupd.nft");
+    std::fs::write(&file, &listed.stdout).expect("write the listed table");
+    let file = file.display().to_string();
+    let mut out = Vec::new();
+    for _ in 0..samples {
+        let deleted = nft(ns, args("delete table inet groupd"));
+        assert!(deleted.status.success(), "nft delete table inet groupd");
+        let started = Instant::now();
+        let created = nft(ns, vec!["-f".into(), file.clone()]);
+        out.push(started.elapsed().as_secs_f64());
+        assert!(
+            created.status.success(),
+            "nft -f {file}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    out
+}
+
+fn args(text: &str) -> Vec<String> {
+    text.split(' ').map(String::from).collect()
 }
 
 fn main() {
@@ -390,6 +424,19 @@ fn main() {
                 run.local,
                 run.elements,
                 kind.name(),
+                s.n,
+                fmt_s(s.median),
+                fmt_s(s.p99),
+                fmt_s(s.max)
+            );
+        }
+        if !run.nft_floor.is_empty() {
+            let s = summary(&run.nft_floor);
+            println!(
+                "| {} | {} | {} | *peer: `nft -f` of the same inet table after `delete table` (groupd stopped)* | {} | {} | {} | {} |",
+                run.groups,
+                run.local,
+                run.elements,
                 s.n,
                 fmt_s(s.median),
                 fmt_s(s.p99),
@@ -445,5 +492,25 @@ fn main() {
             "< 50 ms p99",
             pass(s.p99 < TARGET_P99 && run.lost == 0),
         ]);
+        let deleted = run
+            .by_kind
+            .iter()
+            .find(|(k, _)| matches!(k, Tamper::DeleteTable))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if !deleted.is_empty() && !run.nft_floor.is_empty() {
+            let (d, f) = (summary(&deleted), summary(&run.nft_floor));
+            rows.row([
+                &format!(
+                    "… of which table deleted (written again whole), G={}; comparison: `nft -f` of the same inet table after `delete table`, groupd stopped",
+                    run.groups
+                ),
+                &format!("p50 {} / p99 {}", fmt_s(d.median), fmt_s(d.p99)),
+                &format!("p50 {} / p99 {}", fmt_s(f.median), fmt_s(f.p99)),
+                &format!("{:.2} (p50)", d.median / f.median),
+                "",
+                "",
+            ]);
+        }
     }
 }

@@ -3,6 +3,12 @@
 //! Every key has a default except `[source]`. Unknown keys and bad values are
 //! rejected with a message naming the key and the line, so a typo never
 //! silently turns into a default.
+//!
+//! Values are typed as they are read ([`values`]: durations, interface
+//! patterns, `ungrouped`, CIDRs), and each section checks what its keys
+//! need together ([`Section::check`]); the line of a message comes from the
+//! parser's spans ([`spans`]). A new section is a struct with its serde
+//! defaults, a `Section` impl, and one line in [`Config::check`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,11 @@ use crate::net::Cidr;
 
 mod check;
 mod drops;
+mod spans;
+mod values;
 pub use check::Findings;
 pub use drops::{DropsConfig, Rate, DEFAULT_BURST as DROPS_DEFAULT_BURST};
+pub use values::{BadValue, IfacePattern, Ungrouped};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,9 +62,13 @@ pub struct SourceConfig {
     /// The document to read (file).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Full resync period, seconds.
-    #[serde(default = "default_resync_interval")]
-    pub resync_interval: f64,
+    /// Full resync period (written in seconds).
+    #[serde(
+        default = "default_resync_interval",
+        deserialize_with = "values::seconds::resync_interval",
+        serialize_with = "values::seconds::serialize"
+    )]
+    pub resync_interval: Duration,
     /// HTTP basic auth user; the password is read from `password_file`.
     #[serde(default)]
     pub username: Option<String>,
@@ -77,7 +90,7 @@ pub struct SourceConfig {
 pub struct InterfacesConfig {
     /// Task interface names: exact names or a prefix followed by `*`.
     #[serde(default = "default_match")]
-    pub r#match: Vec<String>,
+    pub r#match: Vec<IfacePattern>,
     /// Ports of these bridges are never task interfaces.
     #[serde(default = "default_ignore_bridges")]
     pub ignore_bridges: Vec<String>,
@@ -92,7 +105,7 @@ pub struct GroupsConfig {
     pub open: Vec<String>,
     /// "isolated" or "group:NAME".
     #[serde(default = "default_ungrouped")]
-    pub ungrouped: String,
+    pub ungrouped: Ungrouped,
     /// Longest group name accepted from the master, in bytes. A task naming
     /// a longer one is reported and its data rejected (never truncated).
     #[serde(default = "default_max_name_len")]
@@ -150,9 +163,13 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Seconds between read-backs of the kernel table (drift repair).
-    #[serde(default = "default_verify_interval")]
-    pub verify_interval: f64,
+    /// Between read-backs of the kernel table (drift repair; written in seconds).
+    #[serde(
+        default = "default_verify_interval",
+        deserialize_with = "values::seconds::verify_interval",
+        serialize_with = "values::seconds::serialize"
+    )]
+    pub verify_interval: Duration,
     /// nftables table name (both `inet` and `bridge` families).
     #[serde(default = "default_table")]
     pub table: String,
@@ -187,11 +204,14 @@ pub struct MetricsConfig {
 fn default_true() -> bool {
     true
 }
-fn default_resync_interval() -> f64 {
-    300.0
+fn default_resync_interval() -> Duration {
+    Duration::from_secs(300)
 }
-fn default_match() -> Vec<String> {
-    vec!["veth*".into(), "cali*".into(), "mesos-*".into()]
+fn default_match() -> Vec<IfacePattern> {
+    ["veth", "cali", "mesos-"]
+        .into_iter()
+        .map(|p| IfacePattern::Prefix(p.into()))
+        .collect()
 }
 fn default_ignore_bridges() -> Vec<String> {
     vec!["docker0".into()]
@@ -208,8 +228,8 @@ fn default_max_name_len() -> usize {
 fn default_max_label_len() -> usize {
     4096
 }
-fn default_ungrouped() -> String {
-    "isolated".into()
+fn default_ungrouped() -> Ungrouped {
+    Ungrouped::Isolated
 }
 fn default_egress() -> EgressNonEndpoint {
     EgressNonEndpoint::Allow
@@ -225,8 +245,8 @@ fn default_state_dir() -> PathBuf {
 /// without a read-back. The watchdog has its own ticker.
 pub const MAX_VERIFY_INTERVAL: f64 = 3600.0;
 
-fn default_verify_interval() -> f64 {
-    10.0
+fn default_verify_interval() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_table() -> String {
     "groupd".into()
@@ -285,66 +305,31 @@ impl Default for MetricsConfig {
     }
 }
 
-/// How a task with no groups is treated (R3).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ungrouped {
-    Isolated,
-    Group(String),
-}
-
 impl GroupsConfig {
     pub fn ungrouped_policy(&self) -> Ungrouped {
-        match self.ungrouped.strip_prefix("group:") {
-            Some(name) => Ungrouped::Group(name.to_string()),
-            None => Ungrouped::Isolated,
-        }
-    }
-}
-
-/// A pattern of `interfaces.match`: an exact name or a prefix (`veth*`).
-/// Only these two forms exist because the kernel rule that fails closed on
-/// unknown task interfaces must be expressible as a static nftables match
-/// (which covers interfaces created while groupd is not running).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IfacePattern {
-    Exact(String),
-    Prefix(String),
-}
-
-impl IfacePattern {
-    pub fn matches(&self, name: &str) -> bool {
-        match self {
-            IfacePattern::Exact(e) => name == e,
-            IfacePattern::Prefix(p) => name.starts_with(p.as_str()),
-        }
+        self.ungrouped.clone()
     }
 }
 
 impl InterfacesConfig {
     pub fn patterns(&self) -> Vec<IfacePattern> {
-        self.r#match
-            .iter()
-            .map(|m| match m.strip_suffix('*') {
-                Some(p) => IfacePattern::Prefix(p.to_string()),
-                None => IfacePattern::Exact(m.clone()),
-            })
-            .collect()
+        self.r#match.clone()
     }
 
     pub fn is_task_interface(&self, name: &str) -> bool {
-        self.patterns().iter().any(|p| p.matches(name))
+        self.r#match.iter().any(|p| p.matches(name))
     }
 }
 
 impl SourceConfig {
     pub fn resync(&self) -> Duration {
-        Duration::from_secs_f64(self.resync_interval)
+        self.resync_interval
     }
 }
 
 impl DaemonConfig {
     pub fn verify(&self) -> Duration {
-        Duration::from_secs_f64(self.verify_interval)
+        self.verify_interval
     }
 }
 
@@ -361,8 +346,46 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {error}")]
+    Invalid { path: PathBuf, error: BadConfig },
+}
+
+/// A config text that cannot be used: the line (when one is to blame) and
+/// what is wrong with which key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct BadConfig {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// What a section found wrong: the key to blame (its line is looked up in
+/// the file) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub section: &'static str,
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(
+        section: &'static str,
+        key: &'static str,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            section,
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// A section of the config: checks what its keys need together, once
+/// each key has been read into its type.
+pub(crate) trait Section {
+    fn check(&self) -> Result<(), Problem>;
 }
 
 impl Config {
@@ -371,9 +394,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Config::parse(&text).map_err(|error| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            error,
         })?;
         if let Some(dir) = config.policy.policies_dir.clone() {
             config.merge_policy_files(&dir)?;
@@ -400,14 +423,17 @@ impl Config {
             })?;
             let extra: PolicyFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
                 path: file.clone(),
-                message: describe_toml_error(&text, &e),
+                error: describe_toml_error(&spans::KeyLines::parse(&text), &e),
             })?;
             if !extra.egress_allow.is_empty()
                 && self.policy.egress_non_endpoint == EgressNonEndpoint::Allow
             {
                 return Err(ConfigError::Invalid {
                     path: file,
-                    message: "egress_allow only applies with policy.egress_non_endpoint = \"deny\" in the main config".into(),
+                    error: BadConfig {
+                        line: None,
+                        message: "egress_allow only applies with policy.egress_non_endpoint = \"deny\" in the main config".into(),
+                    },
                 });
             }
             self.policy.ingress_allow.extend(extra.ingress_allow);
@@ -416,215 +442,227 @@ impl Config {
         Ok(())
     }
 
-    /// Parse and validate; the error names the key and the line.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
-        config.validate(text)?;
+    /// Parse and check; the error names the key and its line.
+    pub fn parse(text: &str) -> Result<Config, BadConfig> {
+        let lines = spans::KeyLines::parse(text);
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(&lines, &e))?;
+        config.check().map_err(|p| BadConfig {
+            line: lines.line(p.section, p.key),
+            message: p.message,
+        })?;
         Ok(config)
     }
 
-    fn validate(&self, text: &str) -> Result<(), String> {
-        let at = |key: &str| match line_of_key(text, key) {
-            Some(line) => format!("line {line}: "),
-            None => String::new(),
-        };
-        let s = &self.source;
-        match s.kind {
+    /// Every section's checks, in file order.
+    fn check(&self) -> Result<(), Problem> {
+        self.source.check()?;
+        self.interfaces.check()?;
+        self.groups.check()?;
+        self.policy.check()?;
+        self.daemon.check()?;
+        self.drops.check()?;
+        self.metrics.check()
+    }
+}
+
+impl Section for SourceConfig {
+    fn check(&self) -> Result<(), Problem> {
+        let problem = |key, message: String| Err(Problem::new("source", key, message));
+        match self.kind {
             SourceKind::File => {
-                if s.path.is_none() {
-                    return Err(format!(
-                        "{}[source] kind = \"file\" needs `path = \"/path/to/state.json\"`",
-                        at("kind")
-                    ));
+                if self.path.is_none() {
+                    return problem(
+                        "kind",
+                        "[source] kind = \"file\" needs `path = \"/path/to/state.json\"`".into(),
+                    );
                 }
             }
             SourceKind::Mesos | SourceKind::Marathon => {
-                if s.urls.is_empty() {
-                    return Err(format!(
-                        "{}[source] kind = \"{}\" needs `urls = [\"http://master:port\"]`",
-                        at("kind"),
-                        if s.kind == SourceKind::Mesos {
-                            "mesos"
-                        } else {
-                            "marathon"
-                        }
-                    ));
+                if self.urls.is_empty() {
+                    let kind = if self.kind == SourceKind::Mesos {
+                        "mesos"
+                    } else {
+                        "marathon"
+                    };
+                    return problem(
+                        "kind",
+                        format!(
+                            "[source] kind = \"{kind}\" needs `urls = [\"http://master:port\"]`"
+                        ),
+                    );
                 }
-                for u in &s.urls {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(format!(
-                            "{}source.urls: {u:?} must start with http:// or https://",
-                            at("urls")
-                        ));
-                    }
+                if let Some(u) = self
+                    .urls
+                    .iter()
+                    .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
+                    return problem(
+                        "urls",
+                        format!("source.urls: {u:?} must start with http:// or https://"),
+                    );
                 }
             }
         }
-        if !(s.resync_interval.is_finite() && s.resync_interval >= 1.0) {
-            return Err(format!(
-                "{}source.resync_interval must be at least 1 (seconds)",
-                at("resync_interval")
+        if self.resync_interval < Duration::from_secs(1) {
+            return problem("resync_interval", values::seconds::RESYNC_INTERVAL.into());
+        }
+        if self.token_file.is_some() && self.username.is_some() {
+            return problem(
+                "token_file",
+                "source: use either username/password_file or token_file, not both".into(),
+            );
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return problem(
+                "username",
+                "source: username and password_file go together".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Section for InterfacesConfig {
+    fn check(&self) -> Result<(), Problem> {
+        if self.r#match.is_empty() {
+            return Err(Problem::new(
+                "interfaces",
+                "match",
+                "interfaces.match must list at least one pattern",
             ));
         }
-        if s.token_file.is_some() && s.username.is_some() {
-            return Err(format!(
-                "{}source: use either username/password_file or token_file, not both",
-                at("token_file")
-            ));
-        }
-        if s.username.is_some() != s.password_file.is_some() {
-            return Err(format!(
-                "{}source: username and password_file go together",
-                at("username")
-            ));
-        }
-        if self.interfaces.r#match.is_empty() {
-            return Err(format!(
-                "{}interfaces.match must list at least one pattern",
-                at("match")
-            ));
-        }
-        for m in &self.interfaces.r#match {
-            let body = m.strip_suffix('*').unwrap_or(m);
-            if body.is_empty()
-                || body.contains(['*', '?', '[', ']'])
-                || body.len() > 15
-                || m.contains('/')
-            {
-                return Err(format!(
-                    "{}interfaces.match: {m:?} is not supported; use an interface name or a prefix ending in one `*` (like \"veth*\"), at most 15 characters",
-                    at("match")
-                ));
-            }
-        }
-        for b in &self.interfaces.ignore_bridges {
-            if b.is_empty() || b.len() > 15 {
-                return Err(format!(
-                    "{}interfaces.ignore_bridges: {b:?} is not an interface name",
-                    at("ignore_bridges")
-                ));
-            }
-        }
-        let g = &self.groups;
-        if g.label_key.is_empty() {
-            return Err(format!(
-                "{}groups.label_key must not be empty",
-                at("label_key")
-            ));
-        }
-        if g.max_name_len == 0 || g.max_label_len < g.max_name_len {
-            return Err(format!(
-                "{}groups.max_name_len = {} and groups.max_label_len = {}: both must be above 0, and a label must be able to hold one name (max_label_len >= max_name_len)",
-                at("max_name_len"),
-                g.max_name_len,
-                g.max_label_len
-            ));
-        }
-        if let Some(name) = g
-            .open
+        if let Some(b) = self
+            .ignore_bridges
             .iter()
-            .map(String::as_str)
-            .chain(g.ungrouped.strip_prefix("group:"))
-            .find(|n| n.len() > g.max_name_len)
+            .find(|b| b.is_empty() || b.len() > 15)
         {
-            return Err(format!(
-                "{}groups: the group name {name:?} is {} bytes, longer than groups.max_name_len = {}; shorten it or raise the limit",
-                at("max_name_len"),
-                name.len(),
-                g.max_name_len
-            ));
-        }
-        if g.open.iter().any(|o| o.is_empty()) {
-            return Err(format!(
-                "{}groups.open: group names must not be empty",
-                at("open")
-            ));
-        }
-        if g.ungrouped != "isolated" {
-            match g.ungrouped.strip_prefix("group:") {
-                Some(name) if !name.is_empty() => {}
-                _ => {
-                    return Err(format!(
-                        "{}groups.ungrouped = {:?}: use \"isolated\" or \"group:NAME\"",
-                        at("ungrouped"),
-                        g.ungrouped
-                    ))
-                }
-            }
-        }
-        if self.policy.egress_non_endpoint == EgressNonEndpoint::Allow
-            && !self.policy.egress_allow.is_empty()
-        {
-            return Err(format!(
-                "{}policy.egress_allow only applies with egress_non_endpoint = \"deny\"",
-                at("egress_allow")
-            ));
-        }
-        let d = &self.daemon;
-        if !(d.verify_interval.is_finite()
-            && (0.1..=MAX_VERIFY_INTERVAL).contains(&d.verify_interval))
-        {
-            return Err(format!(
-                "{}daemon.verify_interval must be between 0.1 and {MAX_VERIFY_INTERVAL} (seconds); the systemd watchdog does not depend on it",
-                at("verify_interval")
-            ));
-        }
-        if d.table.is_empty()
-            || d.table.len() > 32
-            || !d
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!(
-                "{}daemon.table must be 1-32 characters of [A-Za-z0-9_-]",
-                at("table")
-            ));
-        }
-        self.drops
-            .validate()
-            .map_err(|(key, e)| format!("{}{e}", at(key)))?;
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
-            return Err(format!(
-                "{}metrics.listen = {:?} is not host:port (like \"127.0.0.1:9490\"); use \"\" to disable",
-                at("listen"),
-                self.metrics.listen
+            return Err(Problem::new(
+                "interfaces",
+                "ignore_bridges",
+                format!("interfaces.ignore_bridges: {b:?} is not an interface name"),
             ));
         }
         Ok(())
     }
 }
 
-/// Turn a toml/serde error into "line N: what is wrong with which key".
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    // serde points an unknown key at its table; name the key's own line.
-    let unknown_key = msg
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-        .and_then(|key| line_of_key(text, key));
-    let line = unknown_key.or_else(|| {
-        e.span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
-    });
-    match line {
-        Some(line) => {
-            let shown = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("line {line} (`{shown}`): {msg}")
+impl Section for GroupsConfig {
+    fn check(&self) -> Result<(), Problem> {
+        let problem = |key, message: String| Err(Problem::new("groups", key, message));
+        if self.label_key.is_empty() {
+            return problem("label_key", "groups.label_key must not be empty".into());
         }
-        None => msg,
+        if self.max_name_len == 0 || self.max_label_len < self.max_name_len {
+            return problem(
+                "max_name_len",
+                format!(
+                    "groups.max_name_len = {} and groups.max_label_len = {}: both must be above 0, and a label must be able to hold one name (max_label_len >= max_name_len)",
+                    self.max_name_len, self.max_label_len
+                ),
+            );
+        }
+        let ungrouped = match &self.ungrouped {
+            Ungrouped::Group(name) => Some(name.as_str()),
+            Ungrouped::Isolated => None,
+        };
+        if let Some(name) = self
+            .open
+            .iter()
+            .map(String::as_str)
+            .chain(ungrouped)
+            .find(|n| n.len() > self.max_name_len)
+        {
+            return problem(
+                "max_name_len",
+                format!(
+                    "groups: the group name {name:?} is {} bytes, longer than groups.max_name_len = {}; shorten it or raise the limit",
+                    name.len(),
+                    self.max_name_len
+                ),
+            );
+        }
+        if self.open.iter().any(|o| o.is_empty()) {
+            return problem("open", "groups.open: group names must not be empty".into());
+        }
+        Ok(())
     }
 }
 
-/// First line (1-based) where `key =` is written, for validation messages.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+impl Section for PolicyConfig {
+    fn check(&self) -> Result<(), Problem> {
+        if self.egress_non_endpoint == EgressNonEndpoint::Allow && !self.egress_allow.is_empty() {
+            return Err(Problem::new(
+                "policy",
+                "egress_allow",
+                "policy.egress_allow only applies with egress_non_endpoint = \"deny\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Section for DaemonConfig {
+    fn check(&self) -> Result<(), Problem> {
+        let shortest = Duration::from_millis(100);
+        let longest = Duration::from_secs_f64(MAX_VERIFY_INTERVAL);
+        if !(shortest..=longest).contains(&self.verify_interval) {
+            return Err(Problem::new(
+                "daemon",
+                "verify_interval",
+                values::seconds::verify_interval_range(),
+            ));
+        }
+        let t = &self.table;
+        if t.is_empty()
+            || t.len() > 32
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Problem::new(
+                "daemon",
+                "table",
+                "daemon.table must be 1-32 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Section for MetricsConfig {
+    fn check(&self) -> Result<(), Problem> {
+        if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
+            return Err(Problem::new(
+                "metrics",
+                "listen",
+                format!(
+                    "metrics.listen = {:?} is not host:port (like \"127.0.0.1:9490\"); use \"\" to disable",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A toml/serde error as "line N: what is wrong with which key (`the line`)".
+fn describe_toml_error(lines: &spans::KeyLines, e: &toml::de::Error) -> BadConfig {
+    let message = e.message().trim().to_string();
+    let unknown_key = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|key| lines.unknown_key(key, e.span()));
+    let line = unknown_key.or_else(|| e.span().and_then(|span| lines.line_of(span.start)));
+    match line {
+        Some(line) => BadConfig {
+            line: Some(line),
+            message: format!("{message} (`{}`)", lines.shown(line)),
+        },
+        None => BadConfig {
+            line: None,
+            message,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -637,7 +675,8 @@ mod tests {
             Config::parse("[source]\nkind = \"file\"\npath = \"/tmp/x.json\"\n").expect("valid");
         assert_eq!(c.groups.open, vec!["public".to_string()]);
         assert_eq!(c.groups.label_key, "network-groups");
-        assert_eq!(c.interfaces.r#match, vec!["veth*", "cali*", "mesos-*"]);
+        let patterns: Vec<String> = c.interfaces.r#match.iter().map(|p| p.to_string()).collect();
+        assert_eq!(patterns, ["veth*", "cali*", "mesos-*"]);
         assert!(c.policy.allow_from_host);
         assert_eq!(c.daemon.socket, PathBuf::from("/run/groupd/groupd.sock"));
         assert_eq!(c.metrics.listen, "127.0.0.1:9490");
@@ -648,7 +687,8 @@ mod tests {
         let err = Config::parse(
             "[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nopen_groups = [\"a\"]\n",
         )
-        .expect_err("typo must be rejected");
+        .expect_err("typo must be rejected")
+        .to_string();
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("open_groups"), "{err}");
     }
@@ -658,13 +698,67 @@ mod tests {
         let err = Config::parse(
             "[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nungrouped = \"nobody\"\n",
         )
-        .expect_err("bad value");
+        .expect_err("bad value")
+        .to_string();
         assert!(
             err.contains("line 5") && err.contains("group:NAME"),
             "{err}"
         );
-        let err = Config::parse("[source]\nkind = \"zookeeper\"\n").expect_err("bad kind");
+        let err = Config::parse("[source]\nkind = \"zookeeper\"\n")
+            .expect_err("bad kind")
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    /// Lines come from the parser's spans, not from the first `key =` in
+    /// the text: a key written in two sections, dotted keys, comments.
+    #[test]
+    fn messages_name_the_line_of_the_key_in_its_own_section() {
+        let text = "[source]\nkind = \"file\"\npath = \"/x\"\n[daemon]\n# path = \"/old\"\npath = \"/y\"\n";
+        let err = Config::parse(text).expect_err("path is no daemon key");
+        assert_eq!(err.line, Some(6), "{err}");
+        assert!(err.message.contains("unknown field `path`"), "{err}");
+        let text = "[source]\nkind = \"file\"\npath = \"/x\"\n[groups]\nkind = \"x\"\n";
+        let err = Config::parse(text).expect_err("kind is no groups key");
+        assert_eq!(err.line, Some(5), "{err}");
+        // A dotted key: no line starts with `verify_interval =`.
+        let text = "source = { kind = \"file\", path = \"/x\" }\n\ndaemon.verify_interval = 0\n";
+        let err = Config::parse(text).expect_err("too short");
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 3: daemon.verify_interval must be between"),
+            "{err}"
+        );
+        // A problem found by a section's check, at a dotted key.
+        let text = "source.kind = \"mesos\"\nsource.urls = [\"ftp://m\"]\n";
+        let err = Config::parse(text).expect_err("not http");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn values_are_typed_as_they_are_read() {
+        let c = Config::parse(
+            "[source]\nkind = \"file\"\npath = \"/x\"\nresync_interval = 2.5\n[groups]\nungrouped = \"group:default\"\n[interfaces]\nmatch = [\"eth1\", \"veth*\"]\n[daemon]\nverify_interval = 0.5\n",
+        )
+        .expect("valid");
+        assert_eq!(c.source.resync(), Duration::from_millis(2500));
+        assert_eq!(c.daemon.verify(), Duration::from_millis(500));
+        assert_eq!(c.groups.ungrouped, Ungrouped::Group("default".into()));
+        assert_eq!(
+            c.interfaces.r#match,
+            [
+                IfacePattern::Exact("eth1".into()),
+                IfacePattern::Prefix("veth".into())
+            ]
+        );
+        let err = Config::parse("[source]\nkind = \"file\"\npath = \"/x\"\nresync_interval = -1\n")
+            .expect_err("negative");
+        assert!(
+            err.to_string()
+                .starts_with("line 4: source.resync_interval must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -674,8 +768,9 @@ mod tests {
         assert_eq!(c.daemon.table_guard, TableGuard::Auto);
         let c = Config::parse(&format!("{base}table_guard = \"notify\"\n")).expect("valid");
         assert_eq!(c.daemon.table_guard, TableGuard::Notify);
-        let err =
-            Config::parse(&format!("{base}table_guard = \"strict\"\n")).expect_err("unknown mode");
+        let err = Config::parse(&format!("{base}table_guard = \"strict\"\n"))
+            .expect_err("unknown mode")
+            .to_string();
         assert!(err.contains("line 5") && err.contains("owner"), "{err}");
     }
 
@@ -705,7 +800,10 @@ mod tests {
             vec!["10.1.0.0/16".parse::<Cidr>().expect("cidr")]
         );
         std::fs::write(dir.join("20-typo.toml"), "ingres_allow = []\n").expect("write");
-        let err = Config::load(&main).expect_err("typo").to_string();
+        let err = Config::load(&main)
+            .expect_err("typo")
+            .to_string()
+            .to_string();
         assert!(
             err.contains("20-typo.toml") && err.contains("line 1"),
             "{err}"
@@ -716,13 +814,17 @@ mod tests {
 
     #[test]
     fn source_is_required() {
-        let err = Config::parse("[groups]\nopen = []\n").expect_err("no source");
+        let err = Config::parse("[groups]\nopen = []\n")
+            .expect_err("no source")
+            .to_string();
         assert!(err.contains("source"), "{err}");
     }
 
     #[test]
     fn remote_source_needs_urls() {
-        let err = Config::parse("[source]\nkind = \"mesos\"\n").expect_err("no urls");
+        let err = Config::parse("[source]\nkind = \"mesos\"\n")
+            .expect_err("no urls")
+            .to_string();
         assert!(err.contains("urls"), "{err}");
         assert!(Config::parse("[source]\nkind = \"mesos\"\nurls = [\"http://m1:5050\"]\n").is_ok());
     }
@@ -732,7 +834,8 @@ mod tests {
         let err = Config::parse(
             "[source]\nkind = \"file\"\npath = \"/x\"\n[interfaces]\nmatch = [\"v*th\"]\n",
         )
-        .expect_err("unsupported glob");
+        .expect_err("unsupported glob")
+        .to_string();
         assert!(err.contains("prefix"), "{err}");
     }
 
@@ -746,17 +849,21 @@ mod tests {
         ))
         .expect("set");
         assert_eq!((c.groups.max_name_len, c.groups.max_label_len), (64, 128));
-        let err = Config::parse(&format!("{base}[groups]\nmax_name_len = 0\n")).expect_err("zero");
+        let err = Config::parse(&format!("{base}[groups]\nmax_name_len = 0\n"))
+            .expect_err("zero")
+            .to_string();
         assert!(err.contains("max_name_len"), "{err}");
         let err = Config::parse(&format!(
             "{base}[groups]\nmax_name_len = 64\nmax_label_len = 10\n"
         ))
-        .expect_err("label shorter than a name");
+        .expect_err("label shorter than a name")
+        .to_string();
         assert!(err.contains("max_label_len >= max_name_len"), "{err}");
         let err = Config::parse(&format!(
             "{base}[groups]\nmax_name_len = 4\nopen = [\"public\"]\n"
         ))
-        .expect_err("open group longer than the cap");
+        .expect_err("open group longer than the cap")
+        .to_string();
         assert!(err.contains("\"public\" is 6 bytes"), "{err}");
     }
 

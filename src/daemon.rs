@@ -12,6 +12,9 @@
 //! table's stamp; a degraded source changes nothing; on exit the rules stay
 //! in the kernel (only `groupd --cleanup` removes them).
 
+mod repair;
+mod table_cache;
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
@@ -127,6 +130,8 @@ pub struct Daemon<D: Dataplane = Netlink> {
     local_changed: bool,
     /// Recent drops seen over nflog (`[drops] log`).
     drops: crate::drops::Recent,
+    /// Notify mode: the compiled desired tables, for repairs.
+    tables: table_cache::TableCache,
 }
 
 impl Daemon<Netlink> {
@@ -167,6 +172,7 @@ impl<D: Dataplane> Daemon<D> {
             task_log: Default::default(),
             local_changed: true,
             drops,
+            tables: Default::default(),
         }
     }
 
@@ -358,6 +364,7 @@ impl<D: Dataplane> Daemon<D> {
             .apply_elements(&table, &delta.del, &delta.add, compile::wide::data_len)
         {
             Ok(messages) => {
+                self.tables.follow(&delta);
                 self.kernel_failing = false;
                 self.count_transaction(started);
                 self.note_kernel_state();
@@ -382,12 +389,31 @@ impl<D: Dataplane> Daemon<D> {
     /// Never before the view is authoritative: until then the kernel's
     /// table is the newest truth there is.
     pub fn reconcile(&mut self) {
+        self.reconcile_with(false);
+    }
+
+    /// [`reconcile`](Self::reconcile), against the kept tables when
+    /// `cached` and they are current (a repair in notify mode), else
+    /// against freshly compiled ones (which are kept in notify mode).
+    fn reconcile_with(&mut self, cached: bool) {
         if !self.authoritative {
             return;
         }
-        let (inet, bridge) = self.state.tables();
+        let kept = if cached && self.state.nothing_pending() {
+            self.tables.take()
+        } else {
+            None
+        };
+        let (inet, bridge) = kept.unwrap_or_else(|| {
+            // The old copy goes before the new one is compiled: the peak
+            // holds one copy, as without the cache.
+            self.tables.clear();
+            self.state.tables()
+        });
         let started = Instant::now();
-        match self.nft.reconcile(&[&inet, &bridge]) {
+        let result = self.nft.reconcile(&[&inet, &bridge]);
+        self.tables.keep((inet, bridge));
+        match result {
             Ok(report) => {
                 self.kernel_failing = false;
                 self.health.last_verify_unix = Some(now_unix());
@@ -395,7 +421,7 @@ impl<D: Dataplane> Daemon<D> {
                     self.count_transaction(started);
                     if self.synced {
                         self.health.drift_repairs += 1;
-                        warn!(?report, "the kernel table differed from groupd's state (edited by something else?); repaired");
+                        warn!(?report, ms = self.health.last_apply_ms, "the kernel table differed from groupd's state (edited by something else?); repaired");
                     } else {
                         info!(?report, ms = self.health.last_apply_ms, "tables reconciled");
                     }
@@ -632,6 +658,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::table_guard::start(&mut d.nft, &config.daemon.table, config.daemon.table_guard)
     })?;
     d.health.table_guard = guard.name().to_string();
+    d.tables
+        .enable(matches!(guard, crate::table_guard::Active::Notify(_)));
 
     // Bindings first: applying before we know the interfaces would remove
     // every anti-spoofing element and cut running tasks off.
@@ -729,19 +757,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             touch = crate::table_guard::touched(&mut guard) => {
-                d.health.tamper_notifications += 1;
-                // Before the first reconcile the kernel's table is the
-                // newest truth: the start-up logic decides, not a repair.
-                if d.synced {
-                    warn!(change = touch.what, by_port = touch.by_port, "groupd's table was changed by another process; repairing");
-                    let repaired = d.health.drift_repairs;
-                    d.nft.scope_next_reconcile(touch.scope);
-                    tokio::task::block_in_place(|| d.verify());
-                    if d.health.drift_repairs > repaired {
-                        d.health.tamper_repairs += 1;
-                    }
-                    d.publish();
-                }
+                tokio::task::block_in_place(|| d.repair_tamper(touch));
+                d.publish();
             }
             Some(event) = next_drop(&mut drops) => d.on_drop(event),
             Some((req, reply)) = qrx.recv() => {

@@ -1,9 +1,14 @@
 //! Small address types shared by config, compiler and diagnostics.
+//!
+//! The prefix arithmetic is `ipnet`'s; [`Cidr`] keeps the two fields the
+//! rule encoders read (`addr`, `prefix`), always normalised to the network
+//! address.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IPv4 or IPv6 prefix such as `10.233.0.0/16` or `fd00:233::/64`.
@@ -13,82 +18,69 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+/// Text that is not an IP prefix, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not an IP prefix like 10.0.0.0/8")]
+    NotAPrefix(String),
+    #[error("{text:?}: prefix length must be 0..={max}")]
+    Length { text: String, max: u8 },
+}
+
 impl Cidr {
+    fn net(&self) -> IpNet {
+        // `prefix` is at most the address length: every Cidr is made from
+        // an IpNet (see `from_net`).
+        IpNet::new(self.addr, self.prefix).unwrap_or_else(|_| IpNet::from(self.addr))
+    }
+
+    fn from_net(net: IpNet) -> Cidr {
+        let net = net.trunc();
+        Cidr {
+            addr: net.addr(),
+            prefix: net.prefix_len(),
+        }
+    }
+
     pub fn is_ipv4(&self) -> bool {
         self.addr.is_ipv4()
     }
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(self.prefix))
-                };
-                u32::from(net) & mask == u32::from(*ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - u32::from(self.prefix))
-                };
-                u128::from(net) & mask == u128::from(*ip) & mask
-            }
-            _ => false,
-        }
+        self.net().contains(ip)
     }
 
     /// The first and last address of the prefix (nftables interval elements).
     pub fn range(&self) -> (IpAddr, IpAddr) {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let host = if self.prefix >= 32 {
-                    0
-                } else {
-                    u32::MAX >> u32::from(self.prefix)
-                };
-                let lo = u32::from(a) & !host;
-                (IpAddr::V4(lo.into()), IpAddr::V4((lo | host).into()))
-            }
-            IpAddr::V6(a) => {
-                let host = if self.prefix >= 128 {
-                    0
-                } else {
-                    u128::MAX >> u32::from(self.prefix)
-                };
-                let lo = u128::from(a) & !host;
-                (IpAddr::V6(lo.into()), IpAddr::V6((lo | host).into()))
-            }
-        }
+        let net = self.net();
+        (net.network(), net.broadcast())
     }
 }
 
 impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
+    type Err = CidrError;
+    /// `ADDR/LEN`, or a bare address (a host prefix).
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a.trim(), Some(l.trim())),
+            None => (s.trim(), None),
         };
         let addr: IpAddr = addr
-            .trim()
             .parse()
-            .map_err(|_| format!("{s:?} is not an IP prefix like 10.0.0.0/8"))?;
+            .map_err(|_| CidrError::NotAPrefix(s.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
+        let net = match len {
+            None => IpNet::from(addr),
+            Some(l) => l
                 .parse::<u8>()
                 .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
-            None => max,
+                .and_then(|l| IpNet::new(addr, l).ok())
+                .ok_or_else(|| CidrError::Length {
+                    text: s.to_string(),
+                    max,
+                })?,
         };
-        let c = Cidr { addr, prefix };
-        let (lo, _) = c.range();
-        Ok(Cidr { addr: lo, prefix })
+        Ok(Cidr::from_net(net))
     }
 }
 
@@ -127,5 +119,24 @@ mod tests {
         assert!("banana".parse::<Cidr>().is_err());
         let host: Cidr = "10.1.2.3".parse().expect("host");
         assert_eq!(host.prefix, 32);
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>().map_err(|e| e.to_string()),
+            Err("\"10.0.0.0/33\": prefix length must be 0..=32".to_string())
+        );
+    }
+
+    #[test]
+    fn ranges_cover_the_prefix() {
+        let c: Cidr = "10.233.4.0/22".parse().expect("cidr");
+        assert_eq!(
+            c.range(),
+            (
+                "10.233.4.0".parse().expect("ip"),
+                "10.233.7.255".parse().expect("ip")
+            )
+        );
+        let all: Cidr = "::/0".parse().expect("all");
+        assert!(all.contains(&"fd00::1".parse().expect("ip")));
+        assert!(!all.contains(&"10.0.0.1".parse().expect("ip")));
     }
 }

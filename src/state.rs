@@ -6,6 +6,7 @@
 //! members of its groups). The difference becomes the pending [`Delta`], so
 //! a transaction carries messages proportional to the change, not the table.
 
+mod holds;
 mod ip_map;
 mod members;
 #[cfg(test)]

@@ -292,7 +292,7 @@ pub fn answer(
             Ok((from_host, s, d)) => serde_json::to_value(crate::explain::explain(
                 state, s, d, *proto, *port, from_host,
             )),
-            Err(e) => Ok(serde_json::json!({ "error": e })),
+            Err(e) => Ok(serde_json::json!({ "error": e.to_string() })),
         },
         Request::Ruleset => {
             let (mut inet, mut bridge) = state.tables();
@@ -323,22 +323,31 @@ pub fn answer(
     value.unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
+/// Why `groupctl explain` cannot name two addresses to explain.
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error("task {0:?} has no IP address")]
+    NoAddress(String),
+    #[error("{0:?} is neither an IP address nor a known task ID (see groupctl show --all)")]
+    Unknown(String),
+    #[error("{0:?} and {1:?} have no address family in common")]
+    NoCommonFamily(String, String),
+}
+
 /// IPs or task IDs -> addresses of one family. "host" means this agent.
 fn resolve_pair(
     state: &DesiredState,
     src: &str,
     dst: &str,
-) -> Result<(bool, IpAddr, IpAddr), String> {
-    let ips_of = |what: &str| -> Result<Vec<IpAddr>, String> {
+) -> Result<(bool, IpAddr, IpAddr), Unresolved> {
+    let ips_of = |what: &str| -> Result<Vec<IpAddr>, Unresolved> {
         if let Ok(ip) = what.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
         match state.view().tasks.get(what) {
             Some(t) if !t.ips.is_empty() => Ok(t.ips.iter().copied().collect()),
-            Some(_) => Err(format!("task {what:?} has no IP address")),
-            None => Err(format!(
-                "{what:?} is neither an IP address nor a known task ID (see groupctl show --all)"
-            )),
+            Some(_) => Err(Unresolved::NoAddress(what.to_string())),
+            None => Err(Unresolved::Unknown(what.to_string())),
         }
     };
     let dsts = ips_of(dst)?;
@@ -357,9 +366,7 @@ fn resolve_pair(
             return Ok((false, *s, *d));
         }
     }
-    Err(format!(
-        "{src:?} and {dst:?} have no address family in common"
-    ))
+    Err(Unresolved::NoCommonFamily(src.to_string(), dst.to_string()))
 }
 
 /// Listen on `path` (0600); every request is answered by the main loop.

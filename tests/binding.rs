@@ -135,7 +135,10 @@ where
 
 fn config(ignore_bridges: &[&str]) -> InterfacesConfig {
     InterfacesConfig {
-        r#match: vec!["veth*".into(), "mesos-*".into()],
+        r#match: vec![
+            "veth*".parse().expect("pattern"),
+            "mesos-*".parse().expect("pattern"),
+        ],
         ignore_bridges: ignore_bridges.iter().map(|b| b.to_string()).collect(),
     }
 }

@@ -98,7 +98,7 @@ async fn url_secrets_never_reach_the_log_or_the_degraded_reason() {
             SECRETS[1], SECRETS[0]
         )],
         path: None,
-        resync_interval: 300.0,
+        resync_interval: Duration::from_secs(300),
         username: None,
         password_file: None,
         token_file: None,

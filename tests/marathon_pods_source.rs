@@ -35,7 +35,7 @@ fn config(url: String) -> SourceConfig {
         kind: SourceKind::Marathon,
         urls: vec![url],
         path: None,
-        resync_interval: 300.0,
+        resync_interval: std::time::Duration::from_secs(300),
         username: None,
         password_file: None,
         token_file: None,
@@ -267,7 +267,7 @@ async fn a_pod_resync_after_a_missed_event_finds_its_instances() {
     .expect("pod");
     let (tx, mut rx) = mpsc::channel(64);
     let mut cfg = config(m.url());
-    cfg.resync_interval = 1.0;
+    cfg.resync_interval = std::time::Duration::from_secs(1);
     tokio::spawn(run_with(cfg, GroupsConfig::default(), tx, tuning()));
     assert!(snapshot(&mut rx).await.tasks["p.instance-1"].is_endpoint());
     let view = snapshot(&mut rx).await; // resync_interval

@@ -195,12 +195,16 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
     std::fs::write(&doc, cluster::marathon_doc(g)).expect("write marathon document");
     let socket = dir.join("groupd.sock");
     let config = dir.join("groupd.toml");
+    // GROUPD_BENCH_TABLE_GUARD=notify: the mode that keeps the compiled
+    // tables for tamper repairs (owner, the default where the kernel can,
+    // keeps nothing).
+    let guard = std::env::var("GROUPD_BENCH_TABLE_GUARD").unwrap_or_else(|_| "auto".into());
     std::fs::write(
         &config,
         format!(
             "[source]\nkind = \"file\"\npath = {:?}\n[interfaces]\nmatch = [\"veth*\"]\n\
              [daemon]\nsocket = {:?}\nstate_dir = {:?}\nverify_interval = {VERIFY_INTERVAL_S:?}\n\
-             [metrics]\nlisten = \"\"\n",
+             table_guard = {guard:?}\n[metrics]\nlisten = \"\"\n",
             doc,
             socket,
             dir.join("state")
@@ -210,7 +214,7 @@ pub fn run(g: usize, scratch: &Scratch, rows: &mut Rows) {
     let first = measure(&ns, &dir, &config, &socket, n, None);
     rows.row([
         &format!(
-            "groupd peak RSS (VmHWM), G={g}: {n} tasks, {} task interfaces, file source; first start, watched {}s after it is in sync ({} periodic read-backs of the table)",
+            "groupd peak RSS (VmHWM), G={g}: {n} tasks, {} task interfaces, file source, table_guard = {guard}; first start, watched {}s after it is in sync ({} periodic read-backs of the table)",
             first.ifaces,
             SETTLE.as_secs(),
             (SETTLE.as_secs_f64() / VERIFY_INTERVAL_S) as u32

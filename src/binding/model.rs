@@ -188,7 +188,10 @@ mod tests {
     }
     fn cfg() -> InterfacesConfig {
         InterfacesConfig {
-            r#match: vec!["veth*".into(), "mesos-*".into()],
+            r#match: vec![
+                "veth*".parse().expect("pattern"),
+                "mesos-*".parse().expect("pattern"),
+            ],
             ignore_bridges: vec!["docker0".into()],
         }
     }

@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::{line_of_key, Config, SourceKind};
+use super::{spans::KeyLines, Config, SourceKind};
 use crate::source::http::{MasterClient, MasterSettings, Timeouts};
 
 /// The outcome: errors make check-config fail, warnings are printed only.
@@ -27,7 +27,8 @@ impl Config {
     /// named in messages.
     pub fn check_offline(&self, text: &str) -> Findings {
         let mut findings = Findings::default();
-        let at = |key: &str| match line_of_key(text, key) {
+        let lines = KeyLines::parse(text);
+        let at = |key: &str| match lines.line("source", key) {
             Some(line) => format!("line {line}: "),
             None => String::new(),
         };
@@ -66,14 +67,23 @@ impl Config {
     }
 }
 
+/// Why a file groupd reads cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("cannot open it ({0})")]
+    Open(std::io::Error),
+    #[error("cannot read its metadata ({0})")]
+    Metadata(std::io::Error),
+    #[error("is a directory, not a file")]
+    Directory,
+}
+
 /// Why `path` cannot be read as a file, if it cannot.
-fn readable_file(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open it ({e})"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read its metadata ({e})"))?;
+fn readable_file(path: &Path) -> Result<(), Unreadable> {
+    let file = File::open(path).map_err(Unreadable::Open)?;
+    let meta = file.metadata().map_err(Unreadable::Metadata)?;
     if meta.is_dir() {
-        return Err("is a directory, not a file".into());
+        return Err(Unreadable::Directory);
     }
     Ok(())
 }
@@ -254,9 +264,11 @@ mod verify_interval_tests {
     use crate::config::Config;
 
     fn with_interval(value: &str) -> Result<Config, String> {
+        // The message as check-config prints it.
         Config::parse(&format!(
             "[source]\nkind = \"file\"\npath = \"/x.json\"\n[daemon]\nverify_interval = {value}\n"
         ))
+        .map_err(|e| e.to_string())
     }
 
     #[test]

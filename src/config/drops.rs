@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::values::BadValue;
+use super::{Problem, Section};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DropsConfig {
@@ -21,7 +24,7 @@ pub struct DropsConfig {
     /// dropping rule logs at most. Drops above the rate are still dropped,
     /// just not shown.
     #[serde(default = "default_rate")]
-    pub rate: String,
+    pub rate: Rate,
     /// Packets a rule may log in a burst above the rate.
     #[serde(default = "default_burst")]
     pub burst: u32,
@@ -33,8 +36,11 @@ pub struct DropsConfig {
 fn default_group() -> u16 {
     4290
 }
-fn default_rate() -> String {
-    "50/second".into()
+fn default_rate() -> Rate {
+    Rate {
+        rate: 50,
+        unit_secs: 1,
+    }
 }
 /// nft's own default (the one `nft list` leaves out of the text).
 pub const DEFAULT_BURST: u32 = 5;
@@ -57,8 +63,10 @@ impl Default for DropsConfig {
     }
 }
 
-/// A rate as nftables takes it: `rate` packets per `unit_secs` seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A rate as nftables takes it: `rate` packets per `unit_secs` seconds;
+/// written `"<N>/<unit>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Rate {
     pub rate: u64,
     pub unit_secs: u64,
@@ -73,11 +81,11 @@ pub const RATE_UNITS: [(&str, u64); 4] = [
 ];
 
 impl Rate {
-    pub fn parse(text: &str) -> Result<Rate, String> {
+    pub fn parse(text: &str) -> Result<Rate, BadValue> {
         let bad = || {
-            format!(
+            BadValue(format!(
                 "drops.rate = {text:?}: use \"<N>/second\" (or /minute, /hour, /day) with N at least 1, like \"50/second\""
-            )
+            ))
         };
         let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
         let rate: u64 = n.trim().parse().map_err(|_| bad())?;
@@ -102,11 +110,29 @@ impl Rate {
     }
 }
 
+impl TryFrom<String> for Rate {
+    type Error = BadValue;
+    fn try_from(text: String) -> Result<Rate, BadValue> {
+        Rate::parse(&text)
+    }
+}
+
+impl From<Rate> for String {
+    fn from(r: Rate) -> String {
+        format!("{}/{}", r.rate, r.unit_name())
+    }
+}
+
+impl Section for DropsConfig {
+    fn check(&self) -> Result<(), Problem> {
+        self.validate()
+            .map_err(|(key, message)| Problem::new("drops", key, message))
+    }
+}
+
 impl DropsConfig {
-    /// Checked by [`super::Config::parse`]: the key at fault (to find its
-    /// line) and the message, which names it.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        Rate::parse(&self.rate).map_err(|e| ("rate", e))?;
+    /// The key at fault (to find its line) and the message, which names it.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.burst == 0 {
             let e = "drops.burst must be at least 1 (packets)";
             return Err(("burst", e.into()));
@@ -125,12 +151,8 @@ impl DropsConfig {
         Ok(())
     }
 
-    /// The rate, once validated (the default if it somehow is not).
     pub fn rate(&self) -> Rate {
-        Rate::parse(&self.rate).unwrap_or(Rate {
-            rate: 50,
-            unit_secs: 1,
-        })
+        self.rate
     }
 }
 
@@ -151,6 +173,8 @@ mod tests {
         for bad in ["50", "0/second", "x/second", "5/fortnight", "-1/second", ""] {
             assert!(Rate::parse(bad).is_err(), "{bad:?} must be rejected");
         }
+        let r = Rate::parse("3/minute").expect("valid");
+        assert_eq!(String::from(r), "3/minute");
     }
 
     #[test]

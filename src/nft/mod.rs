@@ -3,6 +3,8 @@
 //! - [`Nft::apply_elements`]: an incremental change as one transaction.
 //! - [`Nft::reconcile`]: read the tables back, diff against the desired
 //!   tables, repair what differs in one transaction (start-up and drift).
+//! - [`Nft::repair`]: undo a change by someone else that the notifications
+//!   described fully (elements, rules), without reading the sets back.
 //! - [`Nft::cleanup`]: delete groupd's tables.
 //! - [`Nft::own_tables`]: from now on the kernel refuses changes to
 //!   groupd's tables by anyone else (see [`ownership`]).
@@ -10,6 +12,7 @@
 //! The kernel itself sits behind [`Dataplane`]: [`Netlink`] in production,
 //! [`FakeKernel`] in tests that need no root.
 
+pub mod damage;
 pub mod dataplane;
 pub mod encode;
 pub mod fake;
@@ -17,6 +20,7 @@ pub mod monitor;
 pub mod nla;
 pub mod ownership;
 pub mod readback;
+pub mod repair;
 pub mod socket;
 pub mod udata;
 

@@ -7,6 +7,10 @@
 //! Every notification carries in its netlink header the port id of the
 //! socket whose transaction caused it: groupd's own changes carry its
 //! [`super::NfSocket`]'s, and are ignored.
+//!
+//! Element and rule notifications name what changed (the set and the
+//! element's key, the chain), so a burst of those becomes a precise
+//! [`Damage`] the daemon can undo piece by piece.
 
 use std::io;
 use std::time::Duration;
@@ -15,11 +19,11 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use std::collections::BTreeSet;
-
+use super::damage::{Damage, ElementChange};
 use super::nla;
 use super::socket::split_messages;
 use super::Scope;
+use crate::ruleset::{Element, Family};
 
 const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -31,6 +35,13 @@ const NFPROTO_BRIDGE: u8 = 7;
 const TABLE_NAME: u16 = 1;
 /// NFTA_SET_ELEM_LIST_SET: the set of an element message.
 const ELEMENT_SET: u16 = 2;
+/// NFTA_SET_ELEM_LIST_ELEMENTS, each NFTA_LIST_ELEM holding
+/// NFTA_SET_ELEM_KEY, which holds NFTA_DATA_VALUE.
+const ELEMENT_LIST: u16 = 3;
+const ELEMENT_KEY: u16 = 1;
+const DATA_VALUE: u16 = 1;
+/// NFTA_RULE_CHAIN: the chain of a rule message.
+const RULE_CHAIN: u16 = 2;
 /// After the first foreign change, wait this long for the rest of the same
 /// burst (one transaction is notified message by message; `nft -f` or a
 /// script sends several), so the whole burst costs one repair.
@@ -45,21 +56,15 @@ pub struct Touch {
     /// The netlink port id of the socket that did it; 0 when notifications
     /// were lost (receive buffer overrun) and anything may have changed.
     pub by_port: u32,
-    /// What the repair must read back: the sets whose elements the burst
-    /// changed, or everything (a set created or deleted, lost messages).
-    pub scope: Scope,
+    /// What the burst did: the elements and chains it changed, or what
+    /// the repair must read back to find out.
+    pub damage: Damage,
 }
 
 impl Touch {
-    /// Widen the scope to what `other` touched too.
+    /// Add what `other` did.
     fn merge(&mut self, other: Touch) {
-        self.scope = match (std::mem::take(&mut self.scope), other.scope) {
-            (Scope::ElementsOf(mut a), Scope::ElementsOf(b)) => {
-                a.extend(b);
-                Scope::ElementsOf(a)
-            }
-            _ => Scope::Everything,
-        };
+        self.damage.merge(other.damage);
     }
 }
 
@@ -141,7 +146,7 @@ fn lost() -> Touch {
     Touch {
         what: "notifications lost",
         by_port: 0,
-        scope: Scope::Everything,
+        damage: Damage::Wide(Scope::Everything),
     }
 }
 
@@ -155,29 +160,62 @@ fn foreign(msg: &[u8], table: &str, own_port: u32) -> Option<Touch> {
     if port == own_port {
         return None;
     }
-    if !matches!(*msg.get(16)?, NFPROTO_INET | NFPROTO_BRIDGE) {
-        return None;
-    }
+    let family = match *msg.get(16)? {
+        NFPROTO_INET => Family::Inet,
+        NFPROTO_BRIDGE => Family::Bridge,
+        _ => return None,
+    };
     let attrs = msg.get(nla::NFT_HEADER..)?;
     if nla::string(nla::find(attrs, TABLE_NAME)?) != table {
         return None;
     }
     let kind = (kind & 0xff) as u8;
-    let scope = match kind {
-        // Elements of one set.
-        12 | 14 => match nla::find(attrs, ELEMENT_SET) {
-            Some(set) => Scope::ElementsOf(BTreeSet::from([nla::string(set)])),
-            None => Scope::Everything,
+    let damage = match kind {
+        12 | 14 => elements(attrs, family, kind == 12),
+        6 | 8 => match nla::find(attrs, RULE_CHAIN) {
+            Some(chain) => Damage::chain(family, nla::string(chain)),
+            None => Damage::Wide(Scope::ElementsOf(Default::default())),
         },
-        // Tables, chains and rules: a reconcile always reads those.
-        0 | 2 | 3 | 5 | 6 | 8 => Scope::ElementsOf(BTreeSet::new()),
-        _ => Scope::Everything,
+        // Tables and chains: a scoped reconcile always reads those.
+        0 | 2 | 3 | 5 => Damage::Wide(Scope::ElementsOf(Default::default())),
+        _ => Damage::Wide(Scope::Everything),
     };
     Some(Touch {
         what: describe(kind),
         by_port: port,
-        scope,
+        damage,
     })
+}
+
+/// The elements an element message added (`added`) or deleted. Without a
+/// key to read, the set is read back; without a set, everything.
+fn elements(attrs: &[u8], family: Family, added: bool) -> Damage {
+    let Some(set) = nla::find(attrs, ELEMENT_SET).map(nla::string) else {
+        return Damage::Wide(Scope::Everything);
+    };
+    let keys: Option<Vec<Element>> = nla::find(attrs, ELEMENT_LIST).and_then(|list| {
+        nla::attrs(list)
+            .map(|(_, elem)| {
+                let key = nla::find(elem, ELEMENT_KEY).and_then(|k| nla::find(k, DATA_VALUE))?;
+                Some(Element { key: key.into() })
+            })
+            .collect()
+    });
+    match keys {
+        Some(keys) if !keys.is_empty() => {
+            let mut damage = Damage::default();
+            for element in keys {
+                damage.merge(Damage::element(ElementChange {
+                    family,
+                    set: set.clone(),
+                    element,
+                    added,
+                }));
+            }
+            damage
+        }
+        _ => Damage::Wide(Scope::ElementsOf([set].into())),
+    }
 }
 
 /// NFT_MSG_* in words.
@@ -223,13 +261,26 @@ pub fn spawn(mut monitor: Monitor) -> io::Result<mpsc::Receiver<Touch>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
-    /// nlmsghdr + nfgenmsg + NFTA_*_TABLE, as the kernel notifies.
+    /// nlmsghdr + nfgenmsg + NFTA_*_TABLE (+ the set and one element's key
+    /// for element messages, the chain for rule messages), as the kernel
+    /// notifies.
     fn message(kind: u8, port: u32, family: u8, table: &str) -> Vec<u8> {
         let mut attrs = Vec::new();
         nla::put_str(&mut attrs, TABLE_NAME, table);
-        if kind == 14 {
+        if kind == 12 || kind == 14 {
             nla::put_str(&mut attrs, ELEMENT_SET, "bound4");
+            let mut value = Vec::new();
+            nla::put(&mut value, DATA_VALUE, &[10, 0, 0, 1]);
+            let mut key = Vec::new();
+            nla::put_nested(&mut key, ELEMENT_KEY, &value);
+            let mut list = Vec::new();
+            nla::put_nested(&mut list, 1, &key);
+            nla::put_nested(&mut attrs, ELEMENT_LIST, &list);
+        }
+        if kind == 6 || kind == 8 {
+            nla::put_str(&mut attrs, RULE_CHAIN, "forward");
         }
         let mut m = Vec::new();
         m.extend_from_slice(&((20 + attrs.len()) as u32).to_ne_bytes());
@@ -250,7 +301,14 @@ mod tests {
             Some(Touch {
                 what: "delete element",
                 by_port: 4242,
-                scope: Scope::ElementsOf(BTreeSet::from(["bound4".to_string()])),
+                damage: Damage::element(ElementChange {
+                    family: Family::Inet,
+                    set: "bound4".into(),
+                    element: Element {
+                        key: vec![10, 0, 0, 1].into()
+                    },
+                    added: false,
+                }),
             })
         );
         // Our own transaction, another table, another family, garbage.
@@ -268,25 +326,23 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_reads_back_what_any_of_it_touched() {
-        let sets =
-            |names: &[&str]| Scope::ElementsOf(names.iter().map(|n| n.to_string()).collect());
-        let touch = |scope| Touch {
-            what: "change",
-            by_port: 1,
-            scope,
-        };
-        let mut t = touch(sets(&["bound4"]));
-        t.merge(touch(sets(&[])));
-        t.merge(touch(sets(&["pass4"])));
-        assert_eq!(t.scope, sets(&["bound4", "pass4"]));
-        t.merge(touch(Scope::Everything));
-        assert_eq!(t.scope, Scope::Everything);
+    fn rules_name_their_chain_and_sets_widen_the_damage() {
+        assert_eq!(
+            foreign(&message(6, 1, NFPROTO_BRIDGE, "groupd"), "groupd", 77).map(|t| t.damage),
+            Some(Damage::chain(Family::Bridge, "forward".into()))
+        );
         // A new set is no element change: everything is read back.
         let new_set = message(9, 1, NFPROTO_INET, "groupd");
         assert_eq!(
-            foreign(&new_set, "groupd", 77).map(|t| t.scope),
-            Some(Scope::Everything)
+            foreign(&new_set, "groupd", 77).map(|t| t.damage),
+            Some(Damage::Wide(Scope::Everything))
+        );
+        // A deleted table: chains and set definitions are read back.
+        let mut t = foreign(&message(2, 1, NFPROTO_INET, "groupd"), "groupd", 77).expect("ours");
+        t.merge(foreign(&message(12, 1, NFPROTO_INET, "groupd"), "groupd", 77).expect("ours"));
+        assert_eq!(
+            t.damage,
+            Damage::Wide(Scope::ElementsOf(BTreeSet::from(["bound4".to_string()])))
         );
     }
 }

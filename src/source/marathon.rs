@@ -1278,7 +1278,7 @@ mod tests {
             kind: SourceKind::Marathon,
             urls,
             path: None,
-            resync_interval: 300.0,
+            resync_interval: Duration::from_secs(300),
             username: None,
             password_file: None,
             token_file: None,
@@ -1544,7 +1544,7 @@ mod tests {
     async fn deployment_success_and_resync_interval_resync() {
         let m = fake_marathon(one_app_one_task(), vec![]).await;
         let mut cfg = config(vec![m.server.base.clone()]);
-        cfg.resync_interval = 0.3;
+        cfg.resync_interval = Duration::from_millis(300);
         let mut rx = start(cfg);
         snapshot(&mut rx).await;
         snapshot(&mut rx).await; // resync_interval

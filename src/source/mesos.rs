@@ -895,7 +895,7 @@ mod tests {
             kind: SourceKind::Mesos,
             urls,
             path: None,
-            resync_interval: 300.0,
+            resync_interval: Duration::from_secs(300),
             username: None,
             password_file: None,
             token_file: None,
@@ -1282,7 +1282,7 @@ mod tests {
             })
             .await;
             let mut cfg = config(vec![server.base.clone()]);
-            cfg.resync_interval = 0.2;
+            cfg.resync_interval = Duration::from_millis(200);
             let mut rx = start(cfg);
             let first = snapshot(&mut rx).await;
             assert!(!first.tasks.is_empty(), "{status}");

@@ -127,19 +127,26 @@ pub fn difference(dir: &Path, agent: usize, expect: &[Expect]) -> Option<String>
 /// `nft list table inet groupd` and `bridge groupd` in `ns`, with counters
 /// and element order normalised.
 pub fn tables(cluster: &Cluster, ns: &str) -> Vec<String> {
+    try_tables(cluster, ns).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`tables`], or why `nft` could not list them (e.g. a table deleted by a
+/// tamper and not repaired yet).
+pub fn try_tables(cluster: &Cluster, ns: &str) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     for family in ["inet", "bridge"] {
         let out = cluster.exec(ns, &["nft", "list", "table", family, "groupd"]);
-        assert!(
-            out.status.success(),
-            "nft list table {family} groupd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "nft list table {family} groupd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         lines.extend(crate::common::normalise(&String::from_utf8_lossy(
             &out.stdout,
         )));
     }
-    lines
+    Ok(lines)
 }
 
 /// Lines only in `a` / only in `b`, for messages.
