@@ -888,8 +888,7 @@ impl DesiredState {
     /// endpoints: the skeleton, every endpoint's own elements, and the pairs
     /// of every local endpoint with its peers.
     pub fn tables(&self) -> (Table, Table) {
-        let wide_rules = !self.wide.is_empty();
-        let (mut inet, mut bridge) = compile::skeleton_for(&self.policy, wide_rules);
+        let (mut inet, mut bridge) = self.skeleton();
         let mut sink = |family: Family, set: SetName, e: Element| match family {
             Family::Inet => inet.insert(set, e),
             Family::Bridge => bridge.insert(set, e),
@@ -925,6 +924,12 @@ impl DesiredState {
             sink(Family::Inet, compile::GENERATION, stamp);
         }
         (inet, bridge)
+    }
+
+    /// The chains and empty sets of the desired tables: with the rules for
+    /// wide groups while there is one.
+    pub fn skeleton(&self) -> (Table, Table) {
+        compile::skeleton_for(&self.policy, !self.wide.is_empty())
     }
 
     /// Elements groupd keeps in the kernel (all sets).

@@ -11,7 +11,6 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::Daemon;
-use crate::compile;
 use crate::nft::damage::{self, Damage, ElementChange};
 use crate::nft::monitor::Touch;
 use crate::nft::repair::{ElementFix, NotPrecise};
@@ -58,7 +57,7 @@ impl<D: Dataplane> Daemon<D> {
         chains: &std::collections::BTreeSet<(crate::ruleset::Family, String)>,
     ) -> bool {
         let started = Instant::now();
-        let (inet, bridge) = compile::skeleton(self.state.policy());
+        let (inet, bridge) = self.state.skeleton();
         let skeleton: [&Table; 2] = [&inet, &bridge];
         let mut fixes = Vec::new();
         for change in damage::net(elements) {
@@ -118,6 +117,7 @@ mod tests {
 
     use super::*;
     use crate::binding::{Attachment, Bindings, TaskInterface};
+    use crate::compile;
     use crate::config::Config;
     use crate::model::{ClusterView, Task};
     use crate::nft::damage::ElementChange;
@@ -234,6 +234,7 @@ mod tests {
                     family: Family::Inet,
                     table: "groupd",
                     set: compile::BOUND4,
+                    data_len: 0,
                     elems: vec![&bound_a()],
                     add: false,
                 },
@@ -241,6 +242,7 @@ mod tests {
                     family: Family::Inet,
                     table: "groupd",
                     set: compile::ENDPOINTS4,
+                    data_len: 0,
                     elems: vec![&foreign],
                     add: true,
                 },

@@ -106,10 +106,13 @@ impl<D: Dataplane> Nft<D> {
             }
         }
         for ((add, family, set), elems) in grouped {
+            let desired = table_of(family)?;
+            let data_len = desired.sets.get(set).map_or(0, |(def, _)| def.data_len);
             ops.push(Op::Elements {
                 family,
-                table: &table_of(family)?.name,
+                table: &desired.name,
                 set,
+                data_len,
                 elems,
                 add,
             });

@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{ifname_element, DesiredState};
-use crate::compile::{self, SetName};
+use crate::compile::{self, wide, SetName};
 use crate::ruleset::{Element, Family, KeyPart, SetDef};
 
 impl DesiredState {
@@ -61,12 +61,26 @@ impl DesiredState {
         }
         for (_, ep) in &named {
             compile::own_elements(ep, &mut sink);
+            // Its address -> identity, and (local) its elements with the
+            // identity the key names, if that identity shares a wide group.
+            let wide = self.wide_of(ep);
+            if !wide.is_empty() {
+                wide::identity_elements(ep, &wide::identity(&wide), &mut sink);
+                if let Some(ident) = identity_in(def, e) {
+                    if self.identities_sharing(&wide).contains(&ident) {
+                        wide::wide_elements(ep, &ident, &mut sink);
+                    }
+                }
+            }
         }
-        // Two endpoints have pair elements when they share a group and one
-        // of them is local (what `peers` finds from either side), so one
-        // pair is compiled, however large their groups are.
+        // Two endpoints have pair elements when they share a group that is
+        // not wide and one of them is local (what `peers` finds from either
+        // side), so one pair is compiled, however large their groups are.
         if let [(_, a), (_, b)] = &named[..] {
-            let share = a.gids.iter().any(|g| b.gids.contains(g));
+            let share = a
+                .gids
+                .iter()
+                .any(|g| b.gids.contains(g) && !self.wide.contains(g));
             if share && (a.is_local() || b.is_local()) {
                 compile::pair_elements(a, b, &mut sink);
             }
@@ -81,12 +95,26 @@ impl DesiredState {
     }
 }
 
-/// The IPs in an element's key, laid out as `def` says.
+/// The identity in an element's key (the wide sets), if its key has one.
+fn identity_in(def: &SetDef, e: &Element) -> Option<wide::Identity> {
+    let mut at = 0;
+    for part in &def.key {
+        if *part == KeyPart::Identity {
+            return e.key.get(at..at + part.byte_len())?.try_into().ok();
+        }
+        at += part.byte_len();
+    }
+    None
+}
+
+/// The IPs in an element's key, laid out as `def` says (a map's value,
+/// after the key, is not looked at).
 fn ips_in(def: &SetDef, e: &Element) -> Vec<IpAddr> {
     let mut out = Vec::new();
     let mut at = 0;
+    let (key, _) = e.split(def.data_len);
     for part in &def.key {
-        let Some(bytes) = e.key.get(at..at + part.byte_len()) else {
+        let Some(bytes) = key.get(at..at + part.byte_len()) else {
             break;
         };
         match part {
@@ -178,6 +206,44 @@ mod tests {
             &def_of(&inet, compile::GENERATION),
             &compile::generation_element(6)
         ));
+    }
+
+    /// With a wide group: the identity map and the wide sets are held as
+    /// compiled, and an element with another identity or address is not.
+    #[test]
+    fn holds_agrees_with_the_compiled_tables_of_a_wide_group() {
+        let mut s = state();
+        for i in 0..20u8 {
+            let groups: &[&str] = if i % 2 == 0 { &["big", "g2"] } else { &["big"] };
+            let ip = format!("10.0.1.{i}");
+            s.upsert_task(Task::running(
+                &format!("w{i}"),
+                "/w",
+                [ip.parse().expect("ip")],
+                groups,
+            ));
+        }
+        s.upsert_task(Task::running(
+            "a",
+            "/a",
+            ["10.0.0.1".parse().expect("ip")],
+            &["g1", "big"],
+        ));
+        assert_eq!(s.wide_groups().len(), 1);
+        let (inet, _) = s.tables();
+        let mut wide = 0;
+        for (set, (def, elements)) in &inet.sets {
+            for e in elements {
+                assert!(s.holds(Family::Inet, set, def, e), "{set} {e:?}");
+                let mut other = e.clone();
+                other.key[0] ^= 0x40;
+                if !elements.contains(&other) {
+                    assert!(!s.holds(Family::Inet, set, def, &other), "{set} {other:?}");
+                }
+                wide += usize::from(set.starts_with("wide_") || set.starts_with("ident"));
+            }
+        }
+        assert!(wide >= 20, "{wide} wide elements");
     }
 
     /// An element naming an endpoint that is not in the set it was added to.
