@@ -237,14 +237,26 @@ fn main() {
         for n in sizes {
             let shape = Shape::c(n / 10);
             let s = start(&shape);
-            rows_for(&format!("curve N={}", shape.endpoints()), &s, None, 200.0, &mut rows);
+            rows_for(
+                &format!("curve N={}", shape.endpoints()),
+                &s,
+                None,
+                200.0,
+                &mut rows,
+            );
             points.push((shape.endpoints(), s));
         }
     }
     if want("c") {
         let shape = Shape::c(100_000);
         let s = start(&shape);
-        rows_for("C (1.1M endpoints, 1,000 local)", &s, Some(5.0), 200.0, &mut rows);
+        rows_for(
+            "C (1.1M endpoints, 1,000 local)",
+            &s,
+            Some(5.0),
+            200.0,
+            &mut rows,
+        );
         points.push((shape.endpoints(), s));
     }
     if want("curve") {

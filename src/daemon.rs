@@ -347,8 +347,12 @@ impl<D: Dataplane> Daemon<D> {
             self.task_log.observe(&self.state, &self.bindings);
         }
         // A new generation of chains (the rules for wide groups came or
-        // went) cannot travel as elements: the reconcile rewrites them.
-        if !self.synced || self.state.take_chains_changed() {
+        // went) cannot travel as elements: the reconcile rewrites them, as
+        // intended (not as drift repair).
+        if self.state.take_chains_changed() {
+            self.synced = false;
+        }
+        if !self.synced {
             self.reconcile();
             return;
         }
@@ -723,8 +727,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut publish_at: Option<tokio::time::Instant> = None;
     // The first read-back one period after start (start-up did its own).
     let period = config.daemon.verify();
-    let mut verify = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_verify = tokio::time::Instant::now() + period;
     // The watchdog has its own ticker (half of WatchdogSec), whatever the
     // verify interval: it fires only while this loop turns.
     let watchdog_period = watchdog_period();
@@ -747,9 +750,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::task::block_in_place(|| d.apply());
                 d.publish();
             }
-            _ = verify.tick() => {
+            _ = tokio::time::sleep_until(next_verify) => {
+                let started = std::time::Instant::now();
                 tokio::task::block_in_place(|| d.verify());
                 d.publish();
+                next_verify = tokio::time::Instant::now() + verify_gap(period, started.elapsed());
             }
             _ = watchdog.tick(), if watchdog_period.is_some() => {
                 if d.watchdog_ok() {
@@ -804,6 +809,34 @@ async fn next_drop(
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Time until the next read-back: `verify_interval`, stretched for a table
+/// so large that reading it back takes long (1.2 M elements: ~3 s) so the
+/// safety net costs at most a tenth of the loop's time, but never past
+/// three intervals (what `/healthz` allows between read-backs).
+pub fn verify_gap(period: std::time::Duration, took: std::time::Duration) -> std::time::Duration {
+    (took * 10).clamp(period, period * 3)
+}
+
+#[cfg(test)]
+mod verify_gap_tests {
+    use super::verify_gap;
+    use std::time::Duration;
+
+    #[test]
+    fn a_slow_read_back_stretches_the_gap_up_to_three_intervals() {
+        let p = Duration::from_secs(10);
+        assert_eq!(verify_gap(p, Duration::from_millis(50)), p);
+        assert_eq!(
+            verify_gap(p, Duration::from_secs(2)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            verify_gap(p, Duration::from_secs(9)),
+            Duration::from_secs(30)
+        );
     }
 }
 
