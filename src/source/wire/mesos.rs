@@ -294,9 +294,36 @@ pub struct TaskUpdated {
     pub status: Option<TaskStatus>,
 }
 
-/// One task, from `/master/state` or the v1 API.
-#[derive(Debug, Clone, Deserialize)]
+/// One task, from `/master/state` or the v1 API, as groupd keeps it: its
+/// status history is reduced to what [`convert_task`] reads (see
+/// [`MesosTask::compact`]), so that a snapshot of 100,000 tasks with long
+/// histories costs one short status per task, not the master's copy.
+#[derive(Debug, Clone)]
 pub struct MesosTask {
+    pub id: Id,
+    pub name: Option<String>,
+    pub framework_id: Option<Id>,
+    pub slave_id: Option<Id>,
+    pub state: Option<String>,
+    pub labels: Labels,
+    /// The ContainerInfo the task was launched with: the requested networks
+    /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
+    pub container: Option<ContainerInfo>,
+    /// Oldest first; after [`MesosTask::compact`] at most one, plus the
+    /// updates applied since.
+    pub statuses: Vec<TaskStatus>,
+    pub discovery: Option<DiscoveryInfo>,
+}
+
+impl<'de> Deserialize<'de> for MesosTask {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        RawMesosTask::deserialize(de).map(MesosTask::from)
+    }
+}
+
+/// The wire form of [`MesosTask`]: read one task at a time, then compacted.
+#[derive(Deserialize)]
+struct RawMesosTask {
     #[serde(alias = "task_id")]
     pub id: Id,
     #[serde(default)]
@@ -313,11 +340,73 @@ pub struct MesosTask {
     /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
     #[serde(default)]
     pub container: Option<ContainerInfo>,
-    /// Oldest first.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub statuses: Vec<TaskStatus>,
+    /// Oldest first; only the statuses that can matter are kept.
+    #[serde(default)]
+    pub statuses: Option<BoundedStatuses>,
     #[serde(default)]
     pub discovery: Option<DiscoveryInfo>,
+}
+
+impl From<RawMesosTask> for MesosTask {
+    fn from(raw: RawMesosTask) -> MesosTask {
+        let task = MesosTask {
+            id: raw.id,
+            name: raw.name,
+            framework_id: raw.framework_id,
+            slave_id: raw.slave_id,
+            state: raw.state,
+            labels: raw.labels,
+            container: raw.container,
+            statuses: raw.statuses.map(|s| s.0).unwrap_or_default(),
+            discovery: raw.discovery,
+        };
+        task.compact()
+    }
+}
+
+/// A status history read element by element, keeping only the statuses
+/// that can decide a task's addresses (those that report any, the latest
+/// [`MAX_STATUSES`] of them) plus one marker with the latest state and
+/// whether the task is a nested container. The master sends every status
+/// a task ever had; nothing else in them is read.
+pub(crate) struct BoundedStatuses(Vec<TaskStatus>);
+
+impl<'de> Deserialize<'de> for BoundedStatuses {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct StatusesVisitor;
+        impl<'de> Visitor<'de> for StatusesVisitor {
+            type Value = BoundedStatuses;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of task statuses")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<BoundedStatuses, E> {
+                Ok(BoundedStatuses(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedStatuses, A::Error> {
+                let mut kept = std::collections::VecDeque::new();
+                let mut latest_state = None;
+                let mut nested = false;
+                while let Some(mut status) = seq.next_element::<TaskStatus>()? {
+                    // Only TASK_UPDATED's status needs its task id.
+                    status.task_id = None;
+                    if status.state.is_some() {
+                        latest_state.clone_from(&status.state);
+                    }
+                    nested |= status.is_nested();
+                    if status.has_address() {
+                        kept.push_back(status);
+                        if kept.len() > MAX_STATUSES {
+                            kept.pop_front();
+                        }
+                    }
+                }
+                let mut statuses: Vec<TaskStatus> = kept.into();
+                statuses.extend(TaskStatus::synthetic(latest_state, nested, Vec::new()));
+                Ok(BoundedStatuses(statuses))
+            }
+        }
+        de.deserialize_any(StatusesVisitor)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -376,6 +465,30 @@ impl NetworkInfo {
         self.addresses().any(|a| !a.trim().is_empty())
     }
 
+    /// What the status rules read of a requested NetworkInfo: its name.
+    fn name_only(&self) -> NetworkInfo {
+        NetworkInfo {
+            name: self.name.clone(),
+            ..NetworkInfo::default()
+        }
+    }
+
+    /// What a reported NetworkInfo is read for: name, groups, labels and
+    /// addresses (not the protocols, which the address itself says).
+    fn reported_part(&self) -> NetworkInfo {
+        NetworkInfo {
+            ip_addresses: self
+                .ip_addresses
+                .iter()
+                .map(|a| IpAddressInfo {
+                    ip_address: a.ip_address.clone(),
+                    protocol: None,
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     fn is_nat_bridge(&self) -> bool {
         self.name
             .as_deref()
@@ -392,6 +505,48 @@ pub struct TaskStatus {
     pub state: Option<String>,
     #[serde(default)]
     pub container_status: Option<ContainerStatus>,
+}
+
+impl TaskStatus {
+    /// The status of a nested container (pod task).
+    fn is_nested(&self) -> bool {
+        self.container_status
+            .as_ref()
+            .and_then(|c| c.container_id.as_ref())
+            .is_some_and(|id| id.parent.is_some())
+    }
+
+    /// Reports at least one address, on any network.
+    fn has_address(&self) -> bool {
+        self.container_status
+            .as_ref()
+            .is_some_and(|c| c.network_infos.iter().any(NetworkInfo::has_address))
+    }
+
+    /// A status that carries only `state`, the nested-container flag and
+    /// `networks`, standing for a history a compaction left out (`None`
+    /// when there is nothing to carry).
+    fn synthetic(
+        state: Option<String>,
+        nested: bool,
+        networks: Vec<NetworkInfo>,
+    ) -> Option<TaskStatus> {
+        let container_status = (nested || !networks.is_empty()).then(|| ContainerStatus {
+            container_id: nested.then_some(ContainerId {
+                value: None,
+                parent: Some(IgnoredAny),
+            }),
+            network_infos: networks,
+        });
+        if state.is_none() && container_status.is_none() {
+            return None;
+        }
+        Some(TaskStatus {
+            task_id: None,
+            state,
+            container_status,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -524,6 +679,49 @@ pub fn view_from_master_state(state: &MasterState, groups: &GroupsConfig) -> Clu
     collect_view(live.chain(unreachable).chain(orphans), &ctx, groups)
 }
 
+/// A `/master/state` body read from `reader` while it arrives (each task
+/// compacted as it is read, the body never held whole) -> its view; `Err`
+/// says why the body is not a master state document.
+pub fn read_master_state(
+    reader: impl std::io::Read,
+    groups: &GroupsConfig,
+) -> Result<ClusterView, String> {
+    let reader = std::io::BufReader::with_capacity(64 << 10, reader);
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let doc = StreamedMasterState::deserialize(&mut de)
+        .and_then(|doc| de.end().map(|()| doc))
+        .map_err(|e| format!("not a usable /master/state document: {e}"))?;
+    if doc.completed_executors.is_some() || doc.master_hostname.is_some() {
+        return Err("this is a Mesos agent's /state (tasks of one agent only), not the master's /master/state: check source.urls".into());
+    }
+    let Some(frameworks) = doc.frameworks else {
+        return Err("the document has no \"frameworks\": not a Mesos /master/state (an error page or another service?)".into());
+    };
+    let state = MasterState {
+        frameworks,
+        slaves: doc.slaves.unwrap_or_default(),
+        orphan_tasks: doc.orphan_tasks.unwrap_or_default(),
+    };
+    Ok(view_from_master_state(&state, groups))
+}
+
+/// [`MasterState`] plus what tells it from the documents it could be
+/// mistaken for; absent and `null` are told apart.
+#[derive(Deserialize)]
+struct StreamedMasterState {
+    #[serde(default)]
+    frameworks: Option<Vec<Framework>>,
+    #[serde(default)]
+    slaves: Option<Vec<Slave>>,
+    #[serde(default)]
+    orphan_tasks: Option<Vec<MesosTask>>,
+    /// Only an agent's `/state` has these.
+    #[serde(default)]
+    completed_executors: Option<IgnoredAny>,
+    #[serde(default)]
+    master_hostname: Option<IgnoredAny>,
+}
+
 /// The view of a v1 `get_state` (from `SUBSCRIBED` or `GET_STATE`).
 pub fn view_from_get_state(state: &GetState, groups: &GroupsConfig) -> ClusterView {
     let ctx = Context::from_get_state(state);
@@ -559,18 +757,70 @@ fn collect_view<'a>(
 
 impl MesosTask {
     /// Apply a `TASK_UPDATED` event the way the master applies the status
-    /// update to its own copy of the task.
+    /// update to its own copy of the task, then compact the history again.
     pub fn apply_update(&mut self, update: &TaskUpdated) {
         if let Some(status) = &update.status {
-            self.statuses.push(status.clone());
-            let excess = self.statuses.len().saturating_sub(MAX_STATUSES);
-            self.statuses.drain(..excess);
+            let mut status = status.clone();
+            status.task_id = None;
             if status.state.is_some() {
                 self.state.clone_from(&status.state);
             }
+            self.statuses.push(status);
+            let excess = self.statuses.len().saturating_sub(MAX_STATUSES);
+            self.statuses.drain(..excess);
         }
         if update.state.is_some() {
             self.state.clone_from(&update.state);
+        }
+        let statuses = std::mem::take(&mut self.statuses);
+        self.statuses = self.compacted_statuses(statuses);
+    }
+
+    /// The task with its status history reduced to at most one status that
+    /// [`convert_task`] reads exactly like the whole history: the reported
+    /// NetworkInfos it would pick (the accepted ones of the latest status
+    /// with an address), the latest status's state and whether the task is
+    /// a nested container. Everything else in the history is dropped.
+    pub fn compact(mut self) -> MesosTask {
+        let statuses = std::mem::take(&mut self.statuses);
+        self.statuses = self.compacted_statuses(statuses);
+        self
+    }
+
+    fn compacted_statuses(&self, statuses: Vec<TaskStatus>) -> Vec<TaskStatus> {
+        let with = MesosTask {
+            statuses,
+            ..self.skeleton()
+        };
+        let reported: Vec<NetworkInfo> = with
+            .reported_networks()
+            .into_iter()
+            .map(NetworkInfo::reported_part)
+            .collect();
+        let nested = with.is_nested();
+        let state = with.statuses.iter().rev().find_map(|s| s.state.clone());
+        TaskStatus::synthetic(state, nested, reported)
+            .into_iter()
+            .collect()
+    }
+
+    /// The task without its statuses (cheap: what the status rules read
+    /// from the task itself is its requested networks).
+    fn skeleton(&self) -> MesosTask {
+        MesosTask {
+            id: Id::default(),
+            name: None,
+            framework_id: None,
+            slave_id: None,
+            state: None,
+            labels: Labels::default(),
+            container: self.container.as_ref().map(|c| ContainerInfo {
+                kind: None,
+                docker: None,
+                network_infos: c.network_infos.iter().map(NetworkInfo::name_only).collect(),
+            }),
+            statuses: Vec::new(),
+            discovery: None,
         }
     }
 
@@ -1155,6 +1405,126 @@ mod tests {
         let converted = convert_task(&t, &Context::default(), &GroupsConfig::default());
         assert_eq!(converted.state, TaskState::Running);
         assert_eq!(converted.ips.len(), 1);
+    }
+
+    /// `json` (one task) with its whole status history, not compacted:
+    /// what the conversion read before tasks were compacted while parsed.
+    fn uncompacted(json: &serde_json::Value) -> MesosTask {
+        let raw: RawMesosTask = serde_json::from_value(json.clone()).expect("task");
+        let statuses: Vec<TaskStatus> = json
+            .get("statuses")
+            .filter(|s| !s.is_null())
+            .map(|s| serde_json::from_value(s.clone()).expect("statuses"))
+            .unwrap_or_default();
+        MesosTask {
+            id: raw.id,
+            name: raw.name,
+            framework_id: raw.framework_id,
+            slave_id: raw.slave_id,
+            state: raw.state,
+            labels: raw.labels,
+            container: raw.container,
+            statuses,
+            discovery: raw.discovery,
+        }
+    }
+
+    /// Every object in `value` that is a task with a status history.
+    fn tasks_in(value: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let is_task = map.contains_key("statuses")
+                    && (map.contains_key("id") || map.contains_key("task_id"));
+                if is_task {
+                    out.push(value.clone());
+                }
+                map.values().for_each(|v| tasks_in(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| tasks_in(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn compacted_tasks_convert_exactly_like_their_whole_history_in_every_fixture() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mesos");
+        let mut documents = Vec::new();
+        for dir in ["master-state", "operator-api", "agent-state"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("fixture dir") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Whole JSON documents and one-event-per-line captures.
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    documents.push(v);
+                } else {
+                    documents.extend(
+                        text.lines()
+                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
+                    );
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        documents.iter().for_each(|d| tasks_in(d, &mut tasks));
+        assert!(
+            tasks.len() > 50,
+            "only {} tasks in the fixtures",
+            tasks.len()
+        );
+        let groups = GroupsConfig::default();
+        let mut ctx = Context::default();
+        ctx.add_framework(Some(&Id("F".into())), Some("f"));
+        for json in &tasks {
+            let whole = uncompacted(json);
+            let compact: MesosTask = serde_json::from_value(json.clone()).expect("task");
+            assert!(compact.statuses.len() <= 1, "{:?}", compact.statuses);
+            let (a, b) = (
+                convert_task(&whole, &ctx, &groups),
+                convert_task(&compact, &ctx, &groups),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "task {json}");
+        }
+    }
+
+    #[test]
+    fn a_long_history_keeps_one_status_and_converts_the_same() {
+        let status = |state: &str, ip: Option<&str>| match ip {
+            Some(ip) => format!(
+                r#"{{"state":"{state}","container_status":{{"network_infos":[{{"name":"n","ip_addresses":[{{"ip_address":"{ip}"}}]}},{{"name":"other","ip_addresses":[{{"ip_address":"9.9.9.9"}}]}}]}}}}"#
+            ),
+            None => format!(r#"{{"state":"{state}","labels":[{{"key":"k","value":"v"}}]}}"#),
+        };
+        let mut history: Vec<String> = (0..1000)
+            .map(|i| {
+                status(
+                    "TASK_RUNNING",
+                    Some(&format!("10.233.{}.{}", i / 250, i % 250 + 1)),
+                )
+            })
+            .collect();
+        history.push(status("TASK_RUNNING", None));
+        let json: serde_json::Value = serde_json::from_str(&format!(
+            r#"{{"id":"t","container":{{"type":"MESOS","network_infos":[{{"name":"n","groups":["g"]}}]}},"statuses":[{}]}}"#,
+            history.join(",")
+        ))
+        .expect("json");
+        let compact: MesosTask = serde_json::from_value(json.clone()).expect("task");
+        assert_eq!(compact.statuses.len(), 1);
+        let networks = &compact.statuses[0]
+            .container_status
+            .as_ref()
+            .expect("reported networks kept")
+            .network_infos;
+        assert_eq!(networks.len(), 1, "only the accepted network is kept");
+        let (ctx, groups) = (Context::default(), GroupsConfig::default());
+        let a = convert_task(&uncompacted(&json), &ctx, &groups);
+        let b = convert_task(&compact, &ctx, &groups);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(ips(&b), vec!["10.233.3.250"]);
+    }
+
+    fn ips(t: &Task) -> Vec<String> {
+        t.ips.iter().map(|ip| ip.to_string()).collect()
     }
 
     #[test]
