@@ -58,6 +58,7 @@ use tokio::time::Instant;
 
 use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
+use super::pipe::PipeReader;
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
 use super::wire::marathon::pods::pod_id_from_uri;
 use super::wire::marathon::VersionCache;
@@ -412,29 +413,20 @@ struct AppsDocument {
     apps: Vec<App>,
 }
 
-/// `/v2/apps?embed=apps.tasks` bytes -> apps, or why not. An `apps` key is
-/// required and every app must carry `tasks`: a body that lacks them (a
-/// proxy's error page in JSON, a server that ignored `embed`) would
-/// otherwise read as "no tasks" and remove every rule.
-fn parse_apps(bytes: &[u8]) -> Result<Vec<App>, String> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty body instead of the apps document".into());
-    }
-    let doc: AppsDocument = serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        let at = format!("line {} column {}", e.line(), e.column());
-        match e.classify() {
-            Category::Eof => format!(
-                "truncated JSON: the body ends at {at} before the apps document is complete"
-            ),
-            Category::Syntax if e.line() == 1 && e.column() <= 1 => format!(
-                "not JSON: the body starts with {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-            ),
-            Category::Syntax | Category::Io => format!("malformed JSON at {at}: {e}"),
-            Category::Data => format!("not a Marathon /v2/apps document ({e})"),
-        }
-    })?;
+/// `/v2/apps?embed=apps.tasks` read from `reader` while it arrives (the
+/// body is never held whole; each app, with its tasks, is typed as it is
+/// read) -> apps, or why not. An `apps` key is required and every app must
+/// carry `tasks`: a body that lacks them (a proxy's error page in JSON, a
+/// server that ignored `embed`) would otherwise read as "no tasks" and
+/// remove every rule.
+fn read_apps(mut reader: PipeReader) -> Result<Vec<App>, String> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+        64 << 10,
+        &mut reader,
+    ));
+    let doc = AppsDocument::deserialize(&mut de).and_then(|doc| de.end().map(|()| doc));
+    drop(de);
+    let doc = doc.map_err(|e| describe_apps_error(&e, reader.start()))?;
     if let Some(app) = doc.apps.iter().find(|a| a.tasks.is_none()) {
         return Err(format!(
             "app {:?} has no `tasks`: the master ignored embed=apps.tasks",
@@ -442,6 +434,26 @@ fn parse_apps(bytes: &[u8]) -> Result<Vec<App>, String> {
         ));
     }
     Ok(doc.apps)
+}
+
+/// Why a body is not an apps document; `start` is its first bytes.
+fn describe_apps_error(e: &serde_json::Error, start: &[u8]) -> String {
+    use serde_json::error::Category;
+    if e.classify() == Category::Eof && start.iter().all(u8::is_ascii_whitespace) {
+        return "empty body instead of the apps document".into();
+    }
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Eof => {
+            format!("truncated JSON: the body ends at {at} before the apps document is complete")
+        }
+        Category::Syntax if e.line() == 1 && e.column() <= 1 => format!(
+            "not JSON: the body starts with {:?}",
+            String::from_utf8_lossy(start)
+        ),
+        Category::Syntax | Category::Io => format!("malformed JSON at {at}: {e}"),
+        Category::Data => format!("not a Marathon /v2/apps document ({e})"),
+    }
 }
 
 /// `/v2/apps/{id}/versions/{version}`, with characters outside the ones app
@@ -528,16 +540,17 @@ async fn fetch_snapshot(
     pods: &mut pods::Pods,
     concurrency: usize,
 ) -> Result<Snapshot, Failure> {
-    let body = client.get(APPS_PATH, JSON).await?;
-    let apps = parse_apps(&body.bytes).map_err(|detail| {
+    let stream = client.open_stream(APPS_PATH, JSON).await?;
+    let url = stream.url().to_string();
+    let parsed = stream.parse_body(client.timeouts(), read_apps).await?;
+    let apps = parsed.map_err(|detail| {
         // Well-formed HTTP, useless answer: prefer another master next time.
         client.demote();
         Failure::Garbage {
-            url: body.url.clone(),
+            url: url.clone(),
             detail,
         }
     })?;
-    drop(body.bytes);
     let wanted = unknown_versions(&apps, groups, versions);
     let fetched: Vec<_> = futures::stream::iter(wanted)
         .map(|(id, v)| async move {
@@ -570,7 +583,7 @@ async fn fetch_snapshot(
         })
         .collect();
     Ok(Snapshot {
-        url: body.url,
+        url,
         view,
         apps,
         missing,

@@ -39,7 +39,7 @@
 //! a new session; the last applied rules stay (fail-static). A snapshot is
 //! sent only when its whole record was framed and parsed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -47,14 +47,13 @@ use serde::Deserialize;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use super::document::{parse_document_kind, DocumentKind};
 use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
-use super::recordio::{RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
-use super::wire::marathon::VersionCache;
+use super::pipe;
+use super::recordio::{Piece, RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
 use super::wire::mesos::{
-    convert_task, view_from_get_state, AgentEntry, Context, FrameworkEntry, FrameworkInfo,
-    GetState, MesosTask, TaskAdded, TaskUpdated,
+    convert_task, read_master_state, view_from_get_state, AgentEntry, Context, FrameworkEntry,
+    FrameworkInfo, GetState, MesosTask, TaskAdded, TaskUpdated,
 };
 use super::SourceUpdate;
 use crate::config::{GroupsConfig, SourceConfig};
@@ -246,12 +245,31 @@ fn lacks_operator_api(e: &HttpError) -> bool {
 
 /// Records from an open SUBSCRIBE response. The stream is dead when no
 /// complete record arrives within `silence`, so a trickle of bytes that
-/// never completes one does not keep it alive.
+/// never completes one does not keep it alive. A record is either
+/// collected ([`RecordReader::next`], events: small) or handed on piece by
+/// piece as it arrives ([`RecordReader::stream_next`], the SUBSCRIBED
+/// snapshot: never held whole).
 struct RecordReader {
     stream: ByteStream,
     parser: RecordIoParser,
-    queue: VecDeque<Vec<u8>>,
+    /// The last chunk read and how much of it is framed.
+    chunk: Vec<u8>,
+    pos: usize,
+    /// The record being collected by `next` (kept here: cancel-safe).
+    record: Vec<u8>,
     silence: Duration,
+    /// When the stream counts as silent, unless a record completes first.
+    deadline: Instant,
+}
+
+/// One step of framing the buffered chunk.
+enum Step {
+    /// Bytes `start..end` of `chunk` belong to the current record.
+    Bytes(usize, usize),
+    /// The current record is complete.
+    End,
+    /// The chunk is used up.
+    Empty,
 }
 
 impl RecordReader {
@@ -259,8 +277,11 @@ impl RecordReader {
         RecordReader {
             stream,
             parser: RecordIoParser::new(max_record),
-            queue: VecDeque::new(),
+            chunk: Vec::new(),
+            pos: 0,
+            record: Vec::new(),
             silence,
+            deadline: Instant::now() + silence,
         }
     }
 
@@ -268,41 +289,99 @@ impl RecordReader {
         self.stream.url().to_string()
     }
 
-    /// The next record. Cancel-safe: state lives in `self`, and the only
-    /// await is the cancel-safe chunk read.
+    /// A new silence allowance (from the SUBSCRIBED heartbeat interval).
+    fn set_silence(&mut self, silence: Duration) {
+        self.silence = silence;
+        self.deadline = Instant::now() + silence;
+    }
+
+    /// The next non-empty record. Cancel-safe: state lives in `self`, and
+    /// the only await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<Vec<u8>, Failure> {
-        let mut deadline = Instant::now() + self.silence;
         loop {
-            if let Some(record) = self.queue.pop_front() {
-                return Ok(record);
-            }
-            let before = self.parser.records();
-            let chunk = match self.stream.next_chunk(deadline, self.silence).await {
-                Ok(chunk) => chunk,
-                Err(HttpError::Stalled { after, .. }) => {
-                    return Err(Failure::Silent {
-                        url: self.url(),
-                        after,
-                    })
+            match self.step()? {
+                Step::Bytes(start, end) => {
+                    if self.record.is_empty() {
+                        // Grow as bytes arrive, not by the claimed length.
+                        let length = self.parser.record_length().unwrap_or_default();
+                        self.record.reserve(length.min(64 * 1024));
+                    }
+                    self.record
+                        .extend_from_slice(self.chunk.get(start..end).unwrap_or_default());
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let Some(chunk) = chunk else {
-                return Err(self.ended());
-            };
-            let records = self
-                .parser
-                .feed(chunk.as_ref())
-                .map_err(|source| Failure::Framing {
-                    url: self.url(),
-                    source,
-                })?;
-            self.queue.extend(records);
-            // Empty records count as liveness too.
-            if self.parser.records() > before {
-                deadline = Instant::now() + self.silence;
+                Step::End if self.record.is_empty() => {}
+                Step::End => return Ok(std::mem::take(&mut self.record)),
+                Step::Empty => self.fill().await?,
             }
         }
+    }
+
+    /// Hand the next non-empty record to `feed` piece by piece, holding
+    /// none of it. `Ok(false)` when the parser stopped reading before the
+    /// end of the record (its result says why). Not cancel-safe: a
+    /// cancelled call leaves the stream inside a record (the session ends).
+    async fn stream_next(&mut self, feed: &pipe::Feed) -> Result<bool, Failure> {
+        let mut sent = 0usize;
+        loop {
+            match self.step()? {
+                Step::Bytes(start, end) => {
+                    sent += end - start;
+                    let bytes = self.chunk.get(start..end).unwrap_or_default();
+                    if feed.send(bytes).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Step::End if sent == 0 => {}
+                Step::End => return Ok(true),
+                Step::Empty => self.fill().await?,
+            }
+        }
+    }
+
+    /// Frame the next piece of the buffered chunk.
+    fn step(&mut self) -> Result<Step, Failure> {
+        let mut rest = self.chunk.get(self.pos..).unwrap_or_default();
+        let before = rest.len();
+        let piece = self
+            .parser
+            .next_piece(&mut rest)
+            .map_err(|source| Failure::Framing {
+                url: self.stream.url().to_string(),
+                source,
+            })?;
+        self.pos += before - rest.len();
+        Ok(match piece {
+            // The piece ends where framing stopped (a length line may
+            // precede it in the chunk).
+            Some(Piece::Bytes(bytes)) => Step::Bytes(self.pos - bytes.len(), self.pos),
+            Some(Piece::End) => {
+                // Any complete record, even an empty one, is liveness.
+                self.deadline = Instant::now() + self.silence;
+                Step::End
+            }
+            None => Step::Empty,
+        })
+    }
+
+    /// Read the next chunk of the stream.
+    async fn fill(&mut self) -> Result<(), Failure> {
+        let chunk = match self.stream.next_chunk(self.deadline, self.silence).await {
+            Ok(chunk) => chunk,
+            Err(HttpError::Stalled { after, .. }) => {
+                return Err(Failure::Silent {
+                    url: self.url(),
+                    after,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(chunk) = chunk else {
+            return Err(self.ended());
+        };
+        self.chunk.clear();
+        self.chunk.extend_from_slice(chunk.as_ref());
+        self.pos = 0;
+        Ok(())
     }
 
     /// The end of the body: clean between records, broken inside one.
@@ -315,6 +394,21 @@ impl RecordReader {
             },
         }
     }
+}
+
+/// The SUBSCRIBED record read while it arrives: every task compacted as it
+/// is read (`MesosTask`), the record itself never held.
+fn read_subscribed(mut reader: pipe::PipeReader) -> Result<Event, String> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+        64 << 10,
+        &mut reader,
+    ));
+    let event = Event::deserialize(&mut de).and_then(|event| de.end().map(|()| event));
+    drop(de);
+    event.map_err(|e| {
+        let start = String::from_utf8_lossy(reader.start()).to_string();
+        format!("record is not a v1 event ({e}); it starts with {start:?}")
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -403,7 +497,7 @@ impl Source {
         let silence = self.tuning.silence_for(DEFAULT_HEARTBEAT);
         let mut reader = RecordReader::new(stream, self.tuning.max_record, silence);
         tracing::info!(url = %reader.url(), "mesos source: SUBSCRIBE stream open");
-        let first = self.next_record(&mut reader).await?;
+        let first = self.read_first(&mut reader).await?;
         self.on_subscribed(&mut reader, first).await?;
         loop {
             let record = self.next_record(&mut reader).await?;
@@ -419,21 +513,34 @@ impl Source {
         }
     }
 
+    /// The first record, parsed while it arrives ([`read_subscribed`]).
+    async fn read_first(&self, reader: &mut RecordReader) -> Result<Event, Failure> {
+        let (feed, parser) = pipe::spawn(read_subscribed);
+        let streamed = tokio::select! {
+            streamed = reader.stream_next(&feed) => streamed,
+            _ = self.link.tx.closed() => Err(Failure::Closed),
+        };
+        // The end of the record is the parser's end of input.
+        drop(feed);
+        streamed?;
+        let bad = |detail: String| Failure::BadEvent {
+            url: reader.url(),
+            detail,
+        };
+        pipe::join(parser).await.map_err(bad)?.map_err(bad)
+    }
+
     /// The first record: the whole cluster, sent as one snapshot.
     async fn on_subscribed(
         &mut self,
         reader: &mut RecordReader,
-        record: Vec<u8>,
+        event: Event,
     ) -> Result<(), Failure> {
         let url = reader.url();
         let bad = |detail: String| Failure::BadEvent {
             url: url.clone(),
             detail,
         };
-        let event = parse_event(&record).map_err(bad)?;
-        // The record is the whole cluster as JSON (megabytes): not held
-        // while the view is built from its parsed form.
-        drop(record);
         let kind = event.kind.as_deref().unwrap_or("(no type)");
         let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
             return Err(bad(format!(
@@ -444,7 +551,7 @@ impl Source {
             return Err(bad("SUBSCRIBED without get_state (a scheduler API?)".into()));
         };
         let heartbeat = heartbeat_interval(subscribed.heartbeat_interval_seconds);
-        reader.silence = self.tuning.silence_for(heartbeat);
+        reader.set_silence(self.tuning.silence_for(heartbeat));
         self.install_subscribed(state);
         let view = outbox::snapshot(&self.view);
         tracing::info!(
@@ -492,17 +599,15 @@ impl Source {
             self.polling_announced = true;
         }
         loop {
-            let body = tokio::select! {
-                body = client.get(STATE_PATH, JSON) => body?,
+            let (url, parsed) = tokio::select! {
+                parsed = self.read_state(client) => parsed?,
                 _ = self.link.tx.closed() => return Err(Failure::Closed),
             };
-            let view = parse_master_state(&body.bytes, &self.groups).map_err(|detail| {
-                Failure::Garbage {
-                    url: body.url.clone(),
-                    detail,
-                }
+            let view = parsed.map_err(|detail| Failure::Garbage {
+                url: url.clone(),
+                detail,
             })?;
-            tracing::info!(url = %body.url, tasks = view.tasks.len(), "mesos source: snapshot (/master/state)");
+            tracing::info!(url = %url, tasks = view.tasks.len(), "mesos source: snapshot (/master/state)");
             // Events never come in this mode; nothing to keep for them.
             self.tasks.clear();
             self.view = view;
@@ -514,6 +619,23 @@ impl Source {
                 _ = self.link.tx.closed() => return Err(Failure::Closed),
             }
         }
+    }
+
+    /// `GET /master/state`, parsed while it arrives: the URL that answered
+    /// and the view, or why the body is not a master state document.
+    async fn read_state(
+        &self,
+        client: &MasterClient,
+    ) -> Result<(String, Result<ClusterView, String>), Failure> {
+        let stream = client.open_stream(STATE_PATH, JSON).await?;
+        let url = stream.url().to_string();
+        let groups = self.groups.clone();
+        let parsed = stream
+            .parse_body(client.timeouts(), move |reader| {
+                read_master_state(reader, &groups)
+            })
+            .await?;
+        Ok((url, parsed))
     }
 
     /// Update the kept state for one event and say what changed.
@@ -668,20 +790,6 @@ impl Source {
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
         self.link.tx.send(update).await.map_err(|_| Failure::Closed)
     }
-}
-
-/// A `/master/state` body -> its view, via the document parser; anything
-/// but a master state document (a Marathon, an error page) is refused.
-fn parse_master_state(bytes: &[u8], groups: &GroupsConfig) -> Result<ClusterView, String> {
-    let parsed = parse_document_kind(bytes, groups, &mut VersionCache::default())
-        .map_err(|e| e.to_string())?;
-    if parsed.kind != DocumentKind::MesosMasterState {
-        return Err(format!(
-            "{STATE_PATH} answered with a {}, not a master state document",
-            parsed.kind
-        ));
-    }
-    Ok(parsed.view)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod marathon;
 pub mod mesos;
 pub mod outbox;
+pub mod pipe;
 pub mod recordio;
 pub mod sse;
 pub mod wire;

@@ -41,17 +41,31 @@ enum State {
         digits: usize,
         value: u128,
     },
-    /// Reading `length` bytes of a record into `buf`.
+    /// Inside a record of `length` bytes, `got` of them seen.
     Record {
         length: usize,
+        got: usize,
     },
     Failed,
 }
 
-/// The framer. Feed it chunks, take records.
+/// What [`RecordIoParser::next_piece`] found in a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// The next bytes of the current record (never empty).
+    Bytes(&'a [u8]),
+    /// The current record is complete (also for an empty record).
+    End,
+}
+
+/// The framer. Feed it chunks, take records ([`RecordIoParser::feed`]), or
+/// take the pieces of records as they come without anything being buffered
+/// ([`RecordIoParser::next_piece`]), e.g. to parse a snapshot of a hundred
+/// megabytes while it arrives.
 #[derive(Debug)]
 pub struct RecordIoParser {
     state: State,
+    /// The record being collected by [`RecordIoParser::feed`].
     buf: Vec<u8>,
     max_record: usize,
     records: u64,
@@ -76,29 +90,60 @@ impl RecordIoParser {
         self.records
     }
 
-    /// Bytes of the record being read (or of nothing) held back.
+    /// Bytes of the record being read (or of the length line) seen so far.
     pub fn pending(&self) -> usize {
         match self.state {
             State::Length { digits, .. } => digits,
-            State::Record { .. } => self.buf.len(),
+            State::Record { got, .. } => got,
             State::Failed => 0,
         }
     }
 
-    /// Feed one chunk; returns the records it completed, in order.
+    /// The length of the record being read, once its length line is complete.
+    pub fn record_length(&self) -> Option<usize> {
+        match self.state {
+            State::Record { length, .. } => Some(length),
+            _ => None,
+        }
+    }
+
+    /// Feed one chunk; returns the records it completed, in order. Empty
+    /// records carry no event: counted, not returned.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<Vec<Vec<u8>>, RecordIoError> {
         let mut out = Vec::new();
-        while !chunk.is_empty() {
-            chunk = match self.step(chunk, &mut out) {
-                Ok(rest) => rest,
-                Err(e) => {
-                    self.state = State::Failed;
-                    self.buf = Vec::new();
-                    return Err(e);
+        while let Some(piece) = self.next_piece(&mut chunk)? {
+            match piece {
+                Piece::Bytes(bytes) => {
+                    if self.buf.is_empty() {
+                        // Grow as bytes arrive, not by the claimed length: a
+                        // lying length line must not allocate 256 MiB up front.
+                        let length = self.record_length().unwrap_or_default();
+                        self.buf.reserve(length.min(64 * 1024));
+                    }
+                    self.buf.extend_from_slice(bytes);
                 }
-            };
+                Piece::End if self.buf.is_empty() => {}
+                Piece::End => out.push(std::mem::take(&mut self.buf)),
+            }
         }
         Ok(out)
+    }
+
+    /// The next piece of a record in `chunk`, advancing `chunk` past it;
+    /// `None` once `chunk` is used up. Nothing is buffered: a record's bytes
+    /// are handed out as they come. After an error the framer stays failed.
+    pub fn next_piece<'a>(
+        &mut self,
+        chunk: &mut &'a [u8],
+    ) -> Result<Option<Piece<'a>>, RecordIoError> {
+        match self.piece(chunk) {
+            Ok(piece) => Ok(piece),
+            Err(e) => {
+                self.state = State::Failed;
+                self.buf = Vec::new();
+                Err(e)
+            }
+        }
     }
 
     /// The stream ended: fine between records, an error inside one.
@@ -106,40 +151,43 @@ impl RecordIoParser {
         match self.state {
             State::Length { digits: 0, .. } => Ok(()),
             State::Length { .. } => Err(RecordIoError::TruncatedLength),
-            State::Record { length } => Err(RecordIoError::TruncatedRecord {
-                got: self.buf.len(),
-                length,
-            }),
+            State::Record { length, got } => Err(RecordIoError::TruncatedRecord { got, length }),
             State::Failed => Err(RecordIoError::Failed),
         }
     }
 
-    /// Consume a prefix of `chunk`; return the rest.
-    fn step<'a>(
-        &mut self,
-        chunk: &'a [u8],
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<&'a [u8], RecordIoError> {
-        match self.state {
-            State::Failed => Err(RecordIoError::Failed),
-            State::Length { digits, value } => {
-                let byte = chunk[0];
-                self.length_byte(byte, digits, value)?;
-                Ok(&chunk[1..])
-            }
-            State::Record { length } => {
-                let want = length - self.buf.len();
-                let take = want.min(chunk.len());
-                self.buf.extend_from_slice(&chunk[..take]);
-                if self.buf.len() == length {
-                    out.push(std::mem::take(&mut self.buf));
+    fn piece<'a>(&mut self, chunk: &mut &'a [u8]) -> Result<Option<Piece<'a>>, RecordIoError> {
+        loop {
+            match self.state {
+                State::Failed => return Err(RecordIoError::Failed),
+                State::Record { length, got } if got == length => {
                     self.records += 1;
                     self.state = State::Length {
                         digits: 0,
                         value: 0,
                     };
+                    return Ok(Some(Piece::End));
                 }
-                Ok(&chunk[take..])
+                State::Record { length, got } => {
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (length - got).min(chunk.len());
+                    let (bytes, rest) = chunk.split_at(take);
+                    *chunk = rest;
+                    self.state = State::Record {
+                        length,
+                        got: got + take,
+                    };
+                    return Ok(Some(Piece::Bytes(bytes)));
+                }
+                State::Length { digits, value } => {
+                    let Some((&byte, rest)) = chunk.split_first() else {
+                        return Ok(None);
+                    };
+                    *chunk = rest;
+                    self.length_byte(byte, digits, value)?;
+                }
             }
         }
     }
@@ -164,6 +212,8 @@ impl RecordIoParser {
         }
     }
 
+    /// The length is checked against the limit before any byte of the
+    /// record is read; nothing is allocated for it here.
     fn start_record(&mut self, value: u128) -> Result<(), RecordIoError> {
         let too_large = RecordIoError::RecordTooLarge {
             length: value,
@@ -173,19 +223,7 @@ impl RecordIoParser {
         if length > self.max_record {
             return Err(too_large);
         }
-        if length == 0 {
-            // An empty record is legal framing; it carries no event.
-            self.records += 1;
-            self.state = State::Length {
-                digits: 0,
-                value: 0,
-            };
-            return Ok(());
-        }
-        // Grow as bytes arrive, not by the claimed length: a lying length
-        // line must not allocate 256 MiB up front.
-        self.buf = Vec::with_capacity(length.min(64 * 1024));
-        self.state = State::Record { length };
+        self.state = State::Record { length, got: 0 };
         Ok(())
     }
 }
