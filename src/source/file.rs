@@ -12,6 +12,9 @@
 //! half-written file never produces a snapshot: a prefix of a JSON document
 //! is never a whole document, so it is only ever a parse error, and a read
 //! during which the file changed is discarded and redone at the next poll.
+//!
+//! A changed file is read once (at most [`MAX_DOCUMENT`] bytes): the same
+//! bytes are hashed, to skip contents already applied, and parsed.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -20,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::Sender;
 
-use super::document::{prepare_document, DocumentError, MarathonApps, Parsed, Prepared};
+use super::document::parse_document_kind;
 use super::wire::marathon::VersionCache;
 use super::SourceUpdate;
 use crate::config::GroupsConfig;
@@ -33,6 +36,21 @@ pub const POLL: Duration = Duration::from_millis(200);
 /// file's mtime is this close to the time we read it, its contents are
 /// re-checked at every poll (by hash; only real changes are sent).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The whole file, refusing to read past [`MAX_DOCUMENT`] bytes (it may
+/// have grown since `stat`).
+async fn read_capped(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(std::io::Error::other(format!(
+            "it grew past the {MAX_DOCUMENT} bytes a master document may have"
+        )));
+    }
+    Ok(bytes)
+}
 
 /// Watch `path` until the receiver of `tx` goes away.
 pub async fn run(path: PathBuf, groups: GroupsConfig, tx: Sender<SourceUpdate>) {
@@ -96,40 +114,9 @@ struct Watcher {
     sent: Sent,
 }
 
-/// A reader that hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
-    }
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R) -> HashingReader<R> {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// The hash of everything read so far.
-    fn finish(self) -> [u8; 32] {
-        self.hasher.finalize().into()
-    }
-}
-
-/// SHA-256 of a file, read as a stream (the parse, too, runs on this task).
-fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    let mut reader = HashingReader::new(std::fs::File::open(path)?);
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(reader.finish())
-}
+/// Largest document read (the same cap as a master's HTTP body): a file
+/// this large is not a master document, and reading it would hold it all.
+pub const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
 
 impl Watcher {
     fn new(path: PathBuf, groups: GroupsConfig) -> Watcher {
@@ -170,17 +157,18 @@ impl Watcher {
         if !self.may_have_changed(&stamp) {
             return None;
         }
-        let read_at = SystemTime::now();
-        // Contents already applied (a re-look within the racy window, or a
-        // rewrite with the same bytes): found by hashing the file as a
-        // stream, without holding megabytes of it.
-        if let (Some(done), Ok(hash)) = (self.processed, hash_file(&self.path)) {
-            if done == hash {
-                self.seen = Some((stamp, read_at, meta.modified().ok()));
-                return None;
-            }
+        if meta.len() > MAX_DOCUMENT {
+            return self.unavailable(format!(
+                "file {} is {} bytes, larger than the {MAX_DOCUMENT} bytes a master document may have; write the snapshot document there, not a log or an archive",
+                self.path.display(),
+                meta.len()
+            ));
         }
-        let bytes = match tokio::fs::read(&self.path).await {
+        let read_at = SystemTime::now();
+        // Read once: the same bytes are hashed (contents already applied,
+        // e.g. a re-look within the racy window or a rewrite with the same
+        // bytes, are skipped) and parsed.
+        let bytes = match read_capped(&self.path).await {
             Ok(bytes) => bytes,
             Err(e) => {
                 return self.unavailable(format!(
@@ -201,7 +189,7 @@ impl Watcher {
             return None;
         }
         self.processed = Some(hash);
-        self.process(bytes, hash, stamp)
+        self.process(&bytes)
     }
 
     /// Unchanged stamp: skip, unless the mtime is too recent to trust.
@@ -215,28 +203,9 @@ impl Watcher {
         }
     }
 
-    /// Parse `bytes` (the file with contents `hash` and `stamp`). A Marathon
-    /// app list is only checked from `bytes`; it is then converted from a
-    /// second read of the file, so that the document is not held while its
-    /// view is built (at 33,334 tasks that is 8 MB of the peak memory).
-    fn process(&mut self, bytes: Vec<u8>, hash: [u8; 32], stamp: Stamp) -> Option<SourceUpdate> {
-        let parsed = match prepare_document(&bytes, &self.groups, &mut self.versions) {
-            Ok(Prepared::Parsed(parsed)) => Ok(parsed),
-            Ok(Prepared::MarathonApps(apps)) => {
-                drop(bytes);
-                match self.convert_again(apps, hash, stamp) {
-                    Some(result) => result,
-                    // Rewritten meanwhile: read again at the next poll.
-                    None => {
-                        self.seen = None;
-                        self.processed = None;
-                        return None;
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match parsed {
+    /// Parse `bytes`, the file's contents.
+    fn process(&mut self, bytes: &[u8]) -> Option<SourceUpdate> {
+        match parse_document_kind(bytes, &self.groups, &mut self.versions) {
             Ok(parsed) => {
                 let view = parsed.view;
                 tracing::info!(
@@ -253,33 +222,6 @@ impl Watcher {
                 Some(SourceUpdate::Snapshot(view))
             }
             Err(e) => self.degraded(format!("file {}: {e}", self.path.display())),
-        }
-    }
-
-    /// Convert a checked app list from the file again; `None` when the file
-    /// no longer holds the contents that were checked.
-    fn convert_again(
-        &mut self,
-        apps: MarathonApps,
-        hash: [u8; 32],
-        stamp: Stamp,
-    ) -> Option<Result<Parsed, DocumentError>> {
-        let file = std::fs::File::open(&self.path).ok()?;
-        if file.metadata().map(|m| Stamp::of(&m)).ok()? != stamp {
-            return None;
-        }
-        let mut reader = HashingReader::new(file);
-        let result = apps.convert(&mut reader, &self.groups, &mut self.versions);
-        // After a successful conversion the reader is at the end of the file.
-        let same = reader.finish();
-        let unchanged = std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == stamp);
-        match result {
-            Ok(parsed) if same == hash => Some(Ok(parsed)),
-            // Other contents (converted or not) are the next poll's business.
-            _ if !unchanged => None,
-            Ok(_) => None,
-            // The contents that were checked, but reading them failed (I/O).
-            Err(e) => Some(Err(e)),
         }
     }
 
