@@ -127,7 +127,7 @@ pub enum HttpError {
         got: usize,
         detail: String,
     },
-    #[error("{url}: response larger than {limit} bytes; refusing to buffer it (is this really the master?)")]
+    #[error("{url}: response larger than {limit} bytes; not read further, the last rules stay (check that source.urls names the master)")]
     TooLarge { url: String, limit: usize },
     #[error("{url}: event stream broken: {detail}")]
     StreamBroken { url: String, detail: String },

@@ -97,6 +97,9 @@ pub struct Tuning {
     pub max_buffered: usize,
     /// App versions fetched at once.
     pub version_fetches: usize,
+    /// Largest SSE line or event accepted (each is held whole while it is
+    /// read; Marathon's largest carry one app definition).
+    pub max_event: usize,
 }
 
 impl Default for Tuning {
@@ -109,6 +112,7 @@ impl Default for Tuning {
             hint_min_gap: Duration::from_secs(10),
             max_buffered: 100_000,
             version_fetches: 4,
+            max_event: DEFAULT_MAX_LINE,
         }
     }
 }
@@ -353,10 +357,10 @@ struct EventReader {
 }
 
 impl EventReader {
-    fn new(stream: ByteStream, stall: Duration) -> EventReader {
+    fn new(stream: ByteStream, stall: Duration, max_event: usize) -> EventReader {
         EventReader {
             stream,
-            parser: SseParser::new(DEFAULT_MAX_LINE),
+            parser: SseParser::new(max_event),
             queue: VecDeque::new(),
             stall,
         }
@@ -694,10 +698,10 @@ impl Source {
 
     /// `/v2/events`, filtered when the master takes filters.
     async fn open_events(&mut self, client: &MasterClient) -> Result<EventReader, Failure> {
-        let stall = self.tuning.timeouts.stall;
+        let (stall, max) = (self.tuning.timeouts.stall, self.tuning.max_event);
         if self.filters {
             match client.open_stream(EVENTS_FILTERED_PATH, EVENT_STREAM).await {
-                Ok(stream) => return Ok(EventReader::new(stream, stall)),
+                Ok(stream) => return Ok(EventReader::new(stream, stall, max)),
                 Err(e) if !e.is_auth() && e.status().is_some_and(|s| (400..500).contains(&s)) => {
                     tracing::warn!("marathon source: {e}; this Marathon does not take event_type filters, subscribing to every event");
                     self.filters = false;
@@ -706,7 +710,7 @@ impl Source {
             }
         }
         let stream = client.open_stream(EVENTS_PATH, EVENT_STREAM).await?;
-        Ok(EventReader::new(stream, stall))
+        Ok(EventReader::new(stream, stall, max))
     }
 
     /// Take a snapshot while buffering events, fold the buffered events in,
@@ -1317,6 +1321,7 @@ mod tests {
             hint_min_gap: Duration::from_millis(50),
             max_buffered: 1000,
             version_fetches: 2,
+            max_event: 4096,
         }
     }
 
@@ -1474,6 +1479,26 @@ mod tests {
         let reason = degraded(&mut rx).await;
         assert!(
             reason.contains("no data for 0.5 s (stream stalled)"),
+            "{reason}"
+        );
+        snapshot(&mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_is_refused_and_the_source_resyncs() {
+        let m = fake_marathon(one_app_one_task(), vec![]).await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        snapshot(&mut rx).await;
+        // A data line over `fast().max_event` (4096 bytes): never buffered
+        // further.
+        let huge = format!(
+            "event: status_update_event\r\ndata: {{\"x\":\"{}\"}}\r\n\r\n",
+            "y".repeat(5000)
+        );
+        m.hub.push(&huge);
+        let reason = degraded(&mut rx).await;
+        assert!(
+            reason.contains("longer than 4096 bytes") && reason.contains("reconnects"),
             "{reason}"
         );
         snapshot(&mut rx).await;

@@ -50,7 +50,9 @@ use tokio::time::Instant;
 use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
 use super::pipe;
-use super::recordio::{Piece, RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
+use super::recordio::{
+    Piece, RecordIoError, RecordIoParser, DEFAULT_MAX_EVENT, DEFAULT_MAX_RECORD,
+};
 use super::wire::mesos::{
     convert_task, read_master_state, view_from_get_state, AgentEntry, Context, FrameworkEntry,
     FrameworkInfo, GetState, MesosTask, TaskAdded, TaskUpdated,
@@ -78,8 +80,12 @@ pub struct Tuning {
     pub heartbeat_misses: u32,
     /// Replaces `heartbeat_misses` × the announced interval (tests).
     pub silence: Option<Duration>,
-    /// Largest record accepted (a SUBSCRIBED snapshot of a big cluster).
+    /// Largest SUBSCRIBED record accepted (the snapshot of a big cluster;
+    /// parsed while it arrives, never held whole).
     pub max_record: usize,
+    /// Largest event record accepted after SUBSCRIBED (each is held whole
+    /// while it is parsed; real ones are kilobytes).
+    pub max_event: usize,
 }
 
 impl Default for Tuning {
@@ -91,6 +97,7 @@ impl Default for Tuning {
             heartbeat_misses: 3,
             silence: None,
             max_record: DEFAULT_MAX_RECORD,
+            max_event: DEFAULT_MAX_EVENT,
         }
     }
 }
@@ -257,6 +264,8 @@ struct RecordReader {
     pos: usize,
     /// The record being collected by `next` (kept here: cancel-safe).
     record: Vec<u8>,
+    /// Largest record `next` collects.
+    max_event: usize,
     silence: Duration,
     /// When the stream counts as silent, unless a record completes first.
     deadline: Instant,
@@ -273,13 +282,14 @@ enum Step {
 }
 
 impl RecordReader {
-    fn new(stream: ByteStream, max_record: usize, silence: Duration) -> RecordReader {
+    fn new(stream: ByteStream, tuning: &Tuning, silence: Duration) -> RecordReader {
         RecordReader {
             stream,
-            parser: RecordIoParser::new(max_record),
+            parser: RecordIoParser::new(tuning.max_record),
             chunk: Vec::new(),
             pos: 0,
             record: Vec::new(),
+            max_event: tuning.max_event,
             silence,
             deadline: Instant::now() + silence,
         }
@@ -302,8 +312,17 @@ impl RecordReader {
             match self.step()? {
                 Step::Bytes(start, end) => {
                     if self.record.is_empty() {
-                        // Grow as bytes arrive, not by the claimed length.
                         let length = self.parser.record_length().unwrap_or_default();
+                        if length > self.max_event {
+                            return Err(Failure::Framing {
+                                url: self.url(),
+                                source: RecordIoError::RecordTooLarge {
+                                    length: length as u128,
+                                    limit: self.max_event,
+                                },
+                            });
+                        }
+                        // Grow as bytes arrive, not by the claimed length.
                         self.record.reserve(length.min(64 * 1024));
                     }
                     self.record
@@ -495,7 +514,7 @@ impl Source {
     /// SUBSCRIBED first, then events until the stream fails.
     async fn stream_session(&mut self, stream: ByteStream) -> Result<Infallible, Failure> {
         let silence = self.tuning.silence_for(DEFAULT_HEARTBEAT);
-        let mut reader = RecordReader::new(stream, self.tuning.max_record, silence);
+        let mut reader = RecordReader::new(stream, &self.tuning, silence);
         tracing::info!(url = %reader.url(), "mesos source: SUBSCRIBE stream open");
         let first = self.read_first(&mut reader).await?;
         self.on_subscribed(&mut reader, first).await?;
@@ -1026,6 +1045,7 @@ mod tests {
             heartbeat_misses: 3,
             silence: Some(Duration::from_millis(400)),
             max_record: 1024 * 1024,
+            max_event: 64 * 1024,
         }
     }
 
@@ -1417,6 +1437,11 @@ mod tests {
             // The SUBSCRIBED record cut short, then the body ends.
             (frame(&good)[..200].to_vec(), "ended inside a record"),
             (b"2000000\n{".to_vec(), "exceeds the limit"),
+            // A 1 GiB length line: refused before a byte is buffered.
+            (
+                b"1073741824\n{".to_vec(),
+                "1073741824 bytes exceeds the limit",
+            ),
         ];
         for (bytes, want) in cases {
             // These bytes, then the end of the body.
@@ -1443,6 +1468,41 @@ mod tests {
             silence(&mut rx, Duration::from_millis(300)).await;
             assert!(server.requests(API_PATH).len() >= 2, "{want}: retried");
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_record_over_max_event_is_refused_before_it_is_read() {
+        let good = subscribed(
+            &[task_json("a", "TASK_RUNNING", "10.233.0.1", &["x"])],
+            15.0,
+        );
+        // The snapshot (larger than `max_event` is fine for it), then an
+        // event record claiming 70,000 bytes, more than `max_event`.
+        let bytes = [frame(&good), b"70000\n{".to_vec()].concat();
+        let server = serve(move |_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(bytes.clone());
+            Reply::Stream(rx)
+        })
+        .await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let tuning = Tuning {
+            max_event: good.len() / 2,
+            ..fast()
+        };
+        tokio::spawn(run_with(
+            config(vec![server.base.clone()]),
+            GroupsConfig::default(),
+            tx,
+            tuning,
+        ));
+        snapshot(&mut rx).await;
+        let reason = degraded(&mut rx).await;
+        let want = format!(
+            "RecordIO record of 70000 bytes exceeds the limit of {} bytes",
+            good.len() / 2
+        );
+        assert!(reason.contains(&want), "{reason}");
     }
 
     #[tokio::test]

@@ -12,8 +12,15 @@
 /// Digits in a length line: more than any `u64` needs is not a length.
 pub const MAX_LENGTH_DIGITS: usize = 20;
 
-/// Default largest record: a SUBSCRIBED snapshot of a very large cluster.
+/// Default largest record: a SUBSCRIBED snapshot of a very large cluster
+/// (about 280,000 tasks with two statuses each). The snapshot is parsed
+/// while it arrives, so this bounds the input, not a buffer.
 pub const DEFAULT_MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// Default largest event record after the snapshot: events are held whole
+/// while parsed, and real ones (a TASK_ADDED with a big label) are
+/// kilobytes.
+pub const DEFAULT_MAX_EVENT: usize = 16 * 1024 * 1024;
 
 /// Why the stream cannot be framed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +31,7 @@ pub enum RecordIoError {
     LengthTooLong,
     #[error("RecordIO length line is empty")]
     EmptyLength,
-    #[error("RecordIO record of {length} bytes exceeds the limit of {limit} bytes")]
+    #[error("RecordIO record of {length} bytes exceeds the limit of {limit} bytes; not read, groupd reconnects (check that source.urls names a Mesos master: a real one sends no such record)")]
     RecordTooLarge { length: u128, limit: usize },
     #[error("RecordIO stream ended inside a record ({got} of {length} bytes)")]
     TruncatedRecord { got: usize, length: usize },
@@ -342,6 +349,43 @@ mod tests {
         ));
         let mut p = RecordIoParser::new(10);
         assert_eq!(all(&mut p, &[b"10\n0123456789"]).len(), 1);
+    }
+
+    #[test]
+    fn a_1_gib_length_line_is_refused_without_allocating_it() {
+        let mut p = RecordIoParser::new(DEFAULT_MAX_RECORD);
+        assert_eq!(
+            p.feed(b"1073741824\n{\"type\":").expect_err("too large"),
+            RecordIoError::RecordTooLarge {
+                length: 1 << 30,
+                limit: DEFAULT_MAX_RECORD
+            }
+        );
+        assert_eq!(p.buf.capacity(), 0, "nothing was reserved for it");
+        // Within the limit, a lying length reserves at most 64 KiB up front.
+        let mut p = RecordIoParser::new(DEFAULT_MAX_RECORD);
+        assert!(p.feed(b"200000000\n{").expect("framed").is_empty());
+        assert!(p.buf.capacity() <= 64 * 1024, "{}", p.buf.capacity());
+    }
+
+    #[test]
+    fn pieces_are_handed_out_unbuffered_and_frame_like_feed() {
+        let mut p = RecordIoParser::new(1024);
+        let mut chunk: &[u8] = b"5\nhel";
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"hel"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(None));
+        assert_eq!(p.pending(), 3);
+        let mut chunk: &[u8] = b"lo0\n2\nok";
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"lo"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        // An empty record is a record too (liveness).
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"ok"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        assert_eq!(p.next_piece(&mut chunk), Ok(None));
+        assert_eq!(p.records(), 3);
+        assert_eq!(p.buf.capacity(), 0, "pieces are never collected");
+        p.finish().expect("clean end");
     }
 
     #[test]
