@@ -54,8 +54,8 @@ use super::recordio::{
     Piece, RecordIoError, RecordIoParser, DEFAULT_MAX_EVENT, DEFAULT_MAX_RECORD,
 };
 use super::wire::mesos::{
-    convert_task, read_master_state, view_from_get_state, AgentEntry, Context, FrameworkEntry,
-    FrameworkInfo, GetState, MesosTask, TaskAdded, TaskUpdated,
+    convert_task, read_master_state, AgentEntry, Context, FrameworkEntry, FrameworkInfo, Installed,
+    KeptState, KeptTask, MesosTask, TaskAdded, TaskUpdated,
 };
 use super::SourceUpdate;
 use crate::config::{GroupsConfig, SourceConfig};
@@ -159,7 +159,7 @@ struct Event {
 struct SubscribedEvent {
     /// Absent would mean a scheduler-API SUBSCRIBED: not a snapshot.
     #[serde(default)]
-    get_state: Option<GetState>,
+    get_state: Option<KeptState>,
     #[serde(default)]
     heartbeat_interval_seconds: Option<f64>,
 }
@@ -415,18 +415,42 @@ impl RecordReader {
     }
 }
 
-/// The SUBSCRIBED record read while it arrives: every task compacted as it
-/// is read (`MesosTask`), the record itself never held.
-fn read_subscribed(mut reader: pipe::PipeReader) -> Result<Event, String> {
+/// What the SUBSCRIBED record makes: the snapshot, ready to install.
+struct Subscription {
+    installed: Installed,
+    heartbeat: Duration,
+}
+
+/// The SUBSCRIBED record read while it arrives, on the parse thread:
+/// every task compacted and kept as it is read ([`KeptTask`]), the record
+/// itself never held, then every task converted (the agents and frameworks
+/// it needs come after the tasks).
+fn read_subscribed(
+    mut reader: pipe::PipeReader,
+    groups: &GroupsConfig,
+) -> Result<Subscription, String> {
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
         64 << 10,
         &mut reader,
     ));
     let event = Event::deserialize(&mut de).and_then(|event| de.end().map(|()| event));
     drop(de);
-    event.map_err(|e| {
+    let event = event.map_err(|e| {
         let start = String::from_utf8_lossy(reader.start()).to_string();
         format!("record is not a v1 event ({e}); it starts with {start:?}")
+    })?;
+    let kind = event.kind.as_deref().unwrap_or("(no type)");
+    let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
+        return Err(format!(
+            "the stream starts with {kind}, not SUBSCRIBED (not a master's operator API?)"
+        ));
+    };
+    let Some(state) = subscribed.get_state else {
+        return Err("SUBSCRIBED without get_state (a scheduler API?)".into());
+    };
+    Ok(Subscription {
+        installed: state.install(groups),
+        heartbeat: heartbeat_interval(subscribed.heartbeat_interval_seconds),
     })
 }
 
@@ -443,8 +467,8 @@ struct Source {
     resync_every: Duration,
     /// Channel, client, backoff and degraded state: what the retry loop shares.
     link: outbox::Link,
-    /// Live tasks as the master sent them, for `TASK_UPDATED`.
-    tasks: HashMap<String, MesosTask>,
+    /// Live tasks as the master sent them (compacted), for `TASK_UPDATED`.
+    tasks: HashMap<String, KeptTask>,
     /// Framework names and agent IPs for converting tasks.
     ctx: Context,
     /// What the daemon was told: the last snapshot plus the events since.
@@ -533,8 +557,9 @@ impl Source {
     }
 
     /// The first record, parsed while it arrives ([`read_subscribed`]).
-    async fn read_first(&self, reader: &mut RecordReader) -> Result<Event, Failure> {
-        let (feed, parser) = pipe::spawn(read_subscribed);
+    async fn read_first(&self, reader: &mut RecordReader) -> Result<Subscription, Failure> {
+        let groups = self.groups.clone();
+        let (feed, parser) = pipe::spawn(move |r| read_subscribed(r, &groups));
         let streamed = tokio::select! {
             streamed = reader.stream_next(&feed) => streamed,
             _ = self.link.tx.closed() => Err(Failure::Closed),
@@ -549,58 +574,30 @@ impl Source {
         pipe::join(parser).await.map_err(bad)?.map_err(bad)
     }
 
-    /// The first record: the whole cluster, sent as one snapshot.
+    /// The first record: the whole cluster, sent as one snapshot that
+    /// replaces everything (kept tasks, context and view).
     async fn on_subscribed(
         &mut self,
         reader: &mut RecordReader,
-        event: Event,
+        first: Subscription,
     ) -> Result<(), Failure> {
         let url = reader.url();
-        let bad = |detail: String| Failure::BadEvent {
-            url: url.clone(),
-            detail,
-        };
-        let kind = event.kind.as_deref().unwrap_or("(no type)");
-        let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
-            return Err(bad(format!(
-                "the stream starts with {kind}, not SUBSCRIBED (not a master's operator API?)"
-            )));
-        };
-        let Some(state) = subscribed.get_state else {
-            return Err(bad("SUBSCRIBED without get_state (a scheduler API?)".into()));
-        };
-        let heartbeat = heartbeat_interval(subscribed.heartbeat_interval_seconds);
-        reader.set_silence(self.tuning.silence_for(heartbeat));
-        self.install_subscribed(state);
+        reader.set_silence(self.tuning.silence_for(first.heartbeat));
+        let installed = first.installed;
+        self.view = installed.view;
+        self.ctx = installed.ctx;
+        self.tasks = installed.tasks;
         let view = outbox::snapshot(&self.view);
         tracing::info!(
             url = %url,
             tasks = view.tasks.len(),
             endpoints = view.endpoints().count(),
-            heartbeat = %secs(heartbeat),
+            heartbeat = %secs(first.heartbeat),
             "mesos source: snapshot (SUBSCRIBED)"
         );
         self.send(SourceUpdate::Snapshot(view)).await?;
         self.healthy();
         Ok(())
-    }
-
-    /// Replace everything with `state`: the kept tasks, context and view.
-    fn install_subscribed(&mut self, state: GetState) {
-        self.view = view_from_get_state(&state, &self.groups);
-        self.ctx = Context::from_get_state(&state);
-        let tasks = state.get_tasks;
-        let mut kept = HashMap::new();
-        // Same precedence as the view: the first listing of a task wins.
-        for task in tasks
-            .tasks
-            .into_iter()
-            .chain(tasks.unreachable_tasks)
-            .chain(tasks.orphan_tasks)
-        {
-            kept.entry(task.id.0.clone()).or_insert(task);
-        }
-        self.tasks = kept;
     }
 
     /// Masters without the operator API: `/master/state` every
@@ -719,7 +716,7 @@ impl Source {
             self.tasks.remove(&id);
             return self.remove_task(&id);
         }
-        self.tasks.insert(id, task);
+        self.tasks.insert(id, KeptTask::keep(&task));
         self.view.insert(converted.clone());
         Change::Upsert(converted)
     }
@@ -734,7 +731,7 @@ impl Source {
             tracing::debug!("mesos source: TASK_UPDATED without status.task_id ignored");
             return Change::None;
         };
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(mut task) = self.tasks.get(&id).and_then(KeptTask::open) else {
             // Never added (ACL-filtered, or a terminal one removed already).
             if update
                 .state
@@ -747,11 +744,12 @@ impl Source {
             return Change::None;
         };
         task.apply_update(update);
-        let converted = convert_task(task, &self.ctx, &self.groups);
+        let converted = convert_task(&task, &self.ctx, &self.groups);
         if converted.state.is_terminal() {
             self.tasks.remove(&id);
             return self.remove_task(&id);
         }
+        self.tasks.insert(id, KeptTask::keep(&task));
         self.view.insert(converted.clone());
         Change::Upsert(converted)
     }
@@ -760,7 +758,11 @@ impl Source {
         let gone: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.framework_id.as_ref().is_some_and(|f| f.0 == framework))
+            .filter(|(_, kept)| {
+                kept.open()
+                    .and_then(|t| t.framework_id)
+                    .is_some_and(|f| f.0 == framework)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let before = self.view.tasks.len();

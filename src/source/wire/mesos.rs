@@ -33,7 +33,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
     assign_groups, check_lengths, classify, label_map, new_task, null_as_default, parse_ip,
@@ -43,6 +43,9 @@ use crate::config::GroupsConfig;
 use crate::model::{
     ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecSet, ViewBuilder,
 };
+
+mod kept;
+pub use kept::{read_master_state, Installed, KeptState, KeptTask, KeptTasks};
 
 /// CNI networks that NAT: their addresses repeat on every agent.
 pub const NAT_BRIDGE_NETWORKS: &[&str] = &["mesos-bridge"];
@@ -54,6 +57,14 @@ const MAX_STATUSES: usize = 32;
 /// An id: a bare string (`/master/state`) or `{"value": "…"}` (v1 API).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(pub String);
+
+/// Written as a bare string (the `/master/state` form, which
+/// [`Id::deserialize`] reads back).
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -89,16 +100,39 @@ impl<'de> Deserialize<'de> for Id {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels(pub Vec<Label>);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Label {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Optional in the protobuf.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
+/// Written in the array form, which [`Labels::deserialize`] reads back.
+impl Serialize for Labels {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// `Some` as an empty object (read back as present), for a field only
+/// whose presence matters.
+fn present<S: Serializer>(value: &Option<IgnoredAny>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match value {
+        Some(_) => s.serialize_map(Some(0))?.end(),
+        None => s.serialize_none(),
+    }
+}
+
 impl Labels {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
             .iter()
@@ -298,20 +332,28 @@ pub struct TaskUpdated {
 /// status history is reduced to what [`convert_task`] reads (see
 /// [`MesosTask::compact`]), so that a snapshot of 100,000 tasks with long
 /// histories costs one short status per task, not the master's copy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MesosTask {
     pub id: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub framework_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slave_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
     /// The ContainerInfo the task was launched with: the requested networks
     /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerInfo>,
     /// Oldest first; after [`MesosTask::compact`] at most one, plus the
     /// updates applied since.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<TaskStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryInfo>,
 }
 
@@ -409,46 +451,57 @@ impl<'de> Deserialize<'de> for BoundedStatuses {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerInfo {
     /// `MESOS` or `DOCKER`.
     #[serde(default, rename = "type")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerInfo>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DockerInfo {
     /// `HOST` (protobuf default), `BRIDGE`, `USER`, `NONE`.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct NetworkInfo {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<IpAddressInfo>,
     /// Mesos 0.25–0.29 legacy single address.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct IpAddressInfo {
     /// Absent in requests (`[{}]`).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
     /// Often absent (= IPv4); informational, the address itself says which.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
 
@@ -496,14 +549,17 @@ impl NetworkInfo {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct TaskStatus {
     /// Set in `TASK_UPDATED` statuses.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<Id>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_status: Option<ContainerStatus>,
 }
 
@@ -549,44 +605,54 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerStatus {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<ContainerId>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerId {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Set for nested containers (pod tasks).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "present")]
     pub parent: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DiscoveryInfo {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<DiscoveryPorts>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DiscoveryPorts {
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Port {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<serde_json::Number>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
 }
 
@@ -615,16 +681,20 @@ impl Context {
     }
 
     pub fn from_get_state(state: &GetState) -> Context {
+        Context::from_parts(&state.get_frameworks, &state.get_agents)
+    }
+
+    /// The context of a `get_state`'s frameworks and agents.
+    pub fn from_parts(frameworks: &GetFrameworks, agents: &GetAgents) -> Context {
         let mut ctx = Context::default();
-        for fw in state
-            .get_frameworks
+        for fw in frameworks
             .frameworks
             .iter()
             .filter_map(|f| f.framework_info.as_ref())
         {
             ctx.add_framework(fw.id.as_ref(), fw.name.as_deref());
         }
-        for agent in &state.get_agents.agents {
+        for agent in &agents.agents {
             if let Some(info) = &agent.agent_info {
                 ctx.add_agent(
                     info.id.as_ref(),
@@ -633,7 +703,7 @@ impl Context {
                 );
             }
         }
-        for info in &state.get_agents.recovered_agents {
+        for info in &agents.recovered_agents {
             ctx.add_agent(info.id.as_ref(), info.hostname.as_deref(), None);
         }
         ctx
@@ -677,49 +747,6 @@ pub fn view_from_master_state(state: &MasterState, groups: &GroupsConfig) -> Clu
     });
     let orphans = state.orphan_tasks.iter().map(|t| (t, None));
     collect_view(live.chain(unreachable).chain(orphans), &ctx, groups)
-}
-
-/// A `/master/state` body read from `reader` while it arrives (each task
-/// compacted as it is read, the body never held whole) -> its view; `Err`
-/// says why the body is not a master state document.
-pub fn read_master_state(
-    reader: impl std::io::Read,
-    groups: &GroupsConfig,
-) -> Result<ClusterView, String> {
-    let reader = std::io::BufReader::with_capacity(64 << 10, reader);
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let doc = StreamedMasterState::deserialize(&mut de)
-        .and_then(|doc| de.end().map(|()| doc))
-        .map_err(|e| format!("not a usable /master/state document: {e}"))?;
-    if doc.completed_executors.is_some() || doc.master_hostname.is_some() {
-        return Err("this is a Mesos agent's /state (tasks of one agent only), not the master's /master/state: check source.urls".into());
-    }
-    let Some(frameworks) = doc.frameworks else {
-        return Err("the document has no \"frameworks\": not a Mesos /master/state (an error page or another service?)".into());
-    };
-    let state = MasterState {
-        frameworks,
-        slaves: doc.slaves.unwrap_or_default(),
-        orphan_tasks: doc.orphan_tasks.unwrap_or_default(),
-    };
-    Ok(view_from_master_state(&state, groups))
-}
-
-/// [`MasterState`] plus what tells it from the documents it could be
-/// mistaken for; absent and `null` are told apart.
-#[derive(Deserialize)]
-struct StreamedMasterState {
-    #[serde(default)]
-    frameworks: Option<Vec<Framework>>,
-    #[serde(default)]
-    slaves: Option<Vec<Slave>>,
-    #[serde(default)]
-    orphan_tasks: Option<Vec<MesosTask>>,
-    /// Only an agent's `/state` has these.
-    #[serde(default)]
-    completed_executors: Option<IgnoredAny>,
-    #[serde(default)]
-    master_hostname: Option<IgnoredAny>,
 }
 
 /// The view of a v1 `get_state` (from `SUBSCRIBED` or `GET_STATE`).
