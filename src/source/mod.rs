@@ -9,6 +9,7 @@ pub mod file;
 pub mod http;
 pub mod marathon;
 pub mod mesos;
+pub mod one_pass;
 pub mod outbox;
 pub mod pipe;
 pub mod recordio;

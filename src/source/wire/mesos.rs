@@ -45,7 +45,9 @@ use crate::model::{
 };
 
 mod kept;
-pub use kept::{read_master_state, Installed, KeptState, KeptTask, KeptTasks};
+pub use kept::{
+    read_master_state, Installed, KeptFramework, KeptMasterState, KeptState, KeptTask, KeptTasks,
+};
 
 /// CNI networks that NAT: their addresses repeat on every agent.
 pub const NAT_BRIDGE_NETWORKS: &[&str] = &["mesos-bridge"];

@@ -134,36 +134,57 @@ pub fn read_master_state(reader: impl Read, groups: &GroupsConfig) -> Result<Clu
     let Some(frameworks) = doc.frameworks else {
         return Err("the document has no \"frameworks\": not a Mesos /master/state (an error page or another service?)".into());
     };
-    let mut ctx = Context::default();
-    for fw in &frameworks {
-        ctx.add_framework(fw.id.as_ref(), fw.name.as_deref());
-    }
-    for slave in doc.slaves.iter().flatten() {
-        ctx.add_agent(
-            slave.id.as_ref(),
-            slave.hostname.as_deref(),
-            slave.pid.as_deref(),
-        );
-    }
-    // The order of `view_from_master_state`: live tasks, unreachable ones,
-    // orphans; a task listed under a framework belongs to it.
-    let live = frameworks
-        .iter()
-        .flat_map(|fw| fw.tasks.iter().map(move |t| (t, fw.id.as_ref())));
-    let unreachable = frameworks.iter().flat_map(|fw| {
-        fw.unreachable_tasks
-            .iter()
-            .map(move |t| (t, fw.id.as_ref()))
-    });
-    let orphans = doc.orphan_tasks.iter().flatten().map(|t| (t, None));
-    let mut view = ViewBuilder::default();
-    for (kept, framework) in live.chain(unreachable).chain(orphans) {
-        let Some(task) = kept.open() else { continue };
-        if !view.contains(task.id.0.as_str()) {
-            view.insert(convert(&task, framework, &ctx, groups));
+    let state = KeptMasterState {
+        frameworks,
+        slaves: doc.slaves.unwrap_or_default(),
+        orphan_tasks: doc.orphan_tasks.unwrap_or_default(),
+    };
+    Ok(state.view(groups))
+}
+
+/// A `/master/state` whose tasks were kept as they were read.
+#[derive(Debug, Default)]
+pub struct KeptMasterState {
+    pub frameworks: Vec<KeptFramework>,
+    pub slaves: Vec<Slave>,
+    pub orphan_tasks: Vec<KeptTask>,
+}
+
+impl KeptMasterState {
+    /// The view, exactly as `view_from_master_state` makes it from the
+    /// whole document: live tasks, unreachable ones, orphans; a task
+    /// listed under a framework belongs to it; the first listing wins.
+    pub fn view(&self, groups: &GroupsConfig) -> ClusterView {
+        let mut ctx = Context::default();
+        for fw in &self.frameworks {
+            ctx.add_framework(fw.id.as_ref(), fw.name.as_deref());
         }
+        for slave in &self.slaves {
+            ctx.add_agent(
+                slave.id.as_ref(),
+                slave.hostname.as_deref(),
+                slave.pid.as_deref(),
+            );
+        }
+        let live = self
+            .frameworks
+            .iter()
+            .flat_map(|fw| fw.tasks.iter().map(move |t| (t, fw.id.as_ref())));
+        let unreachable = self.frameworks.iter().flat_map(|fw| {
+            fw.unreachable_tasks
+                .iter()
+                .map(move |t| (t, fw.id.as_ref()))
+        });
+        let orphans = self.orphan_tasks.iter().map(|t| (t, None));
+        let mut view = ViewBuilder::default();
+        for (kept, framework) in live.chain(unreachable).chain(orphans) {
+            let Some(task) = kept.open() else { continue };
+            if !view.contains(task.id.0.as_str()) {
+                view.insert(convert(&task, framework, &ctx, groups));
+            }
+        }
+        view.finish()
     }
-    Ok(view.finish())
 }
 
 /// `/master/state` with its tasks kept as they are read, plus what tells
@@ -184,16 +205,17 @@ struct StreamedMasterState {
     master_hostname: Option<IgnoredAny>,
 }
 
-#[derive(Deserialize)]
-struct KeptFramework {
+/// One framework of `/master/state`, its tasks kept as they are read.
+#[derive(Debug, Deserialize)]
+pub struct KeptFramework {
     #[serde(default)]
-    id: Option<Id>,
+    pub id: Option<Id>,
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
-    tasks: Vec<KeptTask>,
+    pub tasks: Vec<KeptTask>,
     #[serde(default, deserialize_with = "null_as_default")]
-    unreachable_tasks: Vec<KeptTask>,
+    pub unreachable_tasks: Vec<KeptTask>,
 }
 
 #[cfg(test)]
