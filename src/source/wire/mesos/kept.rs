@@ -154,7 +154,10 @@ impl KeptMasterState {
     /// The view, exactly as `view_from_master_state` makes it from the
     /// whole document: live tasks, unreachable ones, orphans; a task
     /// listed under a framework belongs to it; the first listing wins.
-    pub fn view(&self, groups: &GroupsConfig) -> ClusterView {
+    /// Each kept task is freed as soon as it is converted, so the view
+    /// grows into the memory they leave (not beside it, which would leave
+    /// the heap full of holes afterwards).
+    pub fn view(self, groups: &GroupsConfig) -> ClusterView {
         let mut ctx = Context::default();
         for fw in &self.frameworks {
             ctx.add_framework(fw.id.as_ref(), fw.name.as_deref());
@@ -166,21 +169,26 @@ impl KeptMasterState {
                 slave.pid.as_deref(),
             );
         }
-        let live = self
-            .frameworks
-            .iter()
-            .flat_map(|fw| fw.tasks.iter().map(move |t| (t, fw.id.as_ref())));
-        let unreachable = self.frameworks.iter().flat_map(|fw| {
-            fw.unreachable_tasks
-                .iter()
-                .map(move |t| (t, fw.id.as_ref()))
-        });
-        let orphans = self.orphan_tasks.iter().map(|t| (t, None));
+        let mut live = Vec::new();
+        let mut unreachable = Vec::new();
+        for fw in self.frameworks {
+            let id: Option<std::sync::Arc<Id>> = fw.id.map(std::sync::Arc::new);
+            live.push((fw.tasks, id.clone()));
+            unreachable.push((fw.unreachable_tasks, id));
+        }
+        let orphans = (self.orphan_tasks, None);
+        let lists = live
+            .into_iter()
+            .chain(unreachable)
+            .chain(std::iter::once(orphans));
         let mut view = ViewBuilder::default();
-        for (kept, framework) in live.chain(unreachable).chain(orphans) {
-            let Some(task) = kept.open() else { continue };
-            if !view.contains(task.id.0.as_str()) {
-                view.insert(convert(&task, framework, &ctx, groups));
+        for (tasks, framework) in lists {
+            for kept in tasks {
+                let Some(task) = kept.open() else { continue };
+                drop(kept);
+                if !view.contains(task.id.0.as_str()) {
+                    view.insert(convert(&task, framework.as_deref(), &ctx, groups));
+                }
             }
         }
         view.finish()
