@@ -127,6 +127,8 @@ fn mesos(tasks: usize, runs: usize, rows: &mut Rows, smoke: bool) {
     sim.load_tasks(specs).expect("load the tasks");
     let url = sim.url();
     let size = fetch_len(&format!("{url}/master/state"));
+    let file = scratch_file("master-state", &fetch(&format!("{url}/master/state")));
+    let from_file = measure("file", &file.0, runs, tasks);
     let subscribe = measure("mesos", &url, runs, tasks);
     let value = measure("value-mesos", &url, runs, tasks);
     let buffered = measure("buffered-mesos", &url, runs, tasks);
@@ -155,6 +157,15 @@ fn mesos(tasks: usize, runs: usize, rows: &mut Rows, smoke: bool) {
         &buffered,
         "fetch + the whole-document parser (`parse_document`, old live path)",
     );
+    report(
+        rows,
+        &format!(
+            "file source, the same /master/state in a file: {what}; source start -> first snapshot"
+        ),
+        &from_file,
+        &buffered,
+        "fetch + the whole-document parser",
+    );
 }
 
 fn marathon(tasks: usize, runs: usize, rows: &mut Rows, smoke: bool) {
@@ -165,6 +176,8 @@ fn marathon(tasks: usize, runs: usize, rows: &mut Rows, smoke: bool) {
         .expect("load the apps");
     let url = sim.url();
     let size = fetch_len(&format!("{url}/v2/apps?embed=apps.tasks"));
+    let file = scratch_file("apps", &fetch(&format!("{url}/v2/apps?embed=apps.tasks")));
+    let from_file = measure("file", &file.0, runs, tasks);
     let source = measure("marathon", &url, runs, tasks);
     let value = measure("value-marathon", &url, runs, tasks);
     let buffered = measure("buffered-marathon", &url, runs, tasks);
@@ -189,6 +202,31 @@ fn marathon(tasks: usize, runs: usize, rows: &mut Rows, smoke: bool) {
         &buffered,
         "fetch + the whole-document parser (`parse_document`)",
     );
+    report(
+        rows,
+        &format!("file source, the same /v2/apps document in a file: {what}; source start -> first snapshot"),
+        &from_file,
+        &buffered,
+        "fetch + the whole-document parser",
+    );
+}
+
+/// A document in a scratch file, removed when dropped.
+struct ScratchFile(String);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scratch_file(name: &str, bytes: &[u8]) -> ScratchFile {
+    let path = std::env::temp_dir().join(format!(
+        "groupd-bench-sources-{}-{name}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, bytes).expect("write the scratch document");
+    ScratchFile(path.to_string_lossy().into_owned())
 }
 
 /// A Marathon 1.4 `/v2/apps?embed=apps.tasks` document: apps of
@@ -300,8 +338,13 @@ fn vm_mb(pid: u32, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Bytes of a GET, for the table (plain HTTP/1.0 to the simulator).
+/// Bytes of a GET, for the table.
 fn fetch_len(url: &str) -> usize {
+    fetch(url).len()
+}
+
+/// The body of a GET (plain HTTP/1.0 to the simulator).
+fn fetch(url: &str) -> Vec<u8> {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_once('/').expect("a path");
     let mut sock = std::net::TcpStream::connect(host).expect("connect to the simulator");
@@ -316,7 +359,7 @@ fn fetch_len(url: &str) -> usize {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("headers");
-    all.len() - head - 4
+    all.split_off(head + 4)
 }
 
 fn report(rows: &mut Rows, what: &str, ours: &[Sample], peer: &[Sample], peer_what: &str) {
@@ -388,7 +431,7 @@ mod child {
         rt.block_on(async {
             let start = Instant::now();
             let held: Box<dyn std::any::Any + Send> = match kind {
-                "mesos" | "marathon" => {
+                "mesos" | "marathon" | "file" => {
                     let (view, rx) = source(kind, url).await;
                     report(start, view.tasks.len());
                     Box::new((view, rx))
@@ -442,10 +485,10 @@ mod child {
         url: &str,
     ) -> (ClusterView, tokio::sync::mpsc::Receiver<SourceUpdate>) {
         let cfg = SourceConfig {
-            kind: if kind == "mesos" {
-                SourceKind::Mesos
-            } else {
-                SourceKind::Marathon
+            kind: match kind {
+                "mesos" => SourceKind::Mesos,
+                "file" => SourceKind::File,
+                _ => SourceKind::Marathon,
             },
             urls: vec![url.to_string()],
             path: None,
@@ -458,11 +501,12 @@ mod child {
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let groups = GroupsConfig::default();
-        if kind == "mesos" {
-            tokio::spawn(groupd::source::mesos::run(cfg, groups, tx));
-        } else {
-            tokio::spawn(groupd::source::marathon::run(cfg, groups, tx));
-        }
+        match kind {
+            "mesos" => tokio::spawn(groupd::source::mesos::run(cfg, groups, tx)),
+            // `url` is the path of the document.
+            "file" => tokio::spawn(groupd::source::file::run(url.into(), groups, tx)),
+            _ => tokio::spawn(groupd::source::marathon::run(cfg, groups, tx)),
+        };
         loop {
             match rx.recv().await.expect("the source runs") {
                 SourceUpdate::Snapshot(view) => return (view, rx),
