@@ -21,6 +21,7 @@
 //! steady RSS <= 64 MB.
 //!
 //! Env: GROUPD_BENCH_RUNS (3), GROUPD_BENCH_TASKS (100000),
+//! GROUPD_BENCH_ONLY (`mesos` or `marathon`: that half only),
 //! GROUPD_BENCH_ROWS (markdown rows file).
 
 mod common;
@@ -93,8 +94,13 @@ fn main() {
         env_usize("GROUPD_BENCH_RUNS", 3).max(1)
     };
     let mut rows = Rows::open();
-    mesos(tasks, runs, &mut rows, smoke);
-    marathon(tasks, runs, &mut rows, smoke);
+    let only = std::env::var("GROUPD_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "mesos" {
+        mesos(tasks, runs, &mut rows, smoke);
+    }
+    if only.is_empty() || only == "marathon" {
+        marathon(tasks, runs, &mut rows, smoke);
+    }
 }
 
 // ---------------------------------------------------------------------------
