@@ -695,6 +695,11 @@ impl<'a> Conversion<'a> {
         }
     }
 
+    /// The version cache the conversion learns into.
+    pub fn versions(&self) -> &VersionCache {
+        self.versions
+    }
+
     /// The view of the apps added (`conflicts` not filled in).
     pub fn finish(self) -> ClusterView {
         if self.complete {
