@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh        the whole benchmark (`make bench`): control plane + data plane
 #               + Marathon source + Mesos source
-# run.sh PART…  only these parts (apply, dataplane, marathon, mesos); their rows are
+# run.sh PART…  only these parts (apply, dataplane, marathon, mesos, tamper, sources); their rows are
 #               appended to benches/results/latest.md as a section of its own
 #
 # Runs, in this order and as root, everything inside scratch network
@@ -12,11 +12,15 @@
 #   4. benches/mesos.rs      simulated Mesos master: 10,000-task snapshot -> kernel (time, peak RSS);
 #                            event -> kernel latency
 #   5. benches/tamper.rs     table_guard = "notify": `nft` tampers with groupd's table -> repaired (p50/p99)
+#   6. benches/sources_scale.rs  scenario D: Mesos, Marathon and file sources against 100,000-task
+#                            simulated masters, snapshot -> view ready, peak and steady RSS of a child
+#                            (writes benches/results/sources.md too)
 # then prints one markdown table and writes it to benches/results/latest.md.
 # About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
 # GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
-# GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES).
+# GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES,
+# GROUPD_BENCH_TASKS).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -43,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ALL="apply dataplane marathon mesos tamper"
+ALL="apply dataplane marathon mesos tamper sources"
 PARTS=${*:-$ALL}
 for part in $PARTS; do
   [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
@@ -92,6 +96,26 @@ if want tamper; then
     echo "| tamper repair: FAILED (tamper exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
   fi
   cat "$WORK/tamper.out"
+fi
+
+if want sources; then
+  SOURCES=$(bench_exe sources_scale)
+  [ -x "$SOURCES" ] || die "bench binary sources_scale missing: cargo build --release --benches"
+  log "sources at scale ($SOURCES)"
+  before=$(wc -l < "$GROUPD_BENCH_ROWS")
+  if ! "$SOURCES" > "$WORK/sources.out"; then
+    echo "| sources at scale: FAILED (sources_scale exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+  {
+    echo "# Scenario D: sources at scale"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs. \`benches/run.sh sources\`; see benches/sources_scale.rs."
+    echo "Ratio = groupd / the comparison column (lower is better)."
+    echo
+    echo "| measurement | groupd | comparison | ratio | target | result |"
+    echo "|---|---|---|---|---|---|"
+    tail -n "+$((before + 1))" "$GROUPD_BENCH_ROWS"
+  } > "$ROOT/benches/results/sources.md"
 fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)

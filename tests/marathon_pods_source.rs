@@ -59,6 +59,7 @@ fn tuning() -> Tuning {
         hint_min_gap: Duration::from_millis(50),
         max_buffered: 1000,
         version_fetches: 2,
+        ..Tuning::default()
     }
 }
 

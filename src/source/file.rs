@@ -12,7 +12,15 @@
 //! half-written file never produces a snapshot: a prefix of a JSON document
 //! is never a whole document, so it is only ever a parse error, and a read
 //! during which the file changed is discarded and redone at the next poll.
+//!
+//! A changed file is read once (at most [`MAX_DOCUMENT`] bytes), hashed (to
+//! skip contents already applied) and parsed while it is read: a Marathon
+//! app list or a Mesos `/master/state` is converted app by app or task by
+//! task ([`one_pass`]) and never held whole. Only a document of another
+//! shape, or an invalid one, is read a second time, whole, for the parser
+//! that knows every shape and words every error.
 
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -20,7 +28,8 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::Sender;
 
-use super::document::{prepare_document, DocumentError, MarathonApps, Parsed, Prepared};
+use super::document::{parse_document_kind, DocumentError, Parsed};
+use super::one_pass::{self, OnePass};
 use super::wire::marathon::VersionCache;
 use super::SourceUpdate;
 use crate::config::GroupsConfig;
@@ -33,6 +42,59 @@ pub const POLL: Duration = Duration::from_millis(200);
 /// file's mtime is this close to the time we read it, its contents are
 /// re-checked at every poll (by hash; only real changes are sent).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The whole file, refusing to read past [`MAX_DOCUMENT`] bytes (it may
+/// have grown since `stat`).
+fn read_whole(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCUMENT {
+        return Err(std::io::Error::other(format!(
+            "it grew past the {MAX_DOCUMENT} bytes a master document may have"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A reader that hashes what it reads and counts it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// The hash of everything read so far.
+    fn finish(self) -> [u8; 32] {
+        self.hasher.finalize().into()
+    }
+}
+
+/// SHA-256 of a file, read as a stream.
+fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    let mut reader = HashingReader::new(std::fs::File::open(path)?);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok(reader.finish())
+}
 
 /// Watch `path` until the receiver of `tx` goes away.
 pub async fn run(path: PathBuf, groups: GroupsConfig, tx: Sender<SourceUpdate>) {
@@ -96,40 +158,9 @@ struct Watcher {
     sent: Sent,
 }
 
-/// A reader that hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        Ok(n)
-    }
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R) -> HashingReader<R> {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// The hash of everything read so far.
-    fn finish(self) -> [u8; 32] {
-        self.hasher.finalize().into()
-    }
-}
-
-/// SHA-256 of a file, read as a stream (the parse, too, runs on this task).
-fn hash_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    let mut reader = HashingReader::new(std::fs::File::open(path)?);
-    std::io::copy(&mut reader, &mut std::io::sink())?;
-    Ok(reader.finish())
-}
+/// Largest document read (the same cap as a master's HTTP body): a file
+/// this large is not a master document, and reading it would hold it all.
+pub const MAX_DOCUMENT: u64 = 256 * 1024 * 1024;
 
 impl Watcher {
     fn new(path: PathBuf, groups: GroupsConfig) -> Watcher {
@@ -170,18 +201,33 @@ impl Watcher {
         if !self.may_have_changed(&stamp) {
             return None;
         }
+        if meta.len() > MAX_DOCUMENT {
+            return self.unavailable(format!(
+                "file {} is {} bytes, larger than the {MAX_DOCUMENT} bytes a master document may have; write the snapshot document there, not a log or an archive",
+                self.path.display(),
+                meta.len()
+            ));
+        }
         let read_at = SystemTime::now();
-        // Contents already applied (a re-look within the racy window, or a
-        // rewrite with the same bytes): found by hashing the file as a
-        // stream, without holding megabytes of it.
-        if let (Some(done), Ok(hash)) = (self.processed, hash_file(&self.path)) {
-            if done == hash {
+        // Only re-checking a file whose stamp did not change (its mtime is
+        // too recent to trust): hash it as a stream, parse only if the
+        // contents really changed.
+        let recheck = self.seen.as_ref().is_some_and(|(seen, ..)| *seen == stamp);
+        if let (true, Some(done)) = (recheck, self.processed) {
+            if hash_file(&self.path).is_ok_and(|hash| hash == done) {
                 self.seen = Some((stamp, read_at, meta.modified().ok()));
                 return None;
             }
         }
-        let bytes = match tokio::fs::read(&self.path).await {
-            Ok(bytes) => bytes,
+        let result = self.read(&stamp);
+        // Changed while we read: the bytes may mix two versions. Look again
+        // at the next poll (the stamp differs from `seen`, so it re-reads).
+        match tokio::fs::metadata(&self.path).await {
+            Ok(after) if Stamp::of(&after) == stamp => {}
+            _ => return None,
+        }
+        let (hash, parsed) = match result {
+            Ok(read) => read,
             Err(e) => {
                 return self.unavailable(format!(
                     "cannot read file {}: {e}; retrying",
@@ -189,19 +235,42 @@ impl Watcher {
                 ))
             }
         };
-        // Changed while we read: the bytes may mix two versions. Look again
-        // at the next poll (the stamp differs from `seen`, so it re-reads).
-        match tokio::fs::metadata(&self.path).await {
-            Ok(after) if Stamp::of(&after) == stamp => {}
-            _ => return None,
-        }
         self.seen = Some((stamp, read_at, meta.modified().ok()));
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
         if self.processed == Some(hash) {
             return None;
         }
         self.processed = Some(hash);
-        self.process(bytes, hash, stamp)
+        self.process(parsed)
+    }
+
+    /// Read the file once, parsing it while it is read
+    /// ([`one_pass::read_document`]); a document of another shape (or an
+    /// invalid one) is read whole and parsed from memory for the exact
+    /// answer. The hash of what was read, and the parse.
+    fn read(
+        &mut self,
+        stamp: &Stamp,
+    ) -> std::io::Result<([u8; 32], Result<Parsed, DocumentError>)> {
+        let file = std::fs::File::open(&self.path)?;
+        if Stamp::of(&file.metadata()?) != *stamp {
+            // Replaced since `stat`: what is read now is the next version.
+            return Err(std::io::Error::other(
+                "the file was replaced while being opened",
+            ));
+        }
+        let mut hashing = HashingReader::new(file.take(MAX_DOCUMENT + 1));
+        let mut buffered = std::io::BufReader::with_capacity(64 << 10, &mut hashing);
+        let fast = one_pass::read_document(&mut buffered, &self.groups, &mut self.versions);
+        drop(buffered);
+        if let (OnePass::Parsed(parsed), false) = (fast, hashing.read > MAX_DOCUMENT) {
+            return Ok((hashing.finish(), Ok(parsed)));
+        }
+        let bytes = read_whole(&self.path)?;
+        let hash = Sha256::digest(&bytes).into();
+        Ok((
+            hash,
+            parse_document_kind(&bytes, &self.groups, &mut self.versions),
+        ))
     }
 
     /// Unchanged stamp: skip, unless the mtime is too recent to trust.
@@ -215,27 +284,8 @@ impl Watcher {
         }
     }
 
-    /// Parse `bytes` (the file with contents `hash` and `stamp`). A Marathon
-    /// app list is only checked from `bytes`; it is then converted from a
-    /// second read of the file, so that the document is not held while its
-    /// view is built (at 33,334 tasks that is 8 MB of the peak memory).
-    fn process(&mut self, bytes: Vec<u8>, hash: [u8; 32], stamp: Stamp) -> Option<SourceUpdate> {
-        let parsed = match prepare_document(&bytes, &self.groups, &mut self.versions) {
-            Ok(Prepared::Parsed(parsed)) => Ok(parsed),
-            Ok(Prepared::MarathonApps(apps)) => {
-                drop(bytes);
-                match self.convert_again(apps, hash, stamp) {
-                    Some(result) => result,
-                    // Rewritten meanwhile: read again at the next poll.
-                    None => {
-                        self.seen = None;
-                        self.processed = None;
-                        return None;
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        };
+    /// Report a parse of the file's contents.
+    fn process(&mut self, parsed: Result<Parsed, DocumentError>) -> Option<SourceUpdate> {
         match parsed {
             Ok(parsed) => {
                 let view = parsed.view;
@@ -253,33 +303,6 @@ impl Watcher {
                 Some(SourceUpdate::Snapshot(view))
             }
             Err(e) => self.degraded(format!("file {}: {e}", self.path.display())),
-        }
-    }
-
-    /// Convert a checked app list from the file again; `None` when the file
-    /// no longer holds the contents that were checked.
-    fn convert_again(
-        &mut self,
-        apps: MarathonApps,
-        hash: [u8; 32],
-        stamp: Stamp,
-    ) -> Option<Result<Parsed, DocumentError>> {
-        let file = std::fs::File::open(&self.path).ok()?;
-        if file.metadata().map(|m| Stamp::of(&m)).ok()? != stamp {
-            return None;
-        }
-        let mut reader = HashingReader::new(file);
-        let result = apps.convert(&mut reader, &self.groups, &mut self.versions);
-        // After a successful conversion the reader is at the end of the file.
-        let same = reader.finish();
-        let unchanged = std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == stamp);
-        match result {
-            Ok(parsed) if same == hash => Some(Ok(parsed)),
-            // Other contents (converted or not) are the next poll's business.
-            _ if !unchanged => None,
-            Ok(_) => None,
-            // The contents that were checked, but reading them failed (I/O).
-            Err(e) => Some(Err(e)),
         }
     }
 

@@ -28,6 +28,7 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 
+use super::pipe::{self, PipeReader};
 use crate::config::SourceConfig;
 
 /// Redirect hops followed for one request.
@@ -126,7 +127,7 @@ pub enum HttpError {
         got: usize,
         detail: String,
     },
-    #[error("{url}: response larger than {limit} bytes; refusing to buffer it (is this really the master?)")]
+    #[error("{url}: response larger than {limit} bytes; not read further, the last rules stay (check that source.urls names the master)")]
     TooLarge { url: String, limit: usize },
     #[error("{url}: event stream broken: {detail}")]
     StreamBroken { url: String, detail: String },
@@ -278,6 +279,70 @@ impl ByteStream {
             }),
             Ok(Ok(chunk)) => Ok(chunk),
         }
+    }
+}
+
+impl ByteStream {
+    /// The whole body, handed to `parse` (on a blocking thread) while it
+    /// arrives, so that it is never held whole: within `timeouts.body`, at
+    /// most `timeouts.max_body` bytes. When the parser stops reading early
+    /// (it failed), the rest is not read and its result is returned.
+    pub async fn parse_body<T, F>(mut self, timeouts: &Timeouts, parse: F) -> Result<T, HttpError>
+    where
+        T: Send + 'static,
+        F: FnOnce(PipeReader) -> T + Send + 'static,
+    {
+        let limit = timeouts.max_body;
+        if self
+            .response
+            .content_length()
+            .is_some_and(|n| n > limit as u64)
+        {
+            return Err(HttpError::TooLarge {
+                url: self.url,
+                limit,
+            });
+        }
+        let (feed, parser) = pipe::spawn(parse);
+        let deadline = Instant::now() + timeouts.body;
+        let mut got = 0usize;
+        loop {
+            let chunk = match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => {
+                    return Err(HttpError::BodyTimeout {
+                        url: self.url,
+                        after: timeouts.body,
+                        got,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(HttpError::Truncated {
+                        url: self.url,
+                        got,
+                        detail: describe(&e),
+                    })
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            got += chunk.len();
+            if got > limit {
+                return Err(HttpError::TooLarge {
+                    url: self.url,
+                    limit,
+                });
+            }
+            if feed.send(&chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(feed);
+        pipe::join(parser)
+            .await
+            .map_err(|detail| HttpError::Protocol {
+                url: self.url,
+                detail,
+            })
     }
 }
 

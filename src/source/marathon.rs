@@ -58,10 +58,13 @@ use tokio::time::Instant;
 
 use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
+use super::pipe::PipeReader;
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
 use super::wire::marathon::pods::pod_id_from_uri;
 use super::wire::marathon::VersionCache;
-use super::wire::marathon::{convert_apps, convert_event_task, App, MarathonTask, TaskIpAddress};
+use super::wire::marathon::{
+    convert_app, convert_event_task, walk_app_list, App, Conversion, MarathonTask, TaskIpAddress,
+};
 use super::wire::null_as_default;
 use super::SourceUpdate;
 use crate::config::{GroupsConfig, SourceConfig};
@@ -96,6 +99,9 @@ pub struct Tuning {
     pub max_buffered: usize,
     /// App versions fetched at once.
     pub version_fetches: usize,
+    /// Largest SSE line or event accepted (each is held whole while it is
+    /// read; Marathon's largest carry one app definition).
+    pub max_event: usize,
 }
 
 impl Default for Tuning {
@@ -108,6 +114,7 @@ impl Default for Tuning {
             hint_min_gap: Duration::from_secs(10),
             max_buffered: 100_000,
             version_fetches: 4,
+            max_event: DEFAULT_MAX_LINE,
         }
     }
 }
@@ -352,10 +359,10 @@ struct EventReader {
 }
 
 impl EventReader {
-    fn new(stream: ByteStream, stall: Duration) -> EventReader {
+    fn new(stream: ByteStream, stall: Duration, max_event: usize) -> EventReader {
         EventReader {
             stream,
-            parser: SseParser::new(DEFAULT_MAX_LINE),
+            parser: SseParser::new(max_event),
             queue: VecDeque::new(),
             stall,
         }
@@ -407,41 +414,160 @@ struct Snapshot {
     missing: HashSet<(String, String)>,
 }
 
-#[derive(Deserialize)]
-struct AppsDocument {
+/// What the parse thread made of `/v2/apps?embed=apps.tasks`.
+struct ReadApps {
+    /// Every app converted as it was read; tasks launched by a version
+    /// the cache did not know are ungrouped here until `deferred` is
+    /// converted again.
+    view: ClusterView,
+    /// Current app definitions, tasks stripped.
     apps: Vec<App>,
+    /// Apps with a task launched by a version the cache did not know, with
+    /// their tasks: converted again once those versions are fetched.
+    deferred: Vec<App>,
+    /// The cache after the conversion.
+    versions: VersionCache,
 }
 
-/// `/v2/apps?embed=apps.tasks` bytes -> apps, or why not. An `apps` key is
-/// required and every app must carry `tasks`: a body that lacks them (a
-/// proxy's error page in JSON, a server that ignored `embed`) would
-/// otherwise read as "no tasks" and remove every rule.
-fn parse_apps(bytes: &[u8]) -> Result<Vec<App>, String> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("empty body instead of the apps document".into());
-    }
-    let doc: AppsDocument = serde_json::from_slice(bytes).map_err(|e| {
-        use serde_json::error::Category;
-        let at = format!("line {} column {}", e.line(), e.column());
-        match e.classify() {
-            Category::Eof => format!(
-                "truncated JSON: the body ends at {at} before the apps document is complete"
-            ),
-            Category::Syntax if e.line() == 1 && e.column() <= 1 => format!(
-                "not JSON: the body starts with {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
-            ),
-            Category::Syntax | Category::Io => format!("malformed JSON at {at}: {e}"),
-            Category::Data => format!("not a Marathon /v2/apps document ({e})"),
-        }
-    })?;
-    if let Some(app) = doc.apps.iter().find(|a| a.tasks.is_none()) {
+/// `/v2/apps?embed=apps.tasks` read from `reader` while it arrives, each
+/// app converted the moment it is read (the body is never held whole, nor
+/// are the apps' tasks, but for apps still waiting for a launching
+/// version). An `apps` key is required and every app must carry `tasks`:
+/// a body that lacks them (a proxy's error page in JSON, a server that
+/// ignored `embed`) would otherwise read as "no tasks" and remove every
+/// rule. `versions` is a copy: the source's own cache is only replaced by
+/// a conversion that succeeded.
+fn read_apps(
+    mut reader: PipeReader,
+    groups: &GroupsConfig,
+    mut versions: VersionCache,
+) -> Result<ReadApps, String> {
+    let mut sink = AppSink {
+        conversion: Conversion::new(true, groups, &mut versions),
+        apps: Vec::new(),
+        deferred: Vec::new(),
+        without_tasks: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+        64 << 10,
+        &mut reader,
+    ));
+    let read = serde::Deserializer::deserialize_map(&mut de, AppsDocument(&mut sink))
+        .and_then(|()| de.end());
+    drop(de);
+    read.map_err(|e| describe_apps_error(&e, reader.start()))?;
+    if let Some(id) = sink.without_tasks {
         return Err(format!(
-            "app {:?} has no `tasks`: the master ignored embed=apps.tasks",
-            app.id
+            "app {id:?} has no `tasks`: the master ignored embed=apps.tasks"
         ));
     }
-    Ok(doc.apps)
+    let AppSink {
+        conversion,
+        apps,
+        deferred,
+        ..
+    } = sink;
+    let view = conversion.finish();
+    Ok(ReadApps {
+        view,
+        apps,
+        deferred,
+        versions,
+    })
+}
+
+/// Where the apps of the document go as they are read.
+struct AppSink<'a> {
+    conversion: Conversion<'a>,
+    apps: Vec<App>,
+    deferred: Vec<App>,
+    /// The first app without `tasks` (the document is refused).
+    without_tasks: Option<String>,
+}
+
+impl AppSink<'_> {
+    fn add(&mut self, mut app: App) {
+        if app.tasks.is_none() {
+            self.without_tasks.get_or_insert_with(|| app.id.clone());
+            return;
+        }
+        self.conversion.add(&app);
+        let versions = self.conversion.versions();
+        let waits = app
+            .tasks
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.version.as_deref())
+            .any(|v| app.version.as_deref() != Some(v) && !versions.knows(&app.id, v));
+        if waits {
+            self.deferred.push(app);
+        } else {
+            app.tasks = None;
+            self.apps.push(app);
+        }
+    }
+}
+
+/// The top-level object of `/v2/apps`: its `apps`, each handed to the sink
+/// as it is read; other keys are skipped.
+struct AppsDocument<'s, 'a>(&'s mut AppSink<'a>);
+
+impl<'de> serde::de::Visitor<'de> for AppsDocument<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct AppsDocument")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let sink = self.0;
+        let mut seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "apps" && !seen {
+                seen = true;
+                map.next_value_seed(AppList(&mut *sink))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if !seen {
+            return Err(serde::de::Error::missing_field("apps"));
+        }
+        Ok(())
+    }
+}
+
+/// The `apps` array.
+struct AppList<'s, 'a>(&'s mut AppSink<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AppList<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        let sink = self.0;
+        walk_app_list(de, &mut |app| sink.add(app))
+    }
+}
+
+/// Why a body is not an apps document; `start` is its first bytes.
+fn describe_apps_error(e: &serde_json::Error, start: &[u8]) -> String {
+    use serde_json::error::Category;
+    if e.classify() == Category::Eof && start.iter().all(u8::is_ascii_whitespace) {
+        return "empty body instead of the apps document".into();
+    }
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Eof => {
+            format!("truncated JSON: the body ends at {at} before the apps document is complete")
+        }
+        Category::Syntax if e.line() == 1 && e.column() <= 1 => format!(
+            "not JSON: the body starts with {:?}",
+            String::from_utf8_lossy(start)
+        ),
+        Category::Syntax | Category::Io => format!("malformed JSON at {at}: {e}"),
+        Category::Data => format!("not a Marathon /v2/apps document ({e})"),
+    }
 }
 
 /// `/v2/apps/{id}/versions/{version}`, with characters outside the ones app
@@ -491,18 +617,12 @@ async fn fetch_version(
     Ok(Some(app))
 }
 
-/// `(app, version)` pairs that tasks were launched with and the cache does
-/// not cover yet. Learns each app's current version first: it covers the
-/// scaling versions since its last configuration change.
-fn unknown_versions(
-    apps: &[App],
-    groups: &GroupsConfig,
-    versions: &mut VersionCache,
-) -> Vec<(String, String)> {
+/// `(app, version)` pairs that the tasks of `deferred` were launched with
+/// and the cache does not cover yet.
+fn unknown_versions(deferred: &[App], versions: &VersionCache) -> Vec<(String, String)> {
     let mut wanted = Vec::new();
     let mut seen = HashSet::new();
-    for app in apps {
-        versions.learn(app, groups);
+    for app in deferred {
         for task in app.tasks.as_deref().unwrap_or_default() {
             let Some(v) = task.version.as_deref() else {
                 continue;
@@ -528,17 +648,25 @@ async fn fetch_snapshot(
     pods: &mut pods::Pods,
     concurrency: usize,
 ) -> Result<Snapshot, Failure> {
-    let body = client.get(APPS_PATH, JSON).await?;
-    let apps = parse_apps(&body.bytes).map_err(|detail| {
+    let stream = client.open_stream(APPS_PATH, JSON).await?;
+    let url = stream.url().to_string();
+    let (limits, copy) = (groups.clone(), versions.clone());
+    let parsed = stream
+        .parse_body(client.timeouts(), move |reader| {
+            read_apps(reader, &limits, copy)
+        })
+        .await?;
+    let read = parsed.map_err(|detail| {
         // Well-formed HTTP, useless answer: prefer another master next time.
         client.demote();
         Failure::Garbage {
-            url: body.url.clone(),
+            url: url.clone(),
             detail,
         }
     })?;
-    drop(body.bytes);
-    let wanted = unknown_versions(&apps, groups, versions);
+    *versions = read.versions;
+    let (mut view, mut apps, deferred) = (read.view, read.apps, read.deferred);
+    let wanted = unknown_versions(&deferred, versions);
     let fetched: Vec<_> = futures::stream::iter(wanted)
         .map(|(id, v)| async move {
             let found = fetch_version(client, &id, &v).await;
@@ -557,20 +685,22 @@ async fn fetch_snapshot(
             }
         }
     }
-    let mut view = convert_apps(apps.iter(), true, groups, versions);
+    // The waiting apps' tasks again, with the versions now known (or still
+    // ungrouped when the master no longer has them).
+    for mut app in deferred {
+        for task in convert_app(&app, groups, versions) {
+            view.insert(task);
+        }
+        app.tasks = None;
+        apps.push(app);
+    }
     for task in pods.fetch_all(client, groups).await? {
         view.insert(task);
     }
     view.conflicts = view.ip_conflicts();
-    let apps = apps
-        .into_iter()
-        .map(|mut app| {
-            app.tasks = None;
-            (app.id.clone(), app)
-        })
-        .collect();
+    let apps = apps.into_iter().map(|app| (app.id.clone(), app)).collect();
     Ok(Snapshot {
-        url: body.url,
+        url,
         view,
         apps,
         missing,
@@ -681,10 +811,10 @@ impl Source {
 
     /// `/v2/events`, filtered when the master takes filters.
     async fn open_events(&mut self, client: &MasterClient) -> Result<EventReader, Failure> {
-        let stall = self.tuning.timeouts.stall;
+        let (stall, max) = (self.tuning.timeouts.stall, self.tuning.max_event);
         if self.filters {
             match client.open_stream(EVENTS_FILTERED_PATH, EVENT_STREAM).await {
-                Ok(stream) => return Ok(EventReader::new(stream, stall)),
+                Ok(stream) => return Ok(EventReader::new(stream, stall, max)),
                 Err(e) if !e.is_auth() && e.status().is_some_and(|s| (400..500).contains(&s)) => {
                     tracing::warn!("marathon source: {e}; this Marathon does not take event_type filters, subscribing to every event");
                     self.filters = false;
@@ -693,7 +823,7 @@ impl Source {
             }
         }
         let stream = client.open_stream(EVENTS_PATH, EVENT_STREAM).await?;
-        Ok(EventReader::new(stream, stall))
+        Ok(EventReader::new(stream, stall, max))
     }
 
     /// Take a snapshot while buffering events, fold the buffered events in,
@@ -1304,6 +1434,7 @@ mod tests {
             hint_min_gap: Duration::from_millis(50),
             max_buffered: 1000,
             version_fetches: 2,
+            max_event: 4096,
         }
     }
 
@@ -1461,6 +1592,26 @@ mod tests {
         let reason = degraded(&mut rx).await;
         assert!(
             reason.contains("no data for 0.5 s (stream stalled)"),
+            "{reason}"
+        );
+        snapshot(&mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_is_refused_and_the_source_resyncs() {
+        let m = fake_marathon(one_app_one_task(), vec![]).await;
+        let mut rx = start(config(vec![m.server.base.clone()]));
+        snapshot(&mut rx).await;
+        // A data line over `fast().max_event` (4096 bytes): never buffered
+        // further.
+        let huge = format!(
+            "event: status_update_event\r\ndata: {{\"x\":\"{}\"}}\r\n\r\n",
+            "y".repeat(5000)
+        );
+        m.hub.push(&huge);
+        let reason = degraded(&mut rx).await;
+        assert!(
+            reason.contains("longer than 4096 bytes") && reason.contains("reconnects"),
             "{reason}"
         );
         snapshot(&mut rx).await;

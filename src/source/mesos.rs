@@ -39,7 +39,7 @@
 //! a new session; the last applied rules stay (fail-static). A snapshot is
 //! sent only when its whole record was framed and parsed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -47,14 +47,15 @@ use serde::Deserialize;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use super::document::{parse_document_kind, DocumentKind};
 use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
 use super::outbox::{self, Change};
-use super::recordio::{RecordIoError, RecordIoParser, DEFAULT_MAX_RECORD};
-use super::wire::marathon::VersionCache;
+use super::pipe;
+use super::recordio::{
+    Piece, RecordIoError, RecordIoParser, DEFAULT_MAX_EVENT, DEFAULT_MAX_RECORD,
+};
 use super::wire::mesos::{
-    convert_task, view_from_get_state, AgentEntry, Context, FrameworkEntry, FrameworkInfo,
-    GetState, MesosTask, TaskAdded, TaskUpdated,
+    convert_task, read_master_state, AgentEntry, Context, FrameworkEntry, FrameworkInfo, Installed,
+    KeptState, KeptTask, MesosTask, TaskAdded, TaskUpdated,
 };
 use super::SourceUpdate;
 use crate::config::{GroupsConfig, SourceConfig};
@@ -79,8 +80,12 @@ pub struct Tuning {
     pub heartbeat_misses: u32,
     /// Replaces `heartbeat_misses` × the announced interval (tests).
     pub silence: Option<Duration>,
-    /// Largest record accepted (a SUBSCRIBED snapshot of a big cluster).
+    /// Largest SUBSCRIBED record accepted (the snapshot of a big cluster;
+    /// parsed while it arrives, never held whole).
     pub max_record: usize,
+    /// Largest event record accepted after SUBSCRIBED (each is held whole
+    /// while it is parsed; real ones are kilobytes).
+    pub max_event: usize,
 }
 
 impl Default for Tuning {
@@ -92,6 +97,7 @@ impl Default for Tuning {
             heartbeat_misses: 3,
             silence: None,
             max_record: DEFAULT_MAX_RECORD,
+            max_event: DEFAULT_MAX_EVENT,
         }
     }
 }
@@ -153,7 +159,7 @@ struct Event {
 struct SubscribedEvent {
     /// Absent would mean a scheduler-API SUBSCRIBED: not a snapshot.
     #[serde(default)]
-    get_state: Option<GetState>,
+    get_state: Option<KeptState>,
     #[serde(default)]
     heartbeat_interval_seconds: Option<f64>,
 }
@@ -246,21 +252,46 @@ fn lacks_operator_api(e: &HttpError) -> bool {
 
 /// Records from an open SUBSCRIBE response. The stream is dead when no
 /// complete record arrives within `silence`, so a trickle of bytes that
-/// never completes one does not keep it alive.
+/// never completes one does not keep it alive. A record is either
+/// collected ([`RecordReader::next`], events: small) or handed on piece by
+/// piece as it arrives ([`RecordReader::stream_next`], the SUBSCRIBED
+/// snapshot: never held whole).
 struct RecordReader {
     stream: ByteStream,
     parser: RecordIoParser,
-    queue: VecDeque<Vec<u8>>,
+    /// The last chunk read and how much of it is framed.
+    chunk: Vec<u8>,
+    pos: usize,
+    /// The record being collected by `next` (kept here: cancel-safe).
+    record: Vec<u8>,
+    /// Largest record `next` collects.
+    max_event: usize,
     silence: Duration,
+    /// When the stream counts as silent, unless a record completes first.
+    deadline: Instant,
+}
+
+/// One step of framing the buffered chunk.
+enum Step {
+    /// Bytes `start..end` of `chunk` belong to the current record.
+    Bytes(usize, usize),
+    /// The current record is complete.
+    End,
+    /// The chunk is used up.
+    Empty,
 }
 
 impl RecordReader {
-    fn new(stream: ByteStream, max_record: usize, silence: Duration) -> RecordReader {
+    fn new(stream: ByteStream, tuning: &Tuning, silence: Duration) -> RecordReader {
         RecordReader {
             stream,
-            parser: RecordIoParser::new(max_record),
-            queue: VecDeque::new(),
+            parser: RecordIoParser::new(tuning.max_record),
+            chunk: Vec::new(),
+            pos: 0,
+            record: Vec::new(),
+            max_event: tuning.max_event,
             silence,
+            deadline: Instant::now() + silence,
         }
     }
 
@@ -268,41 +299,108 @@ impl RecordReader {
         self.stream.url().to_string()
     }
 
-    /// The next record. Cancel-safe: state lives in `self`, and the only
-    /// await is the cancel-safe chunk read.
+    /// A new silence allowance (from the SUBSCRIBED heartbeat interval).
+    fn set_silence(&mut self, silence: Duration) {
+        self.silence = silence;
+        self.deadline = Instant::now() + silence;
+    }
+
+    /// The next non-empty record. Cancel-safe: state lives in `self`, and
+    /// the only await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<Vec<u8>, Failure> {
-        let mut deadline = Instant::now() + self.silence;
         loop {
-            if let Some(record) = self.queue.pop_front() {
-                return Ok(record);
-            }
-            let before = self.parser.records();
-            let chunk = match self.stream.next_chunk(deadline, self.silence).await {
-                Ok(chunk) => chunk,
-                Err(HttpError::Stalled { after, .. }) => {
-                    return Err(Failure::Silent {
-                        url: self.url(),
-                        after,
-                    })
+            match self.step()? {
+                Step::Bytes(start, end) => {
+                    if self.record.is_empty() {
+                        let length = self.parser.record_length().unwrap_or_default();
+                        if length > self.max_event {
+                            return Err(Failure::Framing {
+                                url: self.url(),
+                                source: RecordIoError::RecordTooLarge {
+                                    length: length as u128,
+                                    limit: self.max_event,
+                                },
+                            });
+                        }
+                        // Grow as bytes arrive, not by the claimed length.
+                        self.record.reserve(length.min(64 * 1024));
+                    }
+                    self.record
+                        .extend_from_slice(self.chunk.get(start..end).unwrap_or_default());
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let Some(chunk) = chunk else {
-                return Err(self.ended());
-            };
-            let records = self
-                .parser
-                .feed(chunk.as_ref())
-                .map_err(|source| Failure::Framing {
-                    url: self.url(),
-                    source,
-                })?;
-            self.queue.extend(records);
-            // Empty records count as liveness too.
-            if self.parser.records() > before {
-                deadline = Instant::now() + self.silence;
+                Step::End if self.record.is_empty() => {}
+                Step::End => return Ok(std::mem::take(&mut self.record)),
+                Step::Empty => self.fill().await?,
             }
         }
+    }
+
+    /// Hand the next non-empty record to `feed` piece by piece, holding
+    /// none of it. `Ok(false)` when the parser stopped reading before the
+    /// end of the record (its result says why). Not cancel-safe: a
+    /// cancelled call leaves the stream inside a record (the session ends).
+    async fn stream_next(&mut self, feed: &pipe::Feed) -> Result<bool, Failure> {
+        let mut sent = 0usize;
+        loop {
+            match self.step()? {
+                Step::Bytes(start, end) => {
+                    sent += end - start;
+                    let bytes = self.chunk.get(start..end).unwrap_or_default();
+                    if feed.send(bytes).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Step::End if sent == 0 => {}
+                Step::End => return Ok(true),
+                Step::Empty => self.fill().await?,
+            }
+        }
+    }
+
+    /// Frame the next piece of the buffered chunk.
+    fn step(&mut self) -> Result<Step, Failure> {
+        let mut rest = self.chunk.get(self.pos..).unwrap_or_default();
+        let before = rest.len();
+        let piece = self
+            .parser
+            .next_piece(&mut rest)
+            .map_err(|source| Failure::Framing {
+                url: self.stream.url().to_string(),
+                source,
+            })?;
+        self.pos += before - rest.len();
+        Ok(match piece {
+            // The piece ends where framing stopped (a length line may
+            // precede it in the chunk).
+            Some(Piece::Bytes(bytes)) => Step::Bytes(self.pos - bytes.len(), self.pos),
+            Some(Piece::End) => {
+                // Any complete record, even an empty one, is liveness.
+                self.deadline = Instant::now() + self.silence;
+                Step::End
+            }
+            None => Step::Empty,
+        })
+    }
+
+    /// Read the next chunk of the stream.
+    async fn fill(&mut self) -> Result<(), Failure> {
+        let chunk = match self.stream.next_chunk(self.deadline, self.silence).await {
+            Ok(chunk) => chunk,
+            Err(HttpError::Stalled { after, .. }) => {
+                return Err(Failure::Silent {
+                    url: self.url(),
+                    after,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(chunk) = chunk else {
+            return Err(self.ended());
+        };
+        self.chunk.clear();
+        self.chunk.extend_from_slice(chunk.as_ref());
+        self.pos = 0;
+        Ok(())
     }
 
     /// The end of the body: clean between records, broken inside one.
@@ -315,6 +413,45 @@ impl RecordReader {
             },
         }
     }
+}
+
+/// What the SUBSCRIBED record makes: the snapshot, ready to install.
+struct Subscription {
+    installed: Installed,
+    heartbeat: Duration,
+}
+
+/// The SUBSCRIBED record read while it arrives, on the parse thread:
+/// every task compacted and kept as it is read ([`KeptTask`]), the record
+/// itself never held, then every task converted (the agents and frameworks
+/// it needs come after the tasks).
+fn read_subscribed(
+    mut reader: pipe::PipeReader,
+    groups: &GroupsConfig,
+) -> Result<Subscription, String> {
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+        64 << 10,
+        &mut reader,
+    ));
+    let event = Event::deserialize(&mut de).and_then(|event| de.end().map(|()| event));
+    drop(de);
+    let event = event.map_err(|e| {
+        let start = String::from_utf8_lossy(reader.start()).to_string();
+        format!("record is not a v1 event ({e}); it starts with {start:?}")
+    })?;
+    let kind = event.kind.as_deref().unwrap_or("(no type)");
+    let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
+        return Err(format!(
+            "the stream starts with {kind}, not SUBSCRIBED (not a master's operator API?)"
+        ));
+    };
+    let Some(state) = subscribed.get_state else {
+        return Err("SUBSCRIBED without get_state (a scheduler API?)".into());
+    };
+    Ok(Subscription {
+        installed: state.install(groups),
+        heartbeat: heartbeat_interval(subscribed.heartbeat_interval_seconds),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -330,8 +467,8 @@ struct Source {
     resync_every: Duration,
     /// Channel, client, backoff and degraded state: what the retry loop shares.
     link: outbox::Link,
-    /// Live tasks as the master sent them, for `TASK_UPDATED`.
-    tasks: HashMap<String, MesosTask>,
+    /// Live tasks as the master sent them (compacted), for `TASK_UPDATED`.
+    tasks: HashMap<String, KeptTask>,
     /// Framework names and agent IPs for converting tasks.
     ctx: Context,
     /// What the daemon was told: the last snapshot plus the events since.
@@ -401,9 +538,9 @@ impl Source {
     /// SUBSCRIBED first, then events until the stream fails.
     async fn stream_session(&mut self, stream: ByteStream) -> Result<Infallible, Failure> {
         let silence = self.tuning.silence_for(DEFAULT_HEARTBEAT);
-        let mut reader = RecordReader::new(stream, self.tuning.max_record, silence);
+        let mut reader = RecordReader::new(stream, &self.tuning, silence);
         tracing::info!(url = %reader.url(), "mesos source: SUBSCRIBE stream open");
-        let first = self.next_record(&mut reader).await?;
+        let first = self.read_first(&mut reader).await?;
         self.on_subscribed(&mut reader, first).await?;
         loop {
             let record = self.next_record(&mut reader).await?;
@@ -419,62 +556,48 @@ impl Source {
         }
     }
 
-    /// The first record: the whole cluster, sent as one snapshot.
+    /// The first record, parsed while it arrives ([`read_subscribed`]).
+    async fn read_first(&self, reader: &mut RecordReader) -> Result<Subscription, Failure> {
+        let groups = self.groups.clone();
+        let (feed, parser) = pipe::spawn(move |r| read_subscribed(r, &groups));
+        let streamed = tokio::select! {
+            streamed = reader.stream_next(&feed) => streamed,
+            _ = self.link.tx.closed() => Err(Failure::Closed),
+        };
+        // The end of the record is the parser's end of input.
+        drop(feed);
+        streamed?;
+        let bad = |detail: String| Failure::BadEvent {
+            url: reader.url(),
+            detail,
+        };
+        pipe::join(parser).await.map_err(bad)?.map_err(bad)
+    }
+
+    /// The first record: the whole cluster, sent as one snapshot that
+    /// replaces everything (kept tasks, context and view).
     async fn on_subscribed(
         &mut self,
         reader: &mut RecordReader,
-        record: Vec<u8>,
+        first: Subscription,
     ) -> Result<(), Failure> {
         let url = reader.url();
-        let bad = |detail: String| Failure::BadEvent {
-            url: url.clone(),
-            detail,
-        };
-        let event = parse_event(&record).map_err(bad)?;
-        // The record is the whole cluster as JSON (megabytes): not held
-        // while the view is built from its parsed form.
-        drop(record);
-        let kind = event.kind.as_deref().unwrap_or("(no type)");
-        let Some(subscribed) = event.subscribed.filter(|_| kind == "SUBSCRIBED") else {
-            return Err(bad(format!(
-                "the stream starts with {kind}, not SUBSCRIBED (not a master's operator API?)"
-            )));
-        };
-        let Some(state) = subscribed.get_state else {
-            return Err(bad("SUBSCRIBED without get_state (a scheduler API?)".into()));
-        };
-        let heartbeat = heartbeat_interval(subscribed.heartbeat_interval_seconds);
-        reader.silence = self.tuning.silence_for(heartbeat);
-        self.install_subscribed(state);
+        reader.set_silence(self.tuning.silence_for(first.heartbeat));
+        let installed = first.installed;
+        self.view = installed.view;
+        self.ctx = installed.ctx;
+        self.tasks = installed.tasks;
         let view = outbox::snapshot(&self.view);
         tracing::info!(
             url = %url,
             tasks = view.tasks.len(),
             endpoints = view.endpoints().count(),
-            heartbeat = %secs(heartbeat),
+            heartbeat = %secs(first.heartbeat),
             "mesos source: snapshot (SUBSCRIBED)"
         );
         self.send(SourceUpdate::Snapshot(view)).await?;
         self.healthy();
         Ok(())
-    }
-
-    /// Replace everything with `state`: the kept tasks, context and view.
-    fn install_subscribed(&mut self, state: GetState) {
-        self.view = view_from_get_state(&state, &self.groups);
-        self.ctx = Context::from_get_state(&state);
-        let tasks = state.get_tasks;
-        let mut kept = HashMap::new();
-        // Same precedence as the view: the first listing of a task wins.
-        for task in tasks
-            .tasks
-            .into_iter()
-            .chain(tasks.unreachable_tasks)
-            .chain(tasks.orphan_tasks)
-        {
-            kept.entry(task.id.0.clone()).or_insert(task);
-        }
-        self.tasks = kept;
     }
 
     /// Masters without the operator API: `/master/state` every
@@ -492,17 +615,15 @@ impl Source {
             self.polling_announced = true;
         }
         loop {
-            let body = tokio::select! {
-                body = client.get(STATE_PATH, JSON) => body?,
+            let (url, parsed) = tokio::select! {
+                parsed = self.read_state(client) => parsed?,
                 _ = self.link.tx.closed() => return Err(Failure::Closed),
             };
-            let view = parse_master_state(&body.bytes, &self.groups).map_err(|detail| {
-                Failure::Garbage {
-                    url: body.url.clone(),
-                    detail,
-                }
+            let view = parsed.map_err(|detail| Failure::Garbage {
+                url: url.clone(),
+                detail,
             })?;
-            tracing::info!(url = %body.url, tasks = view.tasks.len(), "mesos source: snapshot (/master/state)");
+            tracing::info!(url = %url, tasks = view.tasks.len(), "mesos source: snapshot (/master/state)");
             // Events never come in this mode; nothing to keep for them.
             self.tasks.clear();
             self.view = view;
@@ -514,6 +635,23 @@ impl Source {
                 _ = self.link.tx.closed() => return Err(Failure::Closed),
             }
         }
+    }
+
+    /// `GET /master/state`, parsed while it arrives: the URL that answered
+    /// and the view, or why the body is not a master state document.
+    async fn read_state(
+        &self,
+        client: &MasterClient,
+    ) -> Result<(String, Result<ClusterView, String>), Failure> {
+        let stream = client.open_stream(STATE_PATH, JSON).await?;
+        let url = stream.url().to_string();
+        let groups = self.groups.clone();
+        let parsed = stream
+            .parse_body(client.timeouts(), move |reader| {
+                read_master_state(reader, &groups)
+            })
+            .await?;
+        Ok((url, parsed))
     }
 
     /// Update the kept state for one event and say what changed.
@@ -578,7 +716,7 @@ impl Source {
             self.tasks.remove(&id);
             return self.remove_task(&id);
         }
-        self.tasks.insert(id, task);
+        self.tasks.insert(id, KeptTask::keep(&task));
         self.view.insert(converted.clone());
         Change::Upsert(converted)
     }
@@ -593,7 +731,7 @@ impl Source {
             tracing::debug!("mesos source: TASK_UPDATED without status.task_id ignored");
             return Change::None;
         };
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(mut task) = self.tasks.get(&id).and_then(KeptTask::open) else {
             // Never added (ACL-filtered, or a terminal one removed already).
             if update
                 .state
@@ -606,11 +744,12 @@ impl Source {
             return Change::None;
         };
         task.apply_update(update);
-        let converted = convert_task(task, &self.ctx, &self.groups);
+        let converted = convert_task(&task, &self.ctx, &self.groups);
         if converted.state.is_terminal() {
             self.tasks.remove(&id);
             return self.remove_task(&id);
         }
+        self.tasks.insert(id, KeptTask::keep(&task));
         self.view.insert(converted.clone());
         Change::Upsert(converted)
     }
@@ -619,7 +758,11 @@ impl Source {
         let gone: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.framework_id.as_ref().is_some_and(|f| f.0 == framework))
+            .filter(|(_, kept)| {
+                kept.open()
+                    .and_then(|t| t.framework_id)
+                    .is_some_and(|f| f.0 == framework)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let before = self.view.tasks.len();
@@ -668,20 +811,6 @@ impl Source {
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
         self.link.tx.send(update).await.map_err(|_| Failure::Closed)
     }
-}
-
-/// A `/master/state` body -> its view, via the document parser; anything
-/// but a master state document (a Marathon, an error page) is refused.
-fn parse_master_state(bytes: &[u8], groups: &GroupsConfig) -> Result<ClusterView, String> {
-    let parsed = parse_document_kind(bytes, groups, &mut VersionCache::default())
-        .map_err(|e| e.to_string())?;
-    if parsed.kind != DocumentKind::MesosMasterState {
-        return Err(format!(
-            "{STATE_PATH} answered with a {}, not a master state document",
-            parsed.kind
-        ));
-    }
-    Ok(parsed.view)
 }
 
 #[cfg(test)]
@@ -918,6 +1047,7 @@ mod tests {
             heartbeat_misses: 3,
             silence: Some(Duration::from_millis(400)),
             max_record: 1024 * 1024,
+            max_event: 64 * 1024,
         }
     }
 
@@ -1309,6 +1439,11 @@ mod tests {
             // The SUBSCRIBED record cut short, then the body ends.
             (frame(&good)[..200].to_vec(), "ended inside a record"),
             (b"2000000\n{".to_vec(), "exceeds the limit"),
+            // A 1 GiB length line: refused before a byte is buffered.
+            (
+                b"1073741824\n{".to_vec(),
+                "1073741824 bytes exceeds the limit",
+            ),
         ];
         for (bytes, want) in cases {
             // These bytes, then the end of the body.
@@ -1335,6 +1470,41 @@ mod tests {
             silence(&mut rx, Duration::from_millis(300)).await;
             assert!(server.requests(API_PATH).len() >= 2, "{want}: retried");
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_record_over_max_event_is_refused_before_it_is_read() {
+        let good = subscribed(
+            &[task_json("a", "TASK_RUNNING", "10.233.0.1", &["x"])],
+            15.0,
+        );
+        // The snapshot (larger than `max_event` is fine for it), then an
+        // event record claiming 70,000 bytes, more than `max_event`.
+        let bytes = [frame(&good), b"70000\n{".to_vec()].concat();
+        let server = serve(move |_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(bytes.clone());
+            Reply::Stream(rx)
+        })
+        .await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let tuning = Tuning {
+            max_event: good.len() / 2,
+            ..fast()
+        };
+        tokio::spawn(run_with(
+            config(vec![server.base.clone()]),
+            GroupsConfig::default(),
+            tx,
+            tuning,
+        ));
+        snapshot(&mut rx).await;
+        let reason = degraded(&mut rx).await;
+        let want = format!(
+            "RecordIO record of 70000 bytes exceeds the limit of {} bytes",
+            good.len() / 2
+        );
+        assert!(reason.contains(&want), "{reason}");
     }
 
     #[tokio::test]

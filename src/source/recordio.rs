@@ -12,8 +12,15 @@
 /// Digits in a length line: more than any `u64` needs is not a length.
 pub const MAX_LENGTH_DIGITS: usize = 20;
 
-/// Default largest record: a SUBSCRIBED snapshot of a very large cluster.
+/// Default largest record: a SUBSCRIBED snapshot of a very large cluster
+/// (about 280,000 tasks with two statuses each). The snapshot is parsed
+/// while it arrives, so this bounds the input, not a buffer.
 pub const DEFAULT_MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// Default largest event record after the snapshot: events are held whole
+/// while parsed, and real ones (a TASK_ADDED with a big label) are
+/// kilobytes.
+pub const DEFAULT_MAX_EVENT: usize = 16 * 1024 * 1024;
 
 /// Why the stream cannot be framed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,7 +31,7 @@ pub enum RecordIoError {
     LengthTooLong,
     #[error("RecordIO length line is empty")]
     EmptyLength,
-    #[error("RecordIO record of {length} bytes exceeds the limit of {limit} bytes")]
+    #[error("RecordIO record of {length} bytes exceeds the limit of {limit} bytes; not read, groupd reconnects (check that source.urls names a Mesos master: a real one sends no such record)")]
     RecordTooLarge { length: u128, limit: usize },
     #[error("RecordIO stream ended inside a record ({got} of {length} bytes)")]
     TruncatedRecord { got: usize, length: usize },
@@ -41,17 +48,31 @@ enum State {
         digits: usize,
         value: u128,
     },
-    /// Reading `length` bytes of a record into `buf`.
+    /// Inside a record of `length` bytes, `got` of them seen.
     Record {
         length: usize,
+        got: usize,
     },
     Failed,
 }
 
-/// The framer. Feed it chunks, take records.
+/// What [`RecordIoParser::next_piece`] found in a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// The next bytes of the current record (never empty).
+    Bytes(&'a [u8]),
+    /// The current record is complete (also for an empty record).
+    End,
+}
+
+/// The framer. Feed it chunks, take records ([`RecordIoParser::feed`]), or
+/// take the pieces of records as they come without anything being buffered
+/// ([`RecordIoParser::next_piece`]), e.g. to parse a snapshot of a hundred
+/// megabytes while it arrives.
 #[derive(Debug)]
 pub struct RecordIoParser {
     state: State,
+    /// The record being collected by [`RecordIoParser::feed`].
     buf: Vec<u8>,
     max_record: usize,
     records: u64,
@@ -76,29 +97,60 @@ impl RecordIoParser {
         self.records
     }
 
-    /// Bytes of the record being read (or of nothing) held back.
+    /// Bytes of the record being read (or of the length line) seen so far.
     pub fn pending(&self) -> usize {
         match self.state {
             State::Length { digits, .. } => digits,
-            State::Record { .. } => self.buf.len(),
+            State::Record { got, .. } => got,
             State::Failed => 0,
         }
     }
 
-    /// Feed one chunk; returns the records it completed, in order.
+    /// The length of the record being read, once its length line is complete.
+    pub fn record_length(&self) -> Option<usize> {
+        match self.state {
+            State::Record { length, .. } => Some(length),
+            _ => None,
+        }
+    }
+
+    /// Feed one chunk; returns the records it completed, in order. Empty
+    /// records carry no event: counted, not returned.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<Vec<Vec<u8>>, RecordIoError> {
         let mut out = Vec::new();
-        while !chunk.is_empty() {
-            chunk = match self.step(chunk, &mut out) {
-                Ok(rest) => rest,
-                Err(e) => {
-                    self.state = State::Failed;
-                    self.buf = Vec::new();
-                    return Err(e);
+        while let Some(piece) = self.next_piece(&mut chunk)? {
+            match piece {
+                Piece::Bytes(bytes) => {
+                    if self.buf.is_empty() {
+                        // Grow as bytes arrive, not by the claimed length: a
+                        // lying length line must not allocate 256 MiB up front.
+                        let length = self.record_length().unwrap_or_default();
+                        self.buf.reserve(length.min(64 * 1024));
+                    }
+                    self.buf.extend_from_slice(bytes);
                 }
-            };
+                Piece::End if self.buf.is_empty() => {}
+                Piece::End => out.push(std::mem::take(&mut self.buf)),
+            }
         }
         Ok(out)
+    }
+
+    /// The next piece of a record in `chunk`, advancing `chunk` past it;
+    /// `None` once `chunk` is used up. Nothing is buffered: a record's bytes
+    /// are handed out as they come. After an error the framer stays failed.
+    pub fn next_piece<'a>(
+        &mut self,
+        chunk: &mut &'a [u8],
+    ) -> Result<Option<Piece<'a>>, RecordIoError> {
+        match self.piece(chunk) {
+            Ok(piece) => Ok(piece),
+            Err(e) => {
+                self.state = State::Failed;
+                self.buf = Vec::new();
+                Err(e)
+            }
+        }
     }
 
     /// The stream ended: fine between records, an error inside one.
@@ -106,40 +158,43 @@ impl RecordIoParser {
         match self.state {
             State::Length { digits: 0, .. } => Ok(()),
             State::Length { .. } => Err(RecordIoError::TruncatedLength),
-            State::Record { length } => Err(RecordIoError::TruncatedRecord {
-                got: self.buf.len(),
-                length,
-            }),
+            State::Record { length, got } => Err(RecordIoError::TruncatedRecord { got, length }),
             State::Failed => Err(RecordIoError::Failed),
         }
     }
 
-    /// Consume a prefix of `chunk`; return the rest.
-    fn step<'a>(
-        &mut self,
-        chunk: &'a [u8],
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<&'a [u8], RecordIoError> {
-        match self.state {
-            State::Failed => Err(RecordIoError::Failed),
-            State::Length { digits, value } => {
-                let byte = chunk[0];
-                self.length_byte(byte, digits, value)?;
-                Ok(&chunk[1..])
-            }
-            State::Record { length } => {
-                let want = length - self.buf.len();
-                let take = want.min(chunk.len());
-                self.buf.extend_from_slice(&chunk[..take]);
-                if self.buf.len() == length {
-                    out.push(std::mem::take(&mut self.buf));
+    fn piece<'a>(&mut self, chunk: &mut &'a [u8]) -> Result<Option<Piece<'a>>, RecordIoError> {
+        loop {
+            match self.state {
+                State::Failed => return Err(RecordIoError::Failed),
+                State::Record { length, got } if got == length => {
                     self.records += 1;
                     self.state = State::Length {
                         digits: 0,
                         value: 0,
                     };
+                    return Ok(Some(Piece::End));
                 }
-                Ok(&chunk[take..])
+                State::Record { length, got } => {
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    let take = (length - got).min(chunk.len());
+                    let (bytes, rest) = chunk.split_at(take);
+                    *chunk = rest;
+                    self.state = State::Record {
+                        length,
+                        got: got + take,
+                    };
+                    return Ok(Some(Piece::Bytes(bytes)));
+                }
+                State::Length { digits, value } => {
+                    let Some((&byte, rest)) = chunk.split_first() else {
+                        return Ok(None);
+                    };
+                    *chunk = rest;
+                    self.length_byte(byte, digits, value)?;
+                }
             }
         }
     }
@@ -164,6 +219,8 @@ impl RecordIoParser {
         }
     }
 
+    /// The length is checked against the limit before any byte of the
+    /// record is read; nothing is allocated for it here.
     fn start_record(&mut self, value: u128) -> Result<(), RecordIoError> {
         let too_large = RecordIoError::RecordTooLarge {
             length: value,
@@ -173,19 +230,7 @@ impl RecordIoParser {
         if length > self.max_record {
             return Err(too_large);
         }
-        if length == 0 {
-            // An empty record is legal framing; it carries no event.
-            self.records += 1;
-            self.state = State::Length {
-                digits: 0,
-                value: 0,
-            };
-            return Ok(());
-        }
-        // Grow as bytes arrive, not by the claimed length: a lying length
-        // line must not allocate 256 MiB up front.
-        self.buf = Vec::with_capacity(length.min(64 * 1024));
-        self.state = State::Record { length };
+        self.state = State::Record { length, got: 0 };
         Ok(())
     }
 }
@@ -304,6 +349,43 @@ mod tests {
         ));
         let mut p = RecordIoParser::new(10);
         assert_eq!(all(&mut p, &[b"10\n0123456789"]).len(), 1);
+    }
+
+    #[test]
+    fn a_1_gib_length_line_is_refused_without_allocating_it() {
+        let mut p = RecordIoParser::new(DEFAULT_MAX_RECORD);
+        assert_eq!(
+            p.feed(b"1073741824\n{\"type\":").expect_err("too large"),
+            RecordIoError::RecordTooLarge {
+                length: 1 << 30,
+                limit: DEFAULT_MAX_RECORD
+            }
+        );
+        assert_eq!(p.buf.capacity(), 0, "nothing was reserved for it");
+        // Within the limit, a lying length reserves at most 64 KiB up front.
+        let mut p = RecordIoParser::new(DEFAULT_MAX_RECORD);
+        assert!(p.feed(b"200000000\n{").expect("framed").is_empty());
+        assert!(p.buf.capacity() <= 64 * 1024, "{}", p.buf.capacity());
+    }
+
+    #[test]
+    fn pieces_are_handed_out_unbuffered_and_frame_like_feed() {
+        let mut p = RecordIoParser::new(1024);
+        let mut chunk: &[u8] = b"5\nhel";
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"hel"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(None));
+        assert_eq!(p.pending(), 3);
+        let mut chunk: &[u8] = b"lo0\n2\nok";
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"lo"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        // An empty record is a record too (liveness).
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::Bytes(b"ok"))));
+        assert_eq!(p.next_piece(&mut chunk), Ok(Some(Piece::End)));
+        assert_eq!(p.next_piece(&mut chunk), Ok(None));
+        assert_eq!(p.records(), 3);
+        assert_eq!(p.buf.capacity(), 0, "pieces are never collected");
+        p.finish().expect("clean end");
     }
 
     #[test]

@@ -35,9 +35,9 @@ pub struct SseEvent {
 /// The stream cannot be parsed further; reconnect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
-    #[error("event stream line longer than {limit} bytes without a line end (not an event stream, or a runaway server)")]
+    #[error("event stream line longer than {limit} bytes without a line end; not read, groupd reconnects and resyncs (check that source.urls names Marathon: its events are far smaller)")]
     LineTooLong { limit: usize },
-    #[error("event stream event larger than {limit} bytes of data (not an event stream, or a runaway server)")]
+    #[error("event stream event larger than {limit} bytes of data; not read, groupd reconnects and resyncs (check that source.urls names Marathon: its events are far smaller)")]
     EventTooLarge { limit: usize },
 }
 

@@ -525,6 +525,15 @@ impl MesosController {
         self.change(|c| c.launch(spec))
     }
 
+    /// [`MesosController::launch_task`] for each of `specs`, without
+    /// publishing the events (like [`MesosController::load_fixture`]): a
+    /// big cluster for a benchmark, loaded before anyone subscribes.
+    /// Returns the number of tasks launched.
+    pub fn load_tasks(&self, specs: Vec<TaskSpec>) -> Result<usize, SimError> {
+        let mut locked = lock(&self.shared.state);
+        Ok(locked.cluster.launch_many(specs)?.len())
+    }
+
     /// One `TASK_UPDATED`; `ips` replace the first NetworkInfo's IPs.
     pub fn update_task(
         &self,

@@ -82,6 +82,20 @@ pub fn walk_app_group<'de, D: Deserializer<'de>>(
     Ok(walk.in_order)
 }
 
+/// The apps of one `apps` array (`null` is none), handed to `sink` in
+/// order as they are read.
+pub fn walk_app_list<'de, D: Deserializer<'de>>(
+    de: D,
+    sink: &mut dyn FnMut(App),
+) -> Result<(), D::Error> {
+    let mut walk = Walk {
+        sink,
+        apps: 0,
+        in_order: true,
+    };
+    NullOr(AppList(&mut walk)).deserialize(de)
+}
+
 struct Walk<'s> {
     sink: &'s mut dyn FnMut(App),
     /// Apps handed over so far.
@@ -679,6 +693,11 @@ impl<'a> Conversion<'a> {
         if self.complete {
             self.versions.mark(&app.id);
         }
+    }
+
+    /// The version cache the conversion learns into.
+    pub fn versions(&self) -> &VersionCache {
+        self.versions
     }
 
     /// The view of the apps added (`conflicts` not filled in).

@@ -33,7 +33,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
     assign_groups, check_lengths, classify, label_map, new_task, null_as_default, parse_ip,
@@ -42,6 +42,11 @@ use super::{
 use crate::config::GroupsConfig;
 use crate::model::{
     ClusterView, DiscoveryPort, GroupOrigin, Protocol, Task, TaskState, VecSet, ViewBuilder,
+};
+
+mod kept;
+pub use kept::{
+    read_master_state, Installed, KeptFramework, KeptMasterState, KeptState, KeptTask, KeptTasks,
 };
 
 /// CNI networks that NAT: their addresses repeat on every agent.
@@ -54,6 +59,14 @@ const MAX_STATUSES: usize = 32;
 /// An id: a bare string (`/master/state`) or `{"value": "…"}` (v1 API).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Id(pub String);
+
+/// Written as a bare string (the `/master/state` form, which
+/// [`Id::deserialize`] reads back).
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
@@ -89,16 +102,39 @@ impl<'de> Deserialize<'de> for Id {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Labels(pub Vec<Label>);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Label {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Optional in the protobuf.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
+/// Written in the array form, which [`Labels::deserialize`] reads back.
+impl Serialize for Labels {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// `Some` as an empty object (read back as present), for a field only
+/// whose presence matters.
+fn present<S: Serializer>(value: &Option<IgnoredAny>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match value {
+        Some(_) => s.serialize_map(Some(0))?.end(),
+        None => s.serialize_none(),
+    }
+}
+
 impl Labels {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
             .iter()
@@ -294,9 +330,44 @@ pub struct TaskUpdated {
     pub status: Option<TaskStatus>,
 }
 
-/// One task, from `/master/state` or the v1 API.
-#[derive(Debug, Clone, Deserialize)]
+/// One task, from `/master/state` or the v1 API, as groupd keeps it: its
+/// status history is reduced to what [`convert_task`] reads (see
+/// [`MesosTask::compact`]), so that a snapshot of 100,000 tasks with long
+/// histories costs one short status per task, not the master's copy.
+#[derive(Debug, Clone, Serialize)]
 pub struct MesosTask {
+    pub id: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slave_id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// The ContainerInfo the task was launched with: the requested networks
+    /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
+    /// Oldest first; after [`MesosTask::compact`] at most one, plus the
+    /// updates applied since.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<TaskStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryInfo>,
+}
+
+impl<'de> Deserialize<'de> for MesosTask {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        RawMesosTask::deserialize(de).map(MesosTask::from)
+    }
+}
+
+/// The wire form of [`MesosTask`]: read one task at a time, then compacted.
+#[derive(Deserialize)]
+struct RawMesosTask {
     #[serde(alias = "task_id")]
     pub id: Id,
     #[serde(default)]
@@ -313,53 +384,126 @@ pub struct MesosTask {
     /// and their groups (authoritative per task, docs/FORMATS.md §8.10).
     #[serde(default)]
     pub container: Option<ContainerInfo>,
-    /// Oldest first.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub statuses: Vec<TaskStatus>,
+    /// Oldest first; only the statuses that can matter are kept.
+    #[serde(default)]
+    pub statuses: Option<BoundedStatuses>,
     #[serde(default)]
     pub discovery: Option<DiscoveryInfo>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+impl From<RawMesosTask> for MesosTask {
+    fn from(raw: RawMesosTask) -> MesosTask {
+        let task = MesosTask {
+            id: raw.id,
+            name: raw.name,
+            framework_id: raw.framework_id,
+            slave_id: raw.slave_id,
+            state: raw.state,
+            labels: raw.labels,
+            container: raw.container,
+            statuses: raw.statuses.map(|s| s.0).unwrap_or_default(),
+            discovery: raw.discovery,
+        };
+        task.compact()
+    }
+}
+
+/// A status history read element by element, keeping only the statuses
+/// that can decide a task's addresses (those that report any, the latest
+/// [`MAX_STATUSES`] of them) plus one marker with the latest state and
+/// whether the task is a nested container. The master sends every status
+/// a task ever had; nothing else in them is read.
+pub(crate) struct BoundedStatuses(Vec<TaskStatus>);
+
+impl<'de> Deserialize<'de> for BoundedStatuses {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct StatusesVisitor;
+        impl<'de> Visitor<'de> for StatusesVisitor {
+            type Value = BoundedStatuses;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of task statuses")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<BoundedStatuses, E> {
+                Ok(BoundedStatuses(Vec::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedStatuses, A::Error> {
+                let mut kept = std::collections::VecDeque::new();
+                let mut latest_state = None;
+                let mut nested = false;
+                while let Some(mut status) = seq.next_element::<TaskStatus>()? {
+                    // Only TASK_UPDATED's status needs its task id.
+                    status.task_id = None;
+                    if status.state.is_some() {
+                        latest_state.clone_from(&status.state);
+                    }
+                    nested |= status.is_nested();
+                    if status.has_address() {
+                        kept.push_back(status);
+                        if kept.len() > MAX_STATUSES {
+                            kept.pop_front();
+                        }
+                    }
+                }
+                let mut statuses: Vec<TaskStatus> = kept.into();
+                statuses.extend(TaskStatus::synthetic(latest_state, nested, Vec::new()));
+                Ok(BoundedStatuses(statuses))
+            }
+        }
+        de.deserialize_any(StatusesVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerInfo {
     /// `MESOS` or `DOCKER`.
     #[serde(default, rename = "type")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerInfo>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DockerInfo {
     /// `HOST` (protobuf default), `BRIDGE`, `USER`, `NONE`.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct NetworkInfo {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<IpAddressInfo>,
     /// Mesos 0.25–0.29 legacy single address.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct IpAddressInfo {
     /// Absent in requests (`[{}]`).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
     /// Often absent (= IPv4); informational, the address itself says which.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
 
@@ -376,6 +520,30 @@ impl NetworkInfo {
         self.addresses().any(|a| !a.trim().is_empty())
     }
 
+    /// What the status rules read of a requested NetworkInfo: its name.
+    fn name_only(&self) -> NetworkInfo {
+        NetworkInfo {
+            name: self.name.clone(),
+            ..NetworkInfo::default()
+        }
+    }
+
+    /// What a reported NetworkInfo is read for: name, groups, labels and
+    /// addresses (not the protocols, which the address itself says).
+    fn reported_part(&self) -> NetworkInfo {
+        NetworkInfo {
+            ip_addresses: self
+                .ip_addresses
+                .iter()
+                .map(|a| IpAddressInfo {
+                    ip_address: a.ip_address.clone(),
+                    protocol: None,
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     fn is_nat_bridge(&self) -> bool {
         self.name
             .as_deref()
@@ -383,55 +551,110 @@ impl NetworkInfo {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct TaskStatus {
     /// Set in `TASK_UPDATED` statuses.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub task_id: Option<Id>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_status: Option<ContainerStatus>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+impl TaskStatus {
+    /// The status of a nested container (pod task).
+    fn is_nested(&self) -> bool {
+        self.container_status
+            .as_ref()
+            .and_then(|c| c.container_id.as_ref())
+            .is_some_and(|id| id.parent.is_some())
+    }
+
+    /// Reports at least one address, on any network.
+    fn has_address(&self) -> bool {
+        self.container_status
+            .as_ref()
+            .is_some_and(|c| c.network_infos.iter().any(NetworkInfo::has_address))
+    }
+
+    /// A status that carries only `state`, the nested-container flag and
+    /// `networks`, standing for a history a compaction left out (`None`
+    /// when there is nothing to carry).
+    fn synthetic(
+        state: Option<String>,
+        nested: bool,
+        networks: Vec<NetworkInfo>,
+    ) -> Option<TaskStatus> {
+        let container_status = (nested || !networks.is_empty()).then(|| ContainerStatus {
+            container_id: nested.then_some(ContainerId {
+                value: None,
+                parent: Some(IgnoredAny),
+            }),
+            network_infos: networks,
+        });
+        if state.is_none() && container_status.is_none() {
+            return None;
+        }
+        Some(TaskStatus {
+            task_id: None,
+            state,
+            container_status,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerStatus {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<ContainerId>,
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ContainerId {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Set for nested containers (pod tasks).
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "present")]
     pub parent: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DiscoveryInfo {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<DiscoveryPorts>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct DiscoveryPorts {
     #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Port {
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<serde_json::Number>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     #[serde(default)]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
 }
 
@@ -460,16 +683,20 @@ impl Context {
     }
 
     pub fn from_get_state(state: &GetState) -> Context {
+        Context::from_parts(&state.get_frameworks, &state.get_agents)
+    }
+
+    /// The context of a `get_state`'s frameworks and agents.
+    pub fn from_parts(frameworks: &GetFrameworks, agents: &GetAgents) -> Context {
         let mut ctx = Context::default();
-        for fw in state
-            .get_frameworks
+        for fw in frameworks
             .frameworks
             .iter()
             .filter_map(|f| f.framework_info.as_ref())
         {
             ctx.add_framework(fw.id.as_ref(), fw.name.as_deref());
         }
-        for agent in &state.get_agents.agents {
+        for agent in &agents.agents {
             if let Some(info) = &agent.agent_info {
                 ctx.add_agent(
                     info.id.as_ref(),
@@ -478,7 +705,7 @@ impl Context {
                 );
             }
         }
-        for info in &state.get_agents.recovered_agents {
+        for info in &agents.recovered_agents {
             ctx.add_agent(info.id.as_ref(), info.hostname.as_deref(), None);
         }
         ctx
@@ -559,18 +786,70 @@ fn collect_view<'a>(
 
 impl MesosTask {
     /// Apply a `TASK_UPDATED` event the way the master applies the status
-    /// update to its own copy of the task.
+    /// update to its own copy of the task, then compact the history again.
     pub fn apply_update(&mut self, update: &TaskUpdated) {
         if let Some(status) = &update.status {
-            self.statuses.push(status.clone());
-            let excess = self.statuses.len().saturating_sub(MAX_STATUSES);
-            self.statuses.drain(..excess);
+            let mut status = status.clone();
+            status.task_id = None;
             if status.state.is_some() {
                 self.state.clone_from(&status.state);
             }
+            self.statuses.push(status);
+            let excess = self.statuses.len().saturating_sub(MAX_STATUSES);
+            self.statuses.drain(..excess);
         }
         if update.state.is_some() {
             self.state.clone_from(&update.state);
+        }
+        let statuses = std::mem::take(&mut self.statuses);
+        self.statuses = self.compacted_statuses(statuses);
+    }
+
+    /// The task with its status history reduced to at most one status that
+    /// [`convert_task`] reads exactly like the whole history: the reported
+    /// NetworkInfos it would pick (the accepted ones of the latest status
+    /// with an address), the latest status's state and whether the task is
+    /// a nested container. Everything else in the history is dropped.
+    pub fn compact(mut self) -> MesosTask {
+        let statuses = std::mem::take(&mut self.statuses);
+        self.statuses = self.compacted_statuses(statuses);
+        self
+    }
+
+    fn compacted_statuses(&self, statuses: Vec<TaskStatus>) -> Vec<TaskStatus> {
+        let with = MesosTask {
+            statuses,
+            ..self.skeleton()
+        };
+        let reported: Vec<NetworkInfo> = with
+            .reported_networks()
+            .into_iter()
+            .map(NetworkInfo::reported_part)
+            .collect();
+        let nested = with.is_nested();
+        let state = with.statuses.iter().rev().find_map(|s| s.state.clone());
+        TaskStatus::synthetic(state, nested, reported)
+            .into_iter()
+            .collect()
+    }
+
+    /// The task without its statuses (cheap: what the status rules read
+    /// from the task itself is its requested networks).
+    fn skeleton(&self) -> MesosTask {
+        MesosTask {
+            id: Id::default(),
+            name: None,
+            framework_id: None,
+            slave_id: None,
+            state: None,
+            labels: Labels::default(),
+            container: self.container.as_ref().map(|c| ContainerInfo {
+                kind: None,
+                docker: None,
+                network_infos: c.network_infos.iter().map(NetworkInfo::name_only).collect(),
+            }),
+            statuses: Vec::new(),
+            discovery: None,
         }
     }
 
@@ -1155,6 +1434,126 @@ mod tests {
         let converted = convert_task(&t, &Context::default(), &GroupsConfig::default());
         assert_eq!(converted.state, TaskState::Running);
         assert_eq!(converted.ips.len(), 1);
+    }
+
+    /// `json` (one task) with its whole status history, not compacted:
+    /// what the conversion read before tasks were compacted while parsed.
+    fn uncompacted(json: &serde_json::Value) -> MesosTask {
+        let raw: RawMesosTask = serde_json::from_value(json.clone()).expect("task");
+        let statuses: Vec<TaskStatus> = json
+            .get("statuses")
+            .filter(|s| !s.is_null())
+            .map(|s| serde_json::from_value(s.clone()).expect("statuses"))
+            .unwrap_or_default();
+        MesosTask {
+            id: raw.id,
+            name: raw.name,
+            framework_id: raw.framework_id,
+            slave_id: raw.slave_id,
+            state: raw.state,
+            labels: raw.labels,
+            container: raw.container,
+            statuses,
+            discovery: raw.discovery,
+        }
+    }
+
+    /// Every object in `value` that is a task with a status history.
+    fn tasks_in(value: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let is_task = map.contains_key("statuses")
+                    && (map.contains_key("id") || map.contains_key("task_id"));
+                if is_task {
+                    out.push(value.clone());
+                }
+                map.values().for_each(|v| tasks_in(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| tasks_in(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn compacted_tasks_convert_exactly_like_their_whole_history_in_every_fixture() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mesos");
+        let mut documents = Vec::new();
+        for dir in ["master-state", "operator-api", "agent-state"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("fixture dir") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Whole JSON documents and one-event-per-line captures.
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    documents.push(v);
+                } else {
+                    documents.extend(
+                        text.lines()
+                            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
+                    );
+                }
+            }
+        }
+        let mut tasks = Vec::new();
+        documents.iter().for_each(|d| tasks_in(d, &mut tasks));
+        assert!(
+            tasks.len() > 50,
+            "only {} tasks in the fixtures",
+            tasks.len()
+        );
+        let groups = GroupsConfig::default();
+        let mut ctx = Context::default();
+        ctx.add_framework(Some(&Id("F".into())), Some("f"));
+        for json in &tasks {
+            let whole = uncompacted(json);
+            let compact: MesosTask = serde_json::from_value(json.clone()).expect("task");
+            assert!(compact.statuses.len() <= 1, "{:?}", compact.statuses);
+            let (a, b) = (
+                convert_task(&whole, &ctx, &groups),
+                convert_task(&compact, &ctx, &groups),
+            );
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "task {json}");
+        }
+    }
+
+    #[test]
+    fn a_long_history_keeps_one_status_and_converts_the_same() {
+        let status = |state: &str, ip: Option<&str>| match ip {
+            Some(ip) => format!(
+                r#"{{"state":"{state}","container_status":{{"network_infos":[{{"name":"n","ip_addresses":[{{"ip_address":"{ip}"}}]}},{{"name":"other","ip_addresses":[{{"ip_address":"9.9.9.9"}}]}}]}}}}"#
+            ),
+            None => format!(r#"{{"state":"{state}","labels":[{{"key":"k","value":"v"}}]}}"#),
+        };
+        let mut history: Vec<String> = (0..1000)
+            .map(|i| {
+                status(
+                    "TASK_RUNNING",
+                    Some(&format!("10.233.{}.{}", i / 250, i % 250 + 1)),
+                )
+            })
+            .collect();
+        history.push(status("TASK_RUNNING", None));
+        let json: serde_json::Value = serde_json::from_str(&format!(
+            r#"{{"id":"t","container":{{"type":"MESOS","network_infos":[{{"name":"n","groups":["g"]}}]}},"statuses":[{}]}}"#,
+            history.join(",")
+        ))
+        .expect("json");
+        let compact: MesosTask = serde_json::from_value(json.clone()).expect("task");
+        assert_eq!(compact.statuses.len(), 1);
+        let networks = &compact.statuses[0]
+            .container_status
+            .as_ref()
+            .expect("reported networks kept")
+            .network_infos;
+        assert_eq!(networks.len(), 1, "only the accepted network is kept");
+        let (ctx, groups) = (Context::default(), GroupsConfig::default());
+        let a = convert_task(&uncompacted(&json), &ctx, &groups);
+        let b = convert_task(&compact, &ctx, &groups);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_eq!(ips(&b), vec!["10.233.3.250"]);
+    }
+
+    fn ips(t: &Task) -> Vec<String> {
+        t.ips.iter().map(|ip| ip.to_string()).collect()
     }
 
     #[test]
