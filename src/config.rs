@@ -33,6 +33,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub drops: DropsConfig,
+    /// `groupd publish`: where the cluster view read from `[source]` is
+    /// written (etcd). Unused by the agent daemon.
+    #[serde(default)]
+    pub publish: Option<PublishConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,8 @@ pub enum SourceKind {
     Mesos,
     Marathon,
     File,
+    /// A key prefix in etcd, kept by `groupd publish` (docs/design.md §2).
+    Etcd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +76,121 @@ pub struct SourceConfig {
     /// TLS verification; on unless explicitly turned off.
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    /// etcd: the key prefix `groupd publish` writes under.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// etcd: TLS client certificate and its key (PEM), for etcd members
+    /// that require client certificates.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[publish]`: `groupd publish` keeps etcd equal to what `[source]` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// etcd client URLs (`http://host:2379` or `https://…`).
+    pub etcd_urls: Vec<String>,
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// CA bundle that signed the etcd members' certificates (https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (PEM).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user; the password is read from `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Leadership lease, seconds: a standby takes over at most this long
+    /// after the leader died.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: u32,
+    /// Shown by `groupctl status` on every agent; default `hostname:pid`.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+/// How to reach etcd: the `etcd` source and `groupd publish` share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub urls: Vec<String>,
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    pub fn etcd(&self) -> EtcdSettings {
+        EtcdSettings {
+            urls: self.urls.clone(),
+            prefix: self.prefix.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
+}
+
+impl PublishConfig {
+    pub fn etcd(&self) -> EtcdSettings {
+        EtcdSettings {
+            urls: self.etcd_urls.clone(),
+            prefix: self.prefix.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
+}
+
+impl EtcdSettings {
+    /// Why these settings cannot work, naming `section`'s keys.
+    fn validate(&self, section: &str, urls_key: &str) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err(format!(
+                "{section} needs `{urls_key} = [\"http://etcd1:2379\", …]` (the etcd members' client URLs)"
+            ));
+        }
+        for u in &self.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!(
+                    "{section}.{urls_key}: {u:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if self.urls.iter().any(|u| u.starts_with("https://")) && self.ca_file.is_none() {
+            return Err(format!(
+                "{section}: https etcd URLs need `ca_file` (the CA that signed the members' certificates)"
+            ));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(format!("{section}: cert_file and key_file go together"));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err(format!("{section}: username and password_file go together"));
+        }
+        let p = &self.prefix;
+        if !p.starts_with('/') || p.ends_with('/') || p.len() < 2 {
+            return Err(format!(
+                "{section}.prefix = {p:?}: use an absolute key prefix without a trailing slash, like \"/groupd/v1\""
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +305,12 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+fn default_etcd_prefix() -> String {
+    "/groupd/v1".into()
+}
+fn default_lease_ttl() -> u32 {
+    10
+}
 fn default_true() -> bool {
     true
 }
@@ -438,6 +565,17 @@ impl Config {
                     ));
                 }
             }
+            SourceKind::Etcd => {
+                s.etcd()
+                    .validate("[source]", "urls")
+                    .map_err(|e| format!("{}{e}", at("kind")))?;
+                if s.token_file.is_some() {
+                    return Err(format!(
+                        "{}source.token_file is for DC/OS masters; etcd takes username/password_file or a client certificate",
+                        at("token_file")
+                    ));
+                }
+            }
             SourceKind::Mesos | SourceKind::Marathon => {
                 if s.urls.is_empty() {
                     return Err(format!(
@@ -580,6 +718,23 @@ impl Config {
                 "{}daemon.table must be 1-32 characters of [A-Za-z0-9_-]",
                 at("table")
             ));
+        }
+        if let Some(p) = &self.publish {
+            p.etcd()
+                .validate("[publish]", "etcd_urls")
+                .map_err(|e| format!("{}{e}", at("etcd_urls")))?;
+            if !matches!(s.kind, SourceKind::Mesos | SourceKind::Marathon) {
+                return Err(format!(
+                    "{}[publish] reads a master: [source] kind must be \"mesos\" or \"marathon\"",
+                    at("kind")
+                ));
+            }
+            if !(2..=3600).contains(&p.lease_ttl) {
+                return Err(format!(
+                    "{}publish.lease_ttl must be between 2 and 3600 (seconds)",
+                    at("lease_ttl")
+                ));
+            }
         }
         self.drops
             .validate()

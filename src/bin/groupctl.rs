@@ -164,6 +164,16 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
     if let Some(reason) = h["degraded_reason"].as_str() {
         out.push_str(&format!("degraded    {}\n", clean_long(reason)));
     }
+    if let Some(revision) = h["source_revision"].as_i64() {
+        out.push_str(&format!(
+            "etcd        revision {revision}, publisher {}, {} full range reads\n",
+            h["source_publisher"]
+                .as_str()
+                .map(clean)
+                .unwrap_or_else(|| "(none yet)".into()),
+            num(&h["source_full_reads"])
+        ));
+    }
     out.push_str(&format!(
         "daemon      up {}; {} transactions ({} failed), last apply {:.1} ms\n",
         ago(h["started_unix"].as_f64(), now).trim_end_matches(" ago"),
