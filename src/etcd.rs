@@ -172,19 +172,26 @@ pub fn decode(id: &str, value: &[u8]) -> Result<Task, String> {
 /// How long a unary request (range page, txn, lease grant) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client for `settings`. Connections are made lazily by the client (it
-/// balances over the members and fails over by itself); what can fail here
-/// is reading the credential files and, with a user, authenticating.
-pub async fn connect(settings: &EtcdSettings) -> Result<Client, String> {
+/// A client for member `attempt % n` of `settings.urls`, one member per
+/// client: tonic's balancer keeps sending a share of the requests to a
+/// dead member (each fails with "connection refused"), so failover is
+/// ours: a caller whose session fails connects with the next `attempt`.
+/// Connections are made lazily; what can fail here is reading the
+/// credential files and, with a user, authenticating.
+pub async fn connect(settings: &EtcdSettings, attempt: usize) -> Result<Client, String> {
+    let url = match settings.urls.get(attempt % settings.urls.len().max(1)) {
+        Some(u) => u.clone(),
+        None => return Err("no etcd URL configured".into()),
+    };
     let mut options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(3))
+        .with_connect_timeout(Duration::from_secs(2))
         // A dead member is noticed in seconds, not at the next request.
-        .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true)
         // A member cut off from the quorum refuses (and cancels watches):
-        // the client moves to one that can serve current data.
+        // the caller moves to one that can serve current data.
         .with_require_leader(true);
-    if settings.urls.iter().any(|u| u.starts_with("https://")) {
+    if url.starts_with("https://") {
         let mut tls = TlsOptions::new();
         if let Some(ca) = &settings.ca_file {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca, "ca_file")?));
@@ -202,16 +209,14 @@ pub async fn connect(settings: &EtcdSettings) -> Result<Client, String> {
             .map_err(|_| format!("password_file {} is not UTF-8", file.display()))?;
         options = options.with_user(user.clone(), password.trim_end_matches(['\r', '\n']));
     }
-    let connecting = Client::connect(settings.urls.clone(), Some(options));
+    let connecting = Client::connect([url.as_str()], Some(options));
     match tokio::time::timeout(REQUEST_TIMEOUT, connecting).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(format!(
-            "cannot connect to etcd {:?}: {e} (check the URLs, TLS files and credentials)",
-            settings.urls
+            "cannot connect to etcd {url}: {e} (check the URL, TLS files and credentials)"
         )),
         Err(_) => Err(format!(
-            "etcd {:?} did not answer within {} s",
-            settings.urls,
+            "etcd {url} did not answer within {} s",
             REQUEST_TIMEOUT.as_secs()
         )),
     }
@@ -221,17 +226,32 @@ fn read(path: &Path, key: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {key} {}: {e}", path.display()))
 }
 
+/// How long a write transaction may take. A proposal in flight when the
+/// raft leader dies is only failed by etcd after its own request timeout
+/// (about 7 s); giving up sooner and starting a new term (whose diff
+/// rewrites whatever was lost) keeps changes flowing through an election.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `request` with [`REQUEST_TIMEOUT`], its error as text.
 pub async fn timed<T>(
     what: &str,
     request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+    timed_for(what, REQUEST_TIMEOUT, request).await
+}
+
+/// `request` with `limit`, its error as text.
+pub async fn timed_for<T>(
+    what: &str,
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, request).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
         Err(_) => Err(format!(
-            "etcd {what}: no answer within {} s",
-            REQUEST_TIMEOUT.as_secs()
+            "etcd {what}: no answer within {:.1} s",
+            limit.as_secs_f64()
         )),
     }
 }

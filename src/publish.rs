@@ -193,8 +193,11 @@ async fn lead_forever(
 ) {
     let settings = publish.etcd();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // Each term after a failure connects to the next member.
+    let mut member = 0;
     loop {
         let term = Term {
+            member,
             settings: &settings,
             ttl: publish.lease_ttl,
             identity: &identity,
@@ -204,6 +207,7 @@ async fn lead_forever(
         match term.run(&mut stop, &mut backoff).await {
             TermEnd::Stop => return,
             TermEnd::Failed(reason) => {
+                member += 1;
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     "publish: {reason}; not writing; campaigning again in {:.1} s",
@@ -219,6 +223,7 @@ async fn lead_forever(
 }
 
 struct Term<'a> {
+    member: usize,
     settings: &'a EtcdSettings,
     ttl: u32,
     identity: &'a str,
@@ -228,15 +233,20 @@ struct Term<'a> {
 
 impl Term<'_> {
     async fn run(&self, stop: &mut watch::Receiver<bool>, backoff: &mut Backoff) -> TermEnd {
-        let mut client = match etcd::connect(self.settings).await {
+        let mut client = match etcd::connect(self.settings, self.member).await {
             Ok(c) => c,
             Err(e) => return TermEnd::Failed(e),
         };
-        let lease =
-            match etcd::timed("lease grant", client.lease_grant(self.ttl as i64, None)).await {
-                Ok(l) => l.id(),
-                Err(e) => return TermEnd::Failed(e),
-            };
+        let lease = match etcd::timed_for(
+            "lease grant",
+            etcd::WRITE_TIMEOUT,
+            client.lease_grant(self.ttl as i64, None),
+        )
+        .await
+        {
+            Ok(l) => l.id(),
+            Err(e) => return TermEnd::Failed(e),
+        };
         // The lease lives while this term does; losing it ends the term.
         let (lost_tx, mut lost) = watch::channel(None::<String>);
         let keeper = tokio::spawn(keep_alive(client.clone(), lease, self.ttl, lost_tx));
@@ -250,7 +260,12 @@ impl Term<'_> {
         keeper.abort();
         // Resigning = revoking the lease: the leader key goes with it, a
         // standby's campaign returns now instead of after the TTL.
-        let _ = etcd::timed("lease revoke", client.lease_revoke(lease)).await;
+        let _ = etcd::timed_for(
+            "lease revoke",
+            etcd::WRITE_TIMEOUT,
+            client.lease_revoke(lease),
+        )
+        .await;
         end
     }
 
@@ -471,7 +486,8 @@ impl Writer<'_> {
                     self.guard.rev(),
                 )])
                 .and_then(txn_ops);
-            let response = etcd::timed("transaction", self.client.txn(txn)).await?;
+            let response =
+                etcd::timed_for("transaction", etcd::WRITE_TIMEOUT, self.client.txn(txn)).await?;
             if !response.succeeded() {
                 return Err(
                     "this publisher's leader key is gone (its lease expired): no longer the leader"

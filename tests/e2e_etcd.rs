@@ -587,6 +587,9 @@ fn the_etcd_leader_killed_during_a_stream_of_changes() {
         "[e2e_etcd] both agents equal the master {:?} after the leader was killed ({took:?} after the last change)",
         at.elapsed()
     );
+    if std::env::var_os("GROUPD_E2E_LOGS").is_some() {
+        eprintln!("{}", w.logs());
+    }
     assert_no_window("etcd leader killed", allowed, denied);
     w.assert_matrix("after the etcd leader was killed");
     assert!(w.etcd.leader().is_some_and(|l| l != leader));

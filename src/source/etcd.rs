@@ -77,6 +77,7 @@ pub async fn run_with(settings: EtcdSettings, tx: Sender<SourceUpdate>, tuning: 
         tx,
         tuning: tuning.clone(),
         client: None,
+        member: 0,
         position: Position::default(),
         backoff: Backoff::new(tuning.backoff_base, tuning.backoff_cap),
         degraded: Degraded::new("etcd"),
@@ -93,9 +94,10 @@ pub async fn run_with(settings: EtcdSettings, tx: Sender<SourceUpdate>, tuning: 
                 return;
             }
         }
-        // A new client next time: the members may have changed address,
-        // the credential files may have been rotated.
+        // A new client next time, on the next member: this one may be
+        // dead, and the credential files may have been rotated.
         source.client = None;
+        source.member += 1;
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = source.tx.closed() => return,
@@ -118,6 +120,8 @@ struct Source {
     tx: Sender<SourceUpdate>,
     tuning: Tuning,
     client: Option<Client>,
+    /// Which member to connect to (rotates after each failure).
+    member: usize,
     position: Position,
     backoff: Backoff,
     degraded: Degraded,
@@ -145,7 +149,9 @@ impl Source {
         let mut client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = etcd::connect(&self.settings).await.map_err(End::Failed)?;
+                let c = etcd::connect(&self.settings, self.member)
+                    .await
+                    .map_err(End::Failed)?;
                 self.client = Some(c.clone());
                 c
             }
