@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh        the whole benchmark (`make bench`): control plane + data plane
 #               + Marathon source + Mesos source
-# run.sh PART…  only these parts (apply, dataplane, marathon, mesos); their rows are
+# run.sh PART…  only these parts (apply, dataplane, marathon, mesos, tamper, fanout); their rows are
 #               appended to benches/results/latest.md as a section of its own
 #
 # Runs, in this order and as root, everything inside scratch network
@@ -12,11 +12,17 @@
 #   4. benches/mesos.rs      simulated Mesos master: 10,000-task snapshot -> kernel (time, peak RSS);
 #                            event -> kernel latency
 #   5. benches/tamper.rs     table_guard = "notify": `nft` tampers with groupd's table -> repaired (p50/p99)
+#   6. benches/fanout.rs     agents through etcd (groupd publish + kind = "etcd"), 100,000 tasks,
+#                            N = 10, 100, 1,000 agents: master bytes/CPU vs direct subscriptions,
+#                            event -> every agent p50/p99, a reconnect storm; also written to
+#                            benches/results/fanout.md
 # then prints one markdown table and writes it to benches/results/latest.md.
 # About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
 # GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
-# GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES).
+# GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES,
+# GROUPD_BENCH_FANOUT_TASKS, GROUPD_BENCH_FANOUT_N, GROUPD_BENCH_FANOUT_REAL,
+# GROUPD_BENCH_FANOUT_DIRECT).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -37,13 +43,13 @@ cleanup() {
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos" /tmp/"$P"-tamper*
+  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos" /tmp/"$P"-tamper* "/tmp/$P-fanout"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ALL="apply dataplane marathon mesos tamper"
+ALL="apply dataplane marathon mesos tamper fanout"
 PARTS=${*:-$ALL}
 for part in $PARTS; do
   [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
@@ -92,6 +98,14 @@ if want tamper; then
     echo "| tamper repair: FAILED (tamper exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
   fi
   cat "$WORK/tamper.out"
+fi
+if want fanout; then
+  FANOUT=$(bench_exe fanout)
+  [ -x "$FANOUT" ] || die "bench binary fanout missing: cargo build --release --benches"
+  log "fan-out through etcd ($FANOUT)"
+  if ! GROUPD_BENCH_FANOUT_MD="$ROOT/benches/results/fanout.md" "$FANOUT" > "$WORK/fanout.out"; then
+    echo "| fan-out through etcd: FAILED (fanout exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
 fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
