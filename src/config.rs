@@ -883,6 +883,39 @@ mod tests {
     }
 
     #[test]
+    fn etcd_source_and_publish_keys() {
+        let c = Config::parse("[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\n")
+            .expect("etcd source");
+        assert_eq!(c.source.etcd().prefix, "/groupd/v1");
+        let err = Config::parse("[source]\nkind = \"etcd\"\n").expect_err("no urls");
+        assert!(err.contains("urls") && err.contains("line 2"), "{err}");
+        let err = Config::parse("[source]\nkind = \"etcd\"\nurls = [\"https://e1:2379\"]\n")
+            .expect_err("https without a CA");
+        assert!(err.contains("ca_file"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\nprefix = \"groupd/\"\n",
+        )
+        .expect_err("relative prefix");
+        assert!(err.contains("prefix"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\ncert_file = \"/c.pem\"\n",
+        )
+        .expect_err("cert without key");
+        assert!(err.contains("key_file"), "{err}");
+        let publish = "[source]\nkind = \"mesos\"\nurls = [\"http://m1:5050\"]\n[publish]\netcd_urls = [\"http://e1:2379\"]\n";
+        let c = Config::parse(publish).expect("publish");
+        let p = c.publish.expect("[publish]");
+        assert_eq!((p.lease_ttl, p.prefix.as_str()), (10, "/groupd/v1"));
+        let err = Config::parse(&format!("{publish}lease_ttl = 1\n")).expect_err("ttl");
+        assert!(err.contains("lease_ttl"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\n[publish]\netcd_urls = [\"http://e1:2379\"]\n",
+        )
+        .expect_err("a publisher reads a master");
+        assert!(err.contains("mesos"), "{err}");
+    }
+
+    #[test]
     fn glob_in_the_middle_is_rejected() {
         let err = Config::parse(
             "[source]\nkind = \"file\"\npath = \"/x\"\n[interfaces]\nmatch = [\"v*th\"]\n",

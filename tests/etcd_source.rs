@@ -289,3 +289,48 @@ fn an_agent_cut_off_for_30s_resumes_from_its_revision() {
     assert!(etcd.range_requests() > ranges);
     assert_eq!(agent.seen().snapshots, 2);
 }
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let dir = common::GroupdDir::new("etcd-tls");
+    let tls = etcd::Tls::make(&dir.0);
+    let etcd = etcd::Etcd::single_tls("tls", &tls);
+    let settings = |cert: bool| groupd::config::EtcdSettings {
+        urls: etcd.urls(),
+        prefix: PREFIX.into(),
+        ca_file: Some(tls.ca.clone()),
+        cert_file: cert.then(|| tls.client_cert.clone()),
+        key_file: cert.then(|| tls.client_key.clone()),
+        username: None,
+        password_file: None,
+    };
+    // Written through groupd's own client (rustls, client certificate).
+    runtime().block_on(async {
+        let mut c = groupd::etcd::connect(&settings(true), 0)
+            .await
+            .expect("connect over TLS");
+        let (id, t) = task(1);
+        c.put(
+            Keys::new(PREFIX).task(&id),
+            groupd::etcd::encode(&t.expect("task")),
+            None,
+        )
+        .await
+        .expect("put over TLS");
+    });
+    let agent = Agent::start_with(settings(true));
+    agent.wait(Duration::from_secs(10), "at 1 task over TLS", |s| {
+        s.tasks.len() == 1
+    });
+    // Without a client certificate etcd refuses: degraded, nothing read.
+    let refused = Agent::start_with(settings(false));
+    refused.wait(
+        Duration::from_secs(10),
+        "degraded without a client certificate",
+        |s| s.degraded.is_some() && s.tasks.is_empty(),
+    );
+    eprintln!(
+        "[etcd_source] without a client certificate: {}",
+        refused.seen().degraded.unwrap_or_default()
+    );
+}

@@ -21,6 +21,8 @@ pub struct Member {
     pub name: String,
     pub client: SocketAddr,
     pub peer: SocketAddr,
+    /// Plain-HTTP health and metrics when the client port is TLS.
+    pub metrics: Option<SocketAddr>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -102,6 +104,16 @@ impl Etcd {
 
     /// `n` members listening on `ip` inside the namespace `ns`.
     pub fn start(name: &str, n: usize, ns: Option<&str>, ip: IpAddr) -> Etcd {
+        Etcd::start_with(name, n, ns, ip, None)
+    }
+
+    /// One member on loopback serving clients over TLS only, requiring a
+    /// client certificate signed by the CA of `tls`.
+    pub fn single_tls(name: &str, tls: &Tls) -> Etcd {
+        Etcd::start_with(name, 1, None, IpAddr::V4(Ipv4Addr::LOCALHOST), Some(tls))
+    }
+
+    fn start_with(name: &str, n: usize, ns: Option<&str>, ip: IpAddr, tls: Option<&Tls>) -> Etcd {
         require_etcd();
         let id = format!(
             "{name}-{}-{}",
@@ -116,6 +128,7 @@ impl Etcd {
                 name: format!("m{i}"),
                 client: SocketAddr::new(ip, free_port(ns, ip)),
                 peer: SocketAddr::new(ip, free_port(ns, ip)),
+                metrics: None,
                 args: Vec::new(),
                 child: None,
             })
@@ -124,6 +137,7 @@ impl Etcd {
             .iter()
             .map(|m| format!("{}=http://{}", m.name, m.peer))
             .collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for m in &mut members {
             let data = dir.join(&m.name);
             m.args = [
@@ -132,9 +146,9 @@ impl Etcd {
                 "--data-dir",
                 data.to_str().expect("utf8 path"),
                 "--listen-client-urls",
-                &format!("http://{}", m.client),
+                &format!("{scheme}://{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://{}", m.client),
+                &format!("{scheme}://{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -158,6 +172,22 @@ impl Etcd {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            if let Some(t) = tls {
+                for (flag, path) in [
+                    ("--cert-file", &t.server_cert),
+                    ("--key-file", &t.server_key),
+                    ("--trusted-ca-file", &t.ca),
+                ] {
+                    m.args.push(flag.into());
+                    m.args.push(path.to_str().expect("utf8 path").into());
+                }
+                m.args.push("--client-cert-auth".into());
+                // Health and metrics stay readable over plain HTTP.
+                let metrics = SocketAddr::new(ip, free_port(ns, ip));
+                m.args.push("--listen-metrics-urls".into());
+                m.args.push(format!("http://{metrics}"));
+                m.metrics = Some(metrics);
+            }
         }
         let mut etcd = Etcd {
             members,
@@ -194,9 +224,14 @@ impl Etcd {
 
     /// Client URLs of every member.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.members.iter().any(|m| m.metrics.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
         self.members
             .iter()
-            .map(|m| format!("http://{}", m.client))
+            .map(|m| format!("{scheme}://{}", m.client))
             .collect()
     }
 
@@ -209,7 +244,7 @@ impl Etcd {
         let started = Instant::now();
         for m in self.members.iter().filter(|m| m.child.is_some()) {
             loop {
-                let body = http_get(self.ns.as_deref(), m.client, "/health");
+                let body = http_get(self.ns.as_deref(), m.metrics.unwrap_or(m.client), "/health");
                 if body.is_some_and(|b| b.contains("\"health\":\"true\"")) {
                     break;
                 }
@@ -256,7 +291,12 @@ impl Etcd {
     /// The sum of the samples of `metric` whose labels contain every one
     /// of `labels` (like `grpc_method="Range"`), on member `i`.
     pub fn metric(&self, i: usize, metric: &str, labels: &[&str]) -> f64 {
-        let Some(text) = http_get(self.ns.as_deref(), self.members[i].client, "/metrics") else {
+        let m = &self.members[i];
+        let Some(text) = http_get(
+            self.ns.as_deref(),
+            m.metrics.unwrap_or(m.client),
+            "/metrics",
+        ) else {
             return f64::NAN;
         };
         text.lines()
@@ -296,5 +336,91 @@ impl Drop for Etcd {
             self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the openssl CLI in `dir`.
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    pub fn make(dir: &std::path::Path) -> Tls {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=groupd test CA",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("ext");
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        for who in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={who}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        Tls {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
     }
 }

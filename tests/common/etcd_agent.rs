@@ -38,13 +38,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(urls: Vec<String>, prefix: &str) -> Agent {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let settings = EtcdSettings {
+        Agent::start_with(EtcdSettings {
             urls,
             prefix: prefix.into(),
             ca_file: None,
@@ -52,7 +46,16 @@ impl Agent {
             key_file: None,
             username: None,
             password_file: None,
-        };
+        })
+    }
+
+    pub fn start_with(settings: EtcdSettings) -> Agent {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let seen = Arc::new(Mutex::new(Seen::default()));
         let tuning = Tuning {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
