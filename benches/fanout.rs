@@ -33,7 +33,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,23 +141,45 @@ fn raise_fd_limit() {
     }
 }
 
+/// The cluster's tasks are IPv6-only (fd00:233::/64 has room for them all);
+/// the tasks launched as measured events get an IPv4 address of their own
+/// from 10.233.240.0/20 too, which the kernel notifications are matched on.
 fn ip(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        10,
-        233,
-        ((i / 250) % 256) as u8,
-        (i % 250 + 1) as u8,
+    IpAddr::V6(std::net::Ipv6Addr::new(
+        0xfd00,
+        0x233,
+        0,
+        0,
+        0,
+        1,
+        (i >> 16) as u16,
+        (i & 0xffff) as u16,
     ))
 }
 
+fn event_ip(e: usize) -> Ipv4Addr {
+    let n = 240 * 256 + (e % 4000) + 1;
+    Ipv4Addr::new(10, 233, (n / 256) as u8, (n % 256) as u8)
+}
+
+/// Base tasks are numbered below `first_event`; event `i - first_event`
+/// above it.
+static FIRST_EVENT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(usize::MAX);
+
 fn spec(i: usize) -> TaskSpec {
+    let first = FIRST_EVENT.load(Ordering::SeqCst);
+    let mut ips = vec![ip(i)];
+    if i >= first {
+        ips.push(IpAddr::V4(event_ip(i - first)));
+    }
     TaskSpec {
         id: format!("app{}.t{i}", i % 500),
         agent: format!("agent{}", i % 1000),
         network_infos: vec![NetworkSpec {
             name: Some("dcos".into()),
             groups: vec![format!("g{}", i % 1000)],
-            ip_addresses: vec![ip(i)],
+            ip_addresses: ips,
             ..NetworkSpec::default()
         }],
         ..TaskSpec::default()
@@ -351,7 +373,6 @@ fn wait_log(path: &Path, needle: &str, within: Duration) -> Duration {
 /// A real groupd agent reading etcd: its process and status socket.
 struct Agent {
     _proc: Proc,
-    socket: PathBuf,
 }
 
 impl Agent {
@@ -378,20 +399,7 @@ impl Agent {
             .stderr(log)
             .spawn()
             .expect("start groupd");
-        Agent {
-            _proc: Proc(child),
-            socket,
-        }
-    }
-
-    /// The etcd revision whose view groupd has applied.
-    fn revision(&self) -> Option<i64> {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
-        s.write_all(b"{\"cmd\":\"status\"}\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v["health"]["source_revision"].as_i64()
+        Agent { _proc: Proc(child) }
     }
 }
 
@@ -401,6 +409,9 @@ impl Agent {
 struct Watchers {
     /// Per watcher: the newest revision it has seen.
     seen: Arc<Vec<AtomicI64>>,
+    /// Per watcher: when it saw it (nanoseconds after `base`).
+    at: Arc<Vec<AtomicU64>>,
+    base: Instant,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -413,8 +424,10 @@ impl Watchers {
             .expect("runtime");
         let seen: Arc<Vec<AtomicI64>> =
             Arc::new((0..n).map(|_| AtomicI64::new(from - 1)).collect());
+        let at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+        let base = Instant::now();
         for i in 0..n {
-            let (seen, url) = (seen.clone(), url.clone());
+            let (seen, at, url) = (seen.clone(), at.clone(), url.clone());
             runtime.spawn(async move {
                 loop {
                     let Ok(mut client) = etcd_client::Client::connect([url.as_str()], None).await
@@ -440,6 +453,7 @@ impl Watchers {
                             .map(|kv| kv.mod_revision())
                             .max()
                         {
+                            at[i].store(base.elapsed().as_nanos() as u64, Ordering::SeqCst);
                             seen[i].store(rev, Ordering::SeqCst);
                         }
                     }
@@ -447,7 +461,23 @@ impl Watchers {
                 }
             });
         }
-        Watchers { seen, runtime }
+        Watchers {
+            seen,
+            at,
+            base,
+            runtime,
+        }
+    }
+
+    /// When the last watcher received its newest event.
+    fn last_at(&self) -> Instant {
+        let nanos = self
+            .at
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0);
+        self.base + Duration::from_nanos(nanos)
     }
 
     fn min_seen(&self) -> i64 {
@@ -657,8 +687,13 @@ fn run(cfg: Settings, dir: &Path) -> Output {
 
     let mut reader = Reader::new(&etcd_url);
     let mut next = cfg.tasks;
+    FIRST_EVENT.store(next, Ordering::SeqCst);
+    // Every real agent's table commits each event's IPv4 address to its
+    // endpoints4 set: the R-th notification is the last agent's commit.
+    let mut nft = common::nlwatch::NftWatch::start_here("endpoints4");
     let mut watchers: Option<Watchers> = None;
     let mut per_event_bytes_etcd = 0.0;
+    let mut detail: Vec<String> = Vec::new();
     for &n in &cfg.ns {
         let light = n.saturating_sub(cfg.real);
         drop(watchers.take());
@@ -667,14 +702,43 @@ fn run(cfg: Settings, dir: &Path) -> Output {
         std::thread::sleep(Duration::from_millis(500 + light as u64 * 2));
         let (cpu0, bytes0) = (master_cpu(), master_proxy.bytes());
         let mut latencies = Vec::new();
+        let (mut real_lat, mut light_lat) = (Vec::new(), Vec::new());
         for _ in 0..cfg.events {
             let sent = Instant::now();
             master.launch_task(spec(next)).expect("launch");
+            let v4 = event_ip(next - cfg.tasks);
             let target = reader.written(next);
             next += 1;
-            let all = wait_all(&agents, &w, target, sent);
-            latencies.push(all.as_secs_f64());
+            let real_at = if agents.is_empty() {
+                sent
+            } else {
+                nft.wait_for_n(v4, agents.len(), Duration::from_secs(60))
+                    .unwrap_or_else(|| panic!("{v4} did not reach every real agent's table"))
+            };
+            let started = Instant::now();
+            while w.min_seen() < target {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "watchers stuck below {target}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let light_at = if light == 0 { sent } else { w.last_at() };
+            let r = real_at.saturating_duration_since(sent).as_secs_f64();
+            let l = light_at.saturating_duration_since(sent).as_secs_f64();
+            real_lat.push(r);
+            light_lat.push(l);
+            latencies.push(r.max(l));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let (sr, sl) = (summary(&real_lat), summary(&light_lat));
+        detail.push(format!(
+            "| {n} | {:.1} / {:.1} ms | {:.1} / {:.1} ms |",
+            sr.median * 1e3,
+            sr.p99 * 1e3,
+            sl.median * 1e3,
+            sl.p99 * 1e3
+        ));
         let (cpu, bytes) = (master_cpu() - cpu0, master_proxy.bytes() - bytes0);
         per_event_bytes_etcd = bytes as f64 / cfg.events as f64;
         let s = summary(&latencies);
@@ -701,6 +765,15 @@ fn run(cfg: Settings, dir: &Path) -> Output {
         watchers = Some(w);
     }
 
+    let _ = writeln_md(
+        &mut md,
+        &format!(
+            "\nThe same, split: master -> the {} real groupd (the event's element committed in each agent's table, from nf_tables notifications) and master -> the lightweight watchers (the watch event received):\n\n| N | real groupd p50 / p99 | watchers p50 / p99 |\n|---|---|---|\n{}",
+            cfg.real,
+            detail.join("\n")
+        ),
+    );
+
     // Direct subscriptions: every agent streams from the master itself.
     let _ = writeln_md(
         &mut md,
@@ -712,15 +785,17 @@ fn run(cfg: Settings, dir: &Path) -> Output {
         let stop = Arc::new(AtomicBool::new(false));
         let (cpu0, bytes0) = (master_cpu(), direct_proxy.bytes());
         let threads = direct_subscribers(d, direct_proxy.addr, stop.clone());
-        // Until the snapshots are through (the byte count settles).
+        // Until every subscriber has its snapshot (the publisher's told
+        // its size), then until the byte count settles.
+        let want = bytes0 + (etcd_snapshot_bytes as f64 * d as f64 * 0.99) as u64;
+        let started = Instant::now();
+        while direct_proxy.bytes() < want && started.elapsed() < Duration::from_secs(600) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let mut last = 0;
-        loop {
-            std::thread::sleep(Duration::from_millis(1000));
-            let now = direct_proxy.bytes();
-            if now == last && now > bytes0 {
-                break;
-            }
-            last = now;
+        while direct_proxy.bytes() != last {
+            last = direct_proxy.bytes();
+            std::thread::sleep(Duration::from_millis(500));
         }
         let (snap_cpu, snap_bytes) = (master_cpu() - cpu0, direct_proxy.bytes() - bytes0);
         per_sub_snapshot = snap_bytes as f64 / d as f64;
@@ -876,7 +951,7 @@ impl Reader {
     /// (the publisher wrote the event), waiting for it.
     fn written(&mut self, i: usize) -> i64 {
         let key = groupd::etcd::Keys::new(PREFIX).task(&spec(i).id);
-        let want = ip(i).to_string();
+        let want = event_ip(i - FIRST_EVENT.load(Ordering::SeqCst)).to_string();
         let started = Instant::now();
         loop {
             let r = self
@@ -895,23 +970,5 @@ impl Reader {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-}
-
-/// From `sent` until every agent holds revision `target`.
-fn wait_all(agents: &[Agent], w: &Watchers, target: i64, sent: Instant) -> Duration {
-    let mut pending: Vec<usize> = (0..agents.len()).collect();
-    let started = Instant::now();
-    loop {
-        pending.retain(|&i| agents[i].revision().unwrap_or(0) < target);
-        if pending.is_empty() && w.min_seen() >= target {
-            return sent.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "agents {pending:?} / watchers (min {}) did not reach revision {target}",
-            w.min_seen()
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
