@@ -346,6 +346,19 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: u32, lost: watch::Sende
     }
 }
 
+/// A leader that cannot read its master hands over: a standby that can
+/// may lead (its view is current; ours may be stale, and a stale view
+/// must never be diffed into etcd). If no publisher can read the master,
+/// leadership rotates among them and nobody writes (fail-static).
+fn resign_if_degraded(d: &Desired) -> Result<(), String> {
+    match &d.degraded {
+        Some(reason) => Err(format!(
+            "the master cannot be read ({reason}): handing leadership to a publisher that can"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The leader's writes.
 struct Writer<'a> {
     client: Client,
@@ -370,8 +383,12 @@ impl Writer<'_> {
         // Nothing is written before the master's first snapshot.
         loop {
             let notified = shared.changed.notified();
-            if shared.lock().view.is_some() {
-                break;
+            {
+                let d = shared.lock();
+                resign_if_degraded(&d)?;
+                if d.view.is_some() {
+                    break;
+                }
             }
             notified.await;
         }
@@ -394,7 +411,11 @@ impl Writer<'_> {
         backoff.reset();
         loop {
             let notified = shared.changed.notified();
-            let dirty = std::mem::take(&mut shared.lock().dirty);
+            let dirty = {
+                let mut d = shared.lock();
+                resign_if_degraded(&d)?;
+                std::mem::take(&mut d.dirty)
+            };
             if dirty.is_empty() {
                 notified.await;
                 continue;

@@ -175,7 +175,7 @@ fn publishers_keep_etcd_equal_to_the_master_and_a_standby_takes_over() {
         "a publisher without its master must not change etcd"
     );
     assert!(
-        b.log().contains("etcd keeps the last view"),
+        b.log().contains("etcd keeps the last view") && b.log().contains("handing leadership"),
         "pub-b log:\n{}",
         b.log()
     );
