@@ -17,7 +17,7 @@
 #                            event -> every agent p50/p99, a reconnect storm; also written to
 #                            benches/results/fanout.md
 # then prints one markdown table and writes it to benches/results/latest.md.
-# About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
+# About 16 minutes (fanout alone about 8, most of it loading 100,000 tasks); env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
 # GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
 # GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES,
