@@ -472,6 +472,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn status_names_the_etcd_revision_and_publisher() {
+        let v = serde_json::json!({
+            "health": {
+                "source": "etcd", "source_state": "in-sync", "source_revision": 4711,
+                "source_publisher": "m1:42", "source_full_reads": 1, "started_unix": 100.0
+            }
+        });
+        let text = status_text(&v, 1100.0);
+        assert!(
+            text.contains("etcd        revision 4711, publisher m1:42, 1 full range reads"),
+            "{text}"
+        );
+        let other = serde_json::json!({"health": {"source": "file", "source_state": "in-sync"}});
+        assert!(!status_text(&other, 1100.0).contains("revision"));
+    }
+
+    #[test]
     fn status_reads_for_people_and_keeps_every_number() {
         let v = serde_json::json!({
             "health": {
