@@ -487,9 +487,6 @@ impl Writer<'_> {
         while ops.peek().is_some() || identity.is_some() {
             let mut batch = Vec::new();
             let mut txn_ops = Vec::new();
-            if let Some((key, value)) = identity.take() {
-                txn_ops.push(TxnOp::put(key, value, None));
-            }
             while txn_ops.len() < MAX_OPS {
                 let Some((key, value)) = ops.next() else {
                     break;
@@ -499,6 +496,14 @@ impl Writer<'_> {
                     None => TxnOp::delete(key.clone(), None),
                 });
                 batch.push((key, value));
+            }
+            // The identity goes in the LAST transaction of a term's first
+            // diff: an agent takes a prefix without it as "never
+            // published", so it never reads a half-written first fill.
+            if ops.peek().is_none() && txn_ops.len() < MAX_OPS {
+                if let Some((key, value)) = identity.take() {
+                    txn_ops.push(TxnOp::put(key, value, None));
+                }
             }
             let txn = Txn::new()
                 .when([Compare::create_revision(

@@ -188,6 +188,8 @@ fn write(urls: &[String], changes: Vec<(String, Option<Task>)>) {
             .await
             .expect("connect");
         let keys = Keys::new(PREFIX);
+        // What a publisher marks a published prefix with.
+        c.put(keys.publisher(), "test", None).await.expect("put");
         for (id, task) in changes {
             match task {
                 Some(t) => {
@@ -310,6 +312,9 @@ fn tls_with_a_client_certificate() {
             .await
             .expect("connect over TLS");
         let (id, t) = task(1);
+        c.put(Keys::new(PREFIX).publisher(), "test", None)
+            .await
+            .expect("put over TLS");
         c.put(
             Keys::new(PREFIX).task(&id),
             groupd::etcd::encode(&t.expect("task")),
@@ -333,4 +338,32 @@ fn tls_with_a_client_certificate() {
         "[etcd_source] without a client certificate: {}",
         refused.seen().degraded.unwrap_or_default()
     );
+}
+
+#[test]
+fn a_prefix_nobody_published_is_degraded_not_an_empty_view() {
+    let etcd = etcd::Etcd::single("unpublished");
+    runtime().block_on(async {
+        let mut c = etcd_client::Client::connect(etcd.urls(), None)
+            .await
+            .expect("connect");
+        let (id, t) = task(1);
+        // A task key but no publisher mark: a first fill still under way.
+        c.put(
+            Keys::new(PREFIX).task(&id),
+            groupd::etcd::encode(&t.expect("task")),
+            None,
+        )
+        .await
+        .expect("put");
+    });
+    let agent = Agent::start(etcd.urls(), PREFIX);
+    agent.wait(Duration::from_secs(10), "degraded", |s| {
+        s.degraded
+            .as_deref()
+            .is_some_and(|d| d.contains("no published view"))
+    });
+    assert_eq!(agent.seen().snapshots, 0, "no view may be sent");
+    write(&etcd.urls(), vec![task(2)]);
+    agent.wait(Duration::from_secs(15), "published", |s| s.tasks.len() == 2);
 }

@@ -3,7 +3,10 @@
 //!
 //! * **Snapshot:** a range read of the prefix at one revision R (in pages,
 //!   every page pinned to R, so it is one consistent view whatever its
-//!   size) becomes ONE [`SourceUpdate::Snapshot`].
+//!   size) becomes ONE [`SourceUpdate::Snapshot`] — only if the prefix
+//!   holds the publisher's identity, which a publisher writes last in its
+//!   first fill: an empty or half-written prefix is `Degraded`, never a
+//!   view that would cut every task off.
 //! * **Changes:** a watch from R + 1; each put of a task key is an
 //!   `Upsert`, each delete a `Remove`, applied in revision order.
 //! * **Disconnect:** the watch is opened again from the last applied
@@ -277,6 +280,18 @@ impl Source {
                 _ => break,
             }
         }
+        // No publisher's mark: nothing was ever published under this
+        // prefix, or the first fill is still being written. An empty or
+        // partial view would cut every task off (R8): keep what is
+        // enforced and ask again.
+        let Some(publisher) = publisher else {
+            return Err(End::Failed(format!(
+                "etcd holds no published view under {} ({} task keys, no {} key): start `groupd publish`, or check source.prefix",
+                self.settings.prefix,
+                view.tasks.len(),
+                self.keys.publisher()
+            )));
+        };
         view.conflicts = view.ip_conflicts();
         tracing::info!(
             "etcd source: read {} tasks at revision {revision} in {:.0} ms{}",
@@ -289,7 +304,7 @@ impl Source {
             }
         );
         self.position.revision = Some(revision);
-        self.position.publisher = publisher;
+        self.position.publisher = Some(publisher);
         self.position.full_reads += 1;
         self.send(SourceUpdate::Snapshot(view)).await?;
         self.send_position().await
