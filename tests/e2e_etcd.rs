@@ -17,6 +17,9 @@
 //! * Three etcd members, the raft leader killed while the master streams
 //!   task changes: the agents keep converging and continuous probes between
 //!   unchanged tasks never change verdict.
+//! * The only etcd member killed: both agents report degraded and keep
+//!   their tables byte for byte; a change made meanwhile arrives once etcd
+//!   is back, by resuming the watch (no second range read).
 
 mod common;
 #[path = "common/daemons.rs"]
@@ -593,4 +596,54 @@ fn the_etcd_leader_killed_during_a_stream_of_changes() {
     assert_no_window("etcd leader killed", allowed, denied);
     w.assert_matrix("after the etcd leader was killed");
     assert!(w.etcd.leader().is_some_and(|l| l != leader));
+}
+
+#[test]
+#[ignore = "needs root: runs groupd, etcd and publishers in network namespaces it creates and sends real packets"]
+fn losing_every_etcd_member_is_fail_static_and_the_agents_resume() {
+    let mut w = World::build("etcdgone", false, 1);
+    standard(&mut w);
+    let ns: Vec<String> = (0..2)
+        .map(|a| w.cluster.agent(w.agents[a]).ns.clone())
+        .collect();
+    let before: Vec<Vec<String>> = ns.iter().map(|n| daemons::tables(&w.cluster, n)).collect();
+    let (allowed, denied) = keep_probing(&w);
+    w.etcd.kill(0);
+    // A change the agents cannot hear about while etcd is gone.
+    w.kill("web2");
+    let started = Instant::now();
+    for agent in 0..2 {
+        while w.status(agent)["health"]["source_state"] != "degraded" {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "a{} never reported etcd gone\n{}",
+                agent + 1,
+                w.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for (agent, n) in ns.iter().enumerate() {
+        let now = daemons::tables(&w.cluster, n);
+        assert!(
+            now == before[agent],
+            "a{} changed its tables without etcd:\n{}",
+            agent + 1,
+            daemons::diff(&before[agent], &now)
+        );
+    }
+    let reason = w.status(0)["health"]["degraded_reason"].clone();
+    eprintln!("[e2e_etcd] etcd gone: both agents degraded ({reason}), tables unchanged");
+    w.etcd.restart(0);
+    w.etcd.wait_healthy(Duration::from_secs(20));
+    let took = w.wait_converged(Duration::from_secs(40));
+    eprintln!("[e2e_etcd] etcd back: the change made meanwhile reached both agents in {took:?}");
+    for agent in 0..2 {
+        let h = &w.status(agent)["health"];
+        assert_eq!(h["source_state"], "in-sync", "{h}");
+        assert_eq!(h["source_full_reads"], 1, "resumed, not re-read: {h}");
+    }
+    assert_no_window("every etcd member down", allowed, denied);
+    w.assert_matrix("after etcd came back");
 }
