@@ -367,3 +367,56 @@ fn a_prefix_nobody_published_is_degraded_not_an_empty_view() {
     write(&etcd.urls(), vec![task(2)]);
     agent.wait(Duration::from_secs(15), "published", |s| s.tasks.len() == 2);
 }
+
+#[test]
+fn user_and_password_from_a_file() {
+    let etcd = etcd::Etcd::single("auth");
+    write(&etcd.urls(), vec![task(1)]);
+    let dir = common::GroupdDir::new("etcd-auth");
+    runtime().block_on(async {
+        let mut c = etcd_client::Client::connect(etcd.urls(), None)
+            .await
+            .expect("connect");
+        c.user_add("root", "rootpw", None).await.expect("root");
+        c.user_grant_role("root", "root").await.expect("root role");
+        c.role_add("groupd-agent").await.expect("role");
+        c.role_grant_permission(
+            "groupd-agent",
+            etcd_client::Permission::read(format!("{PREFIX}/")).with_prefix(),
+        )
+        .await
+        .expect("grant");
+        c.user_add("agent", "s3cret", None).await.expect("user");
+        c.user_grant_role("agent", "groupd-agent")
+            .await
+            .expect("user role");
+        c.auth_enable().await.expect("auth enable");
+    });
+    let settings = |password: &str| {
+        let file = dir.0.join(format!("pw-{password}"));
+        // A trailing newline, as editors write it, is not the password.
+        std::fs::write(&file, format!("{password}\n")).expect("password file");
+        groupd::config::EtcdSettings {
+            urls: etcd.urls(),
+            prefix: PREFIX.into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: Some("agent".into()),
+            password_file: Some(file),
+        }
+    };
+    let agent = Agent::start_with(settings("s3cret"));
+    agent.wait(Duration::from_secs(10), "at 1 task as user agent", |s| {
+        s.tasks.len() == 1
+    });
+    let refused = Agent::start_with(settings("wrong"));
+    refused.wait(
+        Duration::from_secs(10),
+        "degraded with a wrong password",
+        |s| s.degraded.is_some(),
+    );
+    let why = refused.seen().degraded.unwrap_or_default();
+    assert!(!why.contains("wrong"), "the password is never shown: {why}");
+    eprintln!("[etcd_source] wrong password: {why}");
+}
