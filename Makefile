@@ -1,7 +1,9 @@
 # groupd: `make test` (needs root: it builds network namespaces), `make demo`, `make bench`.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := nftables iproute2 iputils-ping procps openssl systemd binutils man-db util-linux
+# etcd-server: the etcd source's tests start real etcd members; protobuf-compiler:
+# the etcd client crate generates its gRPC code with protoc at build time.
+APT_PACKAGES := nftables iproute2 iputils-ping procps openssl systemd binutils man-db util-linux etcd-server protobuf-compiler
 BENCH_PACKAGES := sockperf iperf3
 
 .PHONY: all build deps bench-deps deb-deps assets test chaos lint demo demo-marathon bench deb clean

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh        the whole benchmark (`make bench`): control plane + data plane
 #               + Marathon source + Mesos source
-# run.sh PART…  only these parts (apply, dataplane, marathon, mesos, tamper, sources); their rows are
+# run.sh PART…  only these parts (apply, dataplane, marathon, mesos, tamper, fanout, sources, scale); their rows are
 #               appended to benches/results/latest.md as a section of its own
 #
 # Runs, in this order and as root, everything inside scratch network
@@ -12,15 +12,23 @@
 #   4. benches/mesos.rs      simulated Mesos master: 10,000-task snapshot -> kernel (time, peak RSS);
 #                            event -> kernel latency
 #   5. benches/tamper.rs     table_guard = "notify": `nft` tampers with groupd's table -> repaired (p50/p99)
-#   6. benches/sources_scale.rs  scenario D: Mesos, Marathon and file sources against 100,000-task
+#   6. benches/fanout.rs     agents through etcd (groupd publish + kind = "etcd"), 100,000 tasks,
+#                            N = 10, 100, 1,000 agents: master bytes/CPU vs direct subscriptions,
+#                            event -> every agent p50/p99, a reconnect storm; also written to
+#                            benches/results/fanout.md
+#   7. benches/sources_scale.rs  scenario D: Mesos, Marathon and file sources against 100,000-task
 #                            simulated masters, snapshot -> view ready, peak and steady RSS of a child
 #                            (writes benches/results/sources.md too)
+#   8. benches/scale.rs      scenarios B and C (a 100,000-member group; 1.1 M endpoints) and the curve
+#                            11 k / 110 k / 1.1 M vs `nft -f` of a flat set (benches/results/scale.md,
+#                            scale.csv, scale.png)
 # then prints one markdown table and writes it to benches/results/latest.md.
-# About 8 minutes; env knobs of the parts pass through (GROUPD_BENCH_RUNS,
+# About 16 minutes (fanout alone about 8, most of it loading 100,000 tasks); env knobs of the parts pass through (GROUPD_BENCH_RUNS,
 # GROUPD_BENCH_CHANGES, GROUPD_BENCH_GROUPS, G, DUR, ROUNDS,
 # GROUPD_BENCH_EVENTS, GROUPD_BENCH_RATE, GROUPD_BENCH_SOAK,
 # GROUPD_BENCH_SNAPSHOTS, GROUPD_BENCH_TAMPERS, GROUPD_BENCH_TAMPER_SIZES,
-# GROUPD_BENCH_TASKS).
+# GROUPD_BENCH_TASKS, GROUPD_BENCH_FANOUT_TASKS, GROUPD_BENCH_FANOUT_N,
+# GROUPD_BENCH_FANOUT_REAL, GROUPD_BENCH_FANOUT_DIRECT, GROUPD_SCALE, GROUPD_SCALE_CURVE).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export GROUPD_BENCH_PREFIX=${GROUPD_BENCH_PREFIX:-gdb$$}
@@ -41,13 +49,13 @@ cleanup() {
     [ -z "$pids" ] || kill $pids 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos" /tmp/"$P"-tamper*
+  rm -rf "$WORK" "/tmp/$P-files" "/tmp/$P-mara" "/tmp/$P-mesos" /tmp/"$P"-tamper* "/tmp/$P-fanout"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ALL="apply dataplane marathon mesos tamper sources"
+ALL="apply dataplane marathon mesos tamper fanout sources scale"
 PARTS=${*:-$ALL}
 for part in $PARTS; do
   [[ " $ALL " == *" $part "* ]] || die "unknown part $part (known: $ALL)"
@@ -97,6 +105,14 @@ if want tamper; then
   fi
   cat "$WORK/tamper.out"
 fi
+if want fanout; then
+  FANOUT=$(bench_exe fanout)
+  [ -x "$FANOUT" ] || die "bench binary fanout missing: cargo build --release --benches"
+  log "fan-out through etcd ($FANOUT)"
+  if ! GROUPD_BENCH_FANOUT_MD="$ROOT/benches/results/fanout.md" "$FANOUT" > "$WORK/fanout.out"; then
+    echo "| fan-out through etcd: FAILED (fanout exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+fi
 
 if want sources; then
   SOURCES=$(bench_exe sources_scale)
@@ -116,6 +132,24 @@ if want sources; then
     echo "|---|---|---|---|---|---|"
     tail -n "+$((before + 1))" "$GROUPD_BENCH_ROWS"
   } > "$ROOT/benches/results/sources.md"
+fi
+if want scale; then
+  SCALE=$(bench_exe scale)
+  [ -x "$SCALE" ] || die "bench binary scale missing: cargo build --release --benches"
+  log "scale: scenarios B, C and the curve ($SCALE)"
+  before=$(wc -l < "$GROUPD_BENCH_ROWS")
+  if ! "$SCALE" > "$WORK/scale.out"; then
+    echo "| scale: FAILED (scale exited with an error; see the messages above) | | | | | MISS |" >> "$GROUPD_BENCH_ROWS"
+  fi
+  {
+    echo "# Scale: scenarios B and C, and the curve"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), kernel $(uname -r), $(nproc) CPUs. \`benches/run.sh scale\`; see benches/scale.rs. Curve: scale.csv, scale.png."
+    echo
+    echo "| measurement | groupd | comparison | ratio | target | result |"
+    echo "|---|---|---|---|---|---|"
+    tail -n "+$((before + 1))" "$GROUPD_BENCH_ROWS"
+  } > "$ROOT/benches/results/scale.md"
 fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)

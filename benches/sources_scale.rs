@@ -498,11 +498,14 @@ mod child {
             },
             urls: vec![url.to_string()],
             path: None,
-            resync_interval: 3600.0,
+            resync_interval: std::time::Duration::from_secs(3600),
             username: None,
             password_file: None,
             token_file: None,
             ca_file: None,
+            prefix: "/groupd/v1".into(),
+            cert_file: None,
+            key_file: None,
             tls_verify: true,
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);

@@ -42,6 +42,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub drops: DropsConfig,
+    /// `groupd publish`: where the cluster view read from `[source]` is
+    /// written (etcd). Unused by the agent daemon.
+    #[serde(default)]
+    pub publish: Option<PublishConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +54,8 @@ pub enum SourceKind {
     Mesos,
     Marathon,
     File,
+    /// A key prefix in etcd, kept by `groupd publish` (docs/design.md §2).
+    Etcd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +89,121 @@ pub struct SourceConfig {
     /// TLS verification; on unless explicitly turned off.
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    /// etcd: the key prefix `groupd publish` writes under.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// etcd: TLS client certificate and its key (PEM), for etcd members
+    /// that require client certificates.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[publish]`: `groupd publish` keeps etcd equal to what `[source]` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// etcd client URLs (`http://host:2379` or `https://…`).
+    pub etcd_urls: Vec<String>,
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// CA bundle that signed the etcd members' certificates (https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and key (PEM).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user; the password is read from `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Leadership lease, seconds: a standby takes over at most this long
+    /// after the leader died.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: u32,
+    /// Shown by `groupctl status` on every agent; default `hostname:pid`.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+/// How to reach etcd: the `etcd` source and `groupd publish` share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub urls: Vec<String>,
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    pub fn etcd(&self) -> EtcdSettings {
+        EtcdSettings {
+            urls: self.urls.clone(),
+            prefix: self.prefix.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
+}
+
+impl PublishConfig {
+    pub fn etcd(&self) -> EtcdSettings {
+        EtcdSettings {
+            urls: self.etcd_urls.clone(),
+            prefix: self.prefix.clone(),
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+        }
+    }
+}
+
+impl EtcdSettings {
+    /// Why these settings cannot work, naming `section`'s keys.
+    fn validate(&self, section: &str, urls_key: &str) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err(format!(
+                "{section} needs `{urls_key} = [\"http://etcd1:2379\", …]` (the etcd members' client URLs)"
+            ));
+        }
+        for u in &self.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!(
+                    "{section}.{urls_key}: {u:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if self.urls.iter().any(|u| u.starts_with("https://")) && self.ca_file.is_none() {
+            return Err(format!(
+                "{section}: https etcd URLs need `ca_file` (the CA that signed the members' certificates)"
+            ));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(format!("{section}: cert_file and key_file go together"));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err(format!("{section}: username and password_file go together"));
+        }
+        let p = &self.prefix;
+        if !p.starts_with('/') || p.ends_with('/') || p.len() < 2 {
+            return Err(format!(
+                "{section}.prefix = {p:?}: use an absolute key prefix without a trailing slash, like \"/groupd/v1\""
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +322,12 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+fn default_etcd_prefix() -> String {
+    "/groupd/v1".into()
+}
+fn default_lease_ttl() -> u32 {
+    10
+}
 fn default_true() -> bool {
     true
 }
@@ -461,7 +588,33 @@ impl Config {
         self.policy.check()?;
         self.daemon.check()?;
         self.drops.check()?;
-        self.metrics.check()
+        self.metrics.check()?;
+        self.check_publish()
+    }
+
+    /// `[publish]` (groupd publish): where to write, and a master to read.
+    fn check_publish(&self) -> Result<(), Problem> {
+        let Some(p) = &self.publish else {
+            return Ok(());
+        };
+        if let Err(e) = p.etcd().validate("[publish]", "etcd_urls") {
+            return Err(Problem::new("publish", "etcd_urls", e));
+        }
+        if !matches!(self.source.kind, SourceKind::Mesos | SourceKind::Marathon) {
+            return Err(Problem::new(
+                "source",
+                "kind",
+                "[publish] reads a master: [source] kind must be \"mesos\" or \"marathon\"",
+            ));
+        }
+        if !(2..=3600).contains(&p.lease_ttl) {
+            return Err(Problem::new(
+                "publish",
+                "lease_ttl",
+                "publish.lease_ttl must be between 2 and 3600 (seconds)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -474,6 +627,17 @@ impl Section for SourceConfig {
                     return problem(
                         "kind",
                         "[source] kind = \"file\" needs `path = \"/path/to/state.json\"`".into(),
+                    );
+                }
+            }
+            SourceKind::Etcd => {
+                if let Err(e) = self.etcd().validate("[source]", "urls") {
+                    return problem("kind", e);
+                }
+                if self.token_file.is_some() {
+                    return problem(
+                        "token_file",
+                        "source.token_file is for DC/OS masters; etcd takes username/password_file or a client certificate".into(),
                     );
                 }
             }
@@ -827,6 +991,47 @@ mod tests {
             .to_string();
         assert!(err.contains("urls"), "{err}");
         assert!(Config::parse("[source]\nkind = \"mesos\"\nurls = [\"http://m1:5050\"]\n").is_ok());
+    }
+
+    #[test]
+    fn etcd_source_and_publish_keys() {
+        let c = Config::parse("[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\n")
+            .expect("etcd source");
+        assert_eq!(c.source.etcd().prefix, "/groupd/v1");
+        let err = Config::parse("[source]\nkind = \"etcd\"\n")
+            .expect_err("no urls")
+            .to_string();
+        assert!(err.contains("urls") && err.contains("line 2"), "{err}");
+        let err = Config::parse("[source]\nkind = \"etcd\"\nurls = [\"https://e1:2379\"]\n")
+            .expect_err("https without a CA")
+            .to_string();
+        assert!(err.contains("ca_file"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\nprefix = \"groupd/\"\n",
+        )
+        .expect_err("relative prefix")
+        .to_string();
+        assert!(err.contains("prefix"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\ncert_file = \"/c.pem\"\n",
+        )
+        .expect_err("cert without key")
+        .to_string();
+        assert!(err.contains("key_file"), "{err}");
+        let publish = "[source]\nkind = \"mesos\"\nurls = [\"http://m1:5050\"]\n[publish]\netcd_urls = [\"http://e1:2379\"]\n";
+        let c = Config::parse(publish).expect("publish");
+        let p = c.publish.expect("[publish]");
+        assert_eq!((p.lease_ttl, p.prefix.as_str()), (10, "/groupd/v1"));
+        let err = Config::parse(&format!("{publish}lease_ttl = 1\n"))
+            .expect_err("ttl")
+            .to_string();
+        assert!(err.contains("lease_ttl"), "{err}");
+        let err = Config::parse(
+            "[source]\nkind = \"etcd\"\nurls = [\"http://e1:2379\"]\n[publish]\netcd_urls = [\"http://e1:2379\"]\n",
+        )
+        .expect_err("a publisher reads a master")
+            .to_string();
+        assert!(err.contains("mesos"), "{err}");
     }
 
     #[test]

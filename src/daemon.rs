@@ -66,6 +66,16 @@ pub struct Health {
     /// read-back succeeded.
     #[serde(default)]
     pub kernel_in_sync: bool,
+    /// `etcd` source: the revision of the view held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<i64>,
+    /// `etcd` source: the leading publisher's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_publisher: Option<String>,
+    /// `etcd` source: range reads of the whole prefix since start (one at
+    /// start, then only after etcd compacted past our revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_full_reads: Option<u64>,
 }
 
 fn now_unix() -> f64 {
@@ -593,6 +603,20 @@ impl<D: Dataplane> Daemon<D> {
                 self.record_change(&id);
                 self.apply();
             }
+            SourceUpdate::Position(p) => {
+                self.health.source_revision = p.revision;
+                self.health.source_publisher = p.publisher;
+                self.health.source_full_reads = Some(p.full_reads);
+                // Resumed after a disconnect without a new snapshot: the
+                // view held is current again.
+                if self.authoritative && self.health.source_state != "in-sync" {
+                    self.health.source_state = "in-sync".into();
+                    self.health.degraded_reason = None;
+                }
+                if self.authoritative {
+                    self.health.last_sync_unix = Some(now_unix());
+                }
+            }
             SourceUpdate::Degraded(reason) => {
                 warn!("source degraded: {reason}; the last applied rules stay in force");
                 self.health.source_state = "degraded".into();
@@ -706,6 +730,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.groups.clone(),
                 stx,
             ));
+        }
+        SourceKind::Etcd => {
+            tokio::spawn(source::etcd::run(config.source.etcd(), stx));
         }
     }
 

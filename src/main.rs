@@ -36,6 +36,9 @@ enum Command {
     Run,
     /// Validate the configuration file and exit.
     CheckConfig,
+    /// Keep etcd equal to the master's view for agents with
+    /// `[source] kind = "etcd"` (needs `[publish]`; run a few, one leads).
+    Publish,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,26 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&config, &cli.config),
+        Command::Publish => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("groupd: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(groupd::publish::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("groupd publish: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             one_malloc_arena();
             let runtime = match tokio::runtime::Builder::new_multi_thread()

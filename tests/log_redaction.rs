@@ -104,6 +104,9 @@ async fn url_secrets_never_reach_the_log_or_the_degraded_reason() {
         token_file: None,
         ca_file: None,
         tls_verify: true,
+        prefix: "/groupd/v1".into(),
+        cert_file: None,
+        key_file: None,
     };
     let tuning = Tuning {
         timeouts: Timeouts {

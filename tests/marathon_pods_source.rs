@@ -41,6 +41,9 @@ fn config(url: String) -> SourceConfig {
         token_file: None,
         ca_file: None,
         tls_verify: true,
+        prefix: "/groupd/v1".into(),
+        cert_file: None,
+        key_file: None,
     }
 }
 

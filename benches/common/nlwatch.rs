@@ -55,6 +55,36 @@ impl NftWatch {
         }
     }
 
+    /// [`NftWatch::start`] in the calling thread's namespace.
+    pub fn start_here(set: &'static str) -> NftWatch {
+        let fd = subscribe();
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("nlwatch".into())
+            .spawn(move || receive(fd, set, tx, &flag))
+            .expect("spawn the netlink watcher");
+        NftWatch {
+            rx,
+            early: HashMap::new(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// When `ip` had been added `n` times (by `n` tables of the namespace
+    /// with a set of that name), or `None` after `timeout`.
+    pub fn wait_for_n(&mut self, ip: Ipv4Addr, n: usize, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        for _ in 0..n {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            last = Some(self.wait_for(ip, left)?);
+        }
+        last
+    }
+
     /// When `ip` was added (committed), or `None` after `timeout`.
     pub fn wait_for(&mut self, ip: Ipv4Addr, timeout: Duration) -> Option<Instant> {
         if let Some(at) = self.early.remove(&ip) {

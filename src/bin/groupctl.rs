@@ -164,6 +164,16 @@ fn status_text(v: &serde_json::Value, now: f64) -> String {
     if let Some(reason) = h["degraded_reason"].as_str() {
         out.push_str(&format!("degraded    {}\n", clean_long(reason)));
     }
+    if let Some(revision) = h["source_revision"].as_i64() {
+        out.push_str(&format!(
+            "etcd        revision {revision}, publisher {}, {} full range reads\n",
+            h["source_publisher"]
+                .as_str()
+                .map(clean)
+                .unwrap_or_else(|| "(none yet)".into()),
+            num(&h["source_full_reads"])
+        ));
+    }
     out.push_str(&format!(
         "daemon      up {}; {} transactions ({} failed), last apply {:.1} ms\n",
         ago(h["started_unix"].as_f64(), now).trim_end_matches(" ago"),
@@ -460,6 +470,23 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_names_the_etcd_revision_and_publisher() {
+        let v = serde_json::json!({
+            "health": {
+                "source": "etcd", "source_state": "in-sync", "source_revision": 4711,
+                "source_publisher": "m1:42", "source_full_reads": 1, "started_unix": 100.0
+            }
+        });
+        let text = status_text(&v, 1100.0);
+        assert!(
+            text.contains("etcd        revision 4711, publisher m1:42, 1 full range reads"),
+            "{text}"
+        );
+        let other = serde_json::json!({"health": {"source": "file", "source_state": "in-sync"}});
+        assert!(!status_text(&other, 1100.0).contains("revision"));
+    }
 
     #[test]
     fn status_reads_for_people_and_keeps_every_number() {

@@ -37,6 +37,8 @@ impl Config {
             ("password_file", &s.password_file),
             ("token_file", &s.token_file),
             ("ca_file", &s.ca_file),
+            ("cert_file", &s.cert_file),
+            ("key_file", &s.key_file),
         ];
         let mut unreadable = false;
         for (key, path) in files {
@@ -56,6 +58,23 @@ impl Config {
             let settings = MasterSettings::from_source(s, Timeouts::default());
             if let Err(e) = MasterClient::new(&settings) {
                 findings.errors.push(e.to_string());
+            }
+        }
+        if let Some(p) = &self.publish {
+            let files = [
+                ("password_file", &p.password_file),
+                ("ca_file", &p.ca_file),
+                ("cert_file", &p.cert_file),
+                ("key_file", &p.key_file),
+            ];
+            for (key, path) in files {
+                let Some(path) = path else { continue };
+                if let Err(problem) = readable_file(path) {
+                    findings.errors.push(format!(
+                        "publish.{key} = {:?}: {problem}; create it (readable by root) or fix the path",
+                        path.display().to_string()
+                    ));
+                }
             }
         }
         if s.kind == SourceKind::File {

@@ -1414,6 +1414,9 @@ mod tests {
             token_file: None,
             ca_file: None,
             tls_verify: true,
+            prefix: "/groupd/v1".into(),
+            cert_file: None,
+            key_file: None,
         }
     }
 

@@ -1,10 +1,11 @@
-//! Where task state comes from: `file`, `marathon`, `mesos`.
+//! Where task state comes from: `file`, `marathon`, `mesos`, `etcd`.
 //!
 //! A source only produces [`SourceUpdate`]s; it never touches the kernel.
 
 use crate::model::{ClusterView, Task};
 
 pub mod document;
+pub mod etcd;
 pub mod file;
 pub mod http;
 pub mod marathon;
@@ -29,4 +30,7 @@ pub enum SourceUpdate {
     /// The source cannot deliver a fresh view (unreachable, malformed input...).
     /// The last applied rules stay in force (fail-static).
     Degraded(String),
+    /// The `etcd` source is current up to this position (revision,
+    /// publisher): shown by `groupctl status`; ends a degraded report.
+    Position(etcd::Position),
 }
