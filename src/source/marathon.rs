@@ -801,12 +801,7 @@ impl Source {
     }
 
     fn client(&mut self) -> Result<std::sync::Arc<MasterClient>, Failure> {
-        if let Some(client) = &self.link.client {
-            return Ok(client.clone());
-        }
-        let client = std::sync::Arc::new(MasterClient::new(&self.settings)?);
-        self.link.client = Some(client.clone());
-        Ok(client)
+        Ok(self.link.client(&self.settings)?)
     }
 
     /// `/v2/events`, filtered when the master takes filters.
@@ -1146,14 +1141,11 @@ impl Source {
     }
 
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
-        match outbox::update_for(change, &self.view) {
-            Some(update) => self.send(update).await,
-            None => Ok(()),
-        }
+        (self.link.send_change(change, &self.view).await).map_err(|_| Failure::Closed)
     }
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
-        self.link.tx.send(update).await.map_err(|_| Failure::Closed)
+        self.link.send(update).await.map_err(|_| Failure::Closed)
     }
 }
 
