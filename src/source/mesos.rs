@@ -267,7 +267,8 @@ struct RecordReader {
     /// Largest record `next` collects.
     max_event: usize,
     silence: Duration,
-    /// When the stream counts as silent, unless a record completes first.
+    /// When the stream counts as silent, unless a record completes first
+    /// (set when a call starts and after each complete record).
     deadline: Instant,
 }
 
@@ -308,6 +309,9 @@ impl RecordReader {
     /// The next non-empty record. Cancel-safe: state lives in `self`, and
     /// the only await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<Vec<u8>, Failure> {
+        // Silence counts from now: the time the caller spent on the last
+        // record (a daemon slow to take an update) is not the master's.
+        self.deadline = Instant::now() + self.silence;
         loop {
             match self.step()? {
                 Step::Bytes(start, end) => {
@@ -340,15 +344,20 @@ impl RecordReader {
     /// end of the record (its result says why). Not cancel-safe: a
     /// cancelled call leaves the stream inside a record (the session ends).
     async fn stream_next(&mut self, feed: &pipe::Feed) -> Result<bool, Failure> {
+        self.deadline = Instant::now() + self.silence;
         let mut sent = 0usize;
         loop {
             match self.step()? {
                 Step::Bytes(start, end) => {
                     sent += end - start;
                     let bytes = self.chunk.get(start..end).unwrap_or_default();
+                    let waiting = Instant::now();
                     if feed.send(bytes).await.is_err() {
                         return Ok(false);
                     }
+                    // Time the parser took to make room is not silence of
+                    // the master.
+                    self.deadline += waiting.elapsed();
                 }
                 Step::End if sent == 0 => {}
                 Step::End => return Ok(true),
