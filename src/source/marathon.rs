@@ -57,6 +57,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::live::LiveStream;
 use super::outbox::{self, Change};
 use super::pipe::PipeReader;
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
@@ -352,36 +353,34 @@ impl outbox::SessionEnd for Failure {
 /// when no complete line (an event or a keep-alive) arrives within `stall`,
 /// so a trickle of bytes without line ends does not keep it alive.
 struct EventReader {
-    stream: ByteStream,
+    live: LiveStream,
     parser: SseParser,
     queue: VecDeque<SseEvent>,
-    stall: Duration,
 }
 
 impl EventReader {
     fn new(stream: ByteStream, stall: Duration, max_event: usize) -> EventReader {
         EventReader {
-            stream,
+            live: LiveStream::new(stream, stall),
             parser: SseParser::new(max_event),
             queue: VecDeque::new(),
-            stall,
         }
     }
 
     fn url(&self) -> String {
-        self.stream.url().to_string()
+        self.live.url().to_string()
     }
 
     /// The next event. Cancel-safe: state lives in `self`, and the only
     /// await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<SseEvent, Failure> {
-        let mut deadline = Instant::now() + self.stall;
+        self.live.alive();
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Ok(event);
             }
             let lines = self.parser.lines();
-            let chunk = self.stream.next_chunk(deadline, self.stall).await?;
+            let chunk = self.live.next_chunk().await?;
             let Some(chunk) = chunk else {
                 self.parser.finish();
                 return Err(Failure::StreamEnded { url: self.url() });
@@ -395,7 +394,7 @@ impl EventReader {
                 })?;
             self.queue.extend(events);
             if self.parser.lines() > lines {
-                deadline = Instant::now() + self.stall;
+                self.live.alive();
             }
         }
     }

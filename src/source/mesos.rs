@@ -48,6 +48,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::live::LiveStream;
 use super::outbox::{self, Change};
 use super::pipe;
 use super::recordio::{
@@ -257,7 +258,7 @@ fn lacks_operator_api(e: &HttpError) -> bool {
 /// piece as it arrives ([`RecordReader::stream_next`], the SUBSCRIBED
 /// snapshot: never held whole).
 struct RecordReader {
-    stream: ByteStream,
+    live: LiveStream,
     parser: RecordIoParser,
     /// The last chunk read and how much of it is framed.
     chunk: Vec<u8>,
@@ -266,10 +267,6 @@ struct RecordReader {
     record: Vec<u8>,
     /// Largest record `next` collects.
     max_event: usize,
-    silence: Duration,
-    /// When the stream counts as silent, unless a record completes first
-    /// (set when a call starts and after each complete record).
-    deadline: Instant,
 }
 
 /// One step of framing the buffered chunk.
@@ -285,25 +282,22 @@ enum Step {
 impl RecordReader {
     fn new(stream: ByteStream, tuning: &Tuning, silence: Duration) -> RecordReader {
         RecordReader {
-            stream,
+            live: LiveStream::new(stream, silence),
             parser: RecordIoParser::new(tuning.max_record),
             chunk: Vec::new(),
             pos: 0,
             record: Vec::new(),
             max_event: tuning.max_event,
-            silence,
-            deadline: Instant::now() + silence,
         }
     }
 
     fn url(&self) -> String {
-        self.stream.url().to_string()
+        self.live.url().to_string()
     }
 
     /// A new silence allowance (from the SUBSCRIBED heartbeat interval).
     fn set_silence(&mut self, silence: Duration) {
-        self.silence = silence;
-        self.deadline = Instant::now() + silence;
+        self.live.set_silence(silence);
     }
 
     /// The next non-empty record. Cancel-safe: state lives in `self`, and
@@ -311,7 +305,7 @@ impl RecordReader {
     async fn next(&mut self) -> Result<Vec<u8>, Failure> {
         // Silence counts from now: the time the caller spent on the last
         // record (a daemon slow to take an update) is not the master's.
-        self.deadline = Instant::now() + self.silence;
+        self.live.alive();
         loop {
             match self.step()? {
                 Step::Bytes(start, end) => {
@@ -344,7 +338,7 @@ impl RecordReader {
     /// end of the record (its result says why). Not cancel-safe: a
     /// cancelled call leaves the stream inside a record (the session ends).
     async fn stream_next(&mut self, feed: &pipe::Feed) -> Result<bool, Failure> {
-        self.deadline = Instant::now() + self.silence;
+        self.live.alive();
         let mut sent = 0usize;
         loop {
             match self.step()? {
@@ -357,7 +351,7 @@ impl RecordReader {
                     }
                     // Time the parser took to make room is not silence of
                     // the master.
-                    self.deadline += waiting.elapsed();
+                    self.live.forgive(waiting.elapsed());
                 }
                 Step::End if sent == 0 => {}
                 Step::End => return Ok(true),
@@ -374,7 +368,7 @@ impl RecordReader {
             .parser
             .next_piece(&mut rest)
             .map_err(|source| Failure::Framing {
-                url: self.stream.url().to_string(),
+                url: self.live.url().to_string(),
                 source,
             })?;
         self.pos += before - rest.len();
@@ -384,7 +378,7 @@ impl RecordReader {
             Some(Piece::Bytes(bytes)) => Step::Bytes(self.pos - bytes.len(), self.pos),
             Some(Piece::End) => {
                 // Any complete record, even an empty one, is liveness.
-                self.deadline = Instant::now() + self.silence;
+                self.live.alive();
                 Step::End
             }
             None => Step::Empty,
@@ -393,7 +387,7 @@ impl RecordReader {
 
     /// Read the next chunk of the stream.
     async fn fill(&mut self) -> Result<(), Failure> {
-        let chunk = match self.stream.next_chunk(self.deadline, self.silence).await {
+        let chunk = match self.live.next_chunk().await {
             Ok(chunk) => chunk,
             Err(HttpError::Stalled { after, .. }) => {
                 return Err(Failure::Silent {

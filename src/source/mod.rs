@@ -7,6 +7,7 @@ use crate::model::{ClusterView, Task};
 pub mod document;
 pub mod file;
 pub mod http;
+pub mod live;
 pub mod marathon;
 pub mod mesos;
 pub mod one_pass;
