@@ -1381,6 +1381,53 @@ mod tests {
         )
     }
 
+    async fn read_doc(doc: String, versions: VersionCache) -> Result<ReadApps, String> {
+        let (feed, parser) =
+            crate::source::pipe::spawn(move |r| read_apps(r, &GroupsConfig::default(), versions));
+        for piece in doc.as_bytes().chunks(5) {
+            if feed.send(piece).await.is_err() {
+                break;
+            }
+        }
+        drop(feed);
+        crate::source::pipe::join(parser).await.expect("parser")
+    }
+
+    #[tokio::test]
+    async fn apps_are_converted_as_read_and_only_those_waiting_for_a_version_keep_tasks() {
+        let v1 = "2017-01-01T00:00:00.000Z";
+        let v2 = "2017-02-01T00:00:00.000Z";
+        let current = app(v2, r#""g2""#, &[task("t-new", "10.233.0.2", v2)]);
+        let rolling = app(
+            v2,
+            r#""g2""#,
+            &[task("t-a", "10.233.0.3", v2), task("t-b", "10.233.0.4", v1)],
+        )
+        .replace("/web", "/rolling");
+        let read = read_doc(apps_doc(&[current, rolling]), VersionCache::default())
+            .await
+            .expect("a document");
+        let ids = |apps: &[App]| apps.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&read.apps), vec!["/web"]);
+        assert!(read.apps.iter().all(|a| a.tasks.is_none()), "tasks dropped");
+        assert_eq!(ids(&read.deferred), vec!["/rolling"]);
+        assert_eq!(read.view.tasks.len(), 3);
+        // Waiting for v1: ungrouped until it is fetched and converted again.
+        assert!(read.view.tasks["t-b"].groups.is_empty());
+        assert!(read.view.tasks["t-a"].groups.contains_key("g2"));
+        assert_eq!(
+            unknown_versions(&read.deferred, &read.versions),
+            vec![("/rolling".to_string(), v1.to_string())]
+        );
+        // A task-less app refuses the document.
+        let bare = apps_doc(&[r#"{"id":"/bare","version":"x"}"#.to_string()]);
+        let why = read_doc(bare, VersionCache::default())
+            .await
+            .err()
+            .unwrap_or_default();
+        assert!(why.contains("ignored embed=apps.tasks"), "{why}");
+    }
+
     fn status(id: &str, state: &str, ip: Option<&str>, version: &str) -> String {
         let ips = ip
             .map(|ip| format!(r#","ipAddresses":[{{"ipAddress":"{ip}","protocol":"IPv4"}}]"#))
