@@ -314,7 +314,10 @@ fn one_child(kind: &str, url: &str, tasks: usize) -> Sample {
         .read_line(&mut line)
         .expect("read the child's answer");
     let peak_mb = vm_mb(pid, "VmHWM:").expect("read the child's VmHWM");
-    std::thread::sleep(Duration::from_secs(2));
+    // Steady: two seconds later (a smoke run of a debug build only checks
+    // that the pieces work).
+    let settle = if cfg!(debug_assertions) { 200 } else { 2000 };
+    std::thread::sleep(Duration::from_millis(settle));
     let steady_mb = vm_mb(pid, "VmRSS:").expect("read the child's VmRSS");
     drop(child.stdin.take());
     let status = child.wait().expect("wait for the child");

@@ -57,6 +57,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::http::{ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::live::LiveStream;
 use super::outbox::{self, Change};
 use super::pipe::PipeReader;
 use super::sse::{SseError, SseEvent, SseParser, DEFAULT_MAX_LINE};
@@ -352,36 +353,34 @@ impl outbox::SessionEnd for Failure {
 /// when no complete line (an event or a keep-alive) arrives within `stall`,
 /// so a trickle of bytes without line ends does not keep it alive.
 struct EventReader {
-    stream: ByteStream,
+    live: LiveStream,
     parser: SseParser,
     queue: VecDeque<SseEvent>,
-    stall: Duration,
 }
 
 impl EventReader {
     fn new(stream: ByteStream, stall: Duration, max_event: usize) -> EventReader {
         EventReader {
-            stream,
+            live: LiveStream::new(stream, stall),
             parser: SseParser::new(max_event),
             queue: VecDeque::new(),
-            stall,
         }
     }
 
     fn url(&self) -> String {
-        self.stream.url().to_string()
+        self.live.url().to_string()
     }
 
     /// The next event. Cancel-safe: state lives in `self`, and the only
     /// await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<SseEvent, Failure> {
-        let mut deadline = Instant::now() + self.stall;
+        self.live.alive();
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Ok(event);
             }
             let lines = self.parser.lines();
-            let chunk = self.stream.next_chunk(deadline, self.stall).await?;
+            let chunk = self.live.next_chunk().await?;
             let Some(chunk) = chunk else {
                 self.parser.finish();
                 return Err(Failure::StreamEnded { url: self.url() });
@@ -395,7 +394,7 @@ impl EventReader {
                 })?;
             self.queue.extend(events);
             if self.parser.lines() > lines {
-                deadline = Instant::now() + self.stall;
+                self.live.alive();
             }
         }
     }
@@ -801,12 +800,7 @@ impl Source {
     }
 
     fn client(&mut self) -> Result<std::sync::Arc<MasterClient>, Failure> {
-        if let Some(client) = &self.link.client {
-            return Ok(client.clone());
-        }
-        let client = std::sync::Arc::new(MasterClient::new(&self.settings)?);
-        self.link.client = Some(client.clone());
-        Ok(client)
+        Ok(self.link.client(&self.settings)?)
     }
 
     /// `/v2/events`, filtered when the master takes filters.
@@ -1146,14 +1140,11 @@ impl Source {
     }
 
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
-        match outbox::update_for(change, &self.view) {
-            Some(update) => self.send(update).await,
-            None => Ok(()),
-        }
+        (self.link.send_change(change, &self.view).await).map_err(|_| Failure::Closed)
     }
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
-        self.link.tx.send(update).await.map_err(|_| Failure::Closed)
+        self.link.send(update).await.map_err(|_| Failure::Closed)
     }
 }
 
@@ -1388,6 +1379,53 @@ mod tests {
         format!(
             r#"{{"id":"{id}","appId":"/web","host":"10.0.0.1","state":"TASK_RUNNING","version":"{version}","ipAddresses":[{{"ipAddress":"{ip}","protocol":"IPv4"}}]}}"#
         )
+    }
+
+    async fn read_doc(doc: String, versions: VersionCache) -> Result<ReadApps, String> {
+        let (feed, parser) =
+            crate::source::pipe::spawn(move |r| read_apps(r, &GroupsConfig::default(), versions));
+        for piece in doc.as_bytes().chunks(5) {
+            if feed.send(piece).await.is_err() {
+                break;
+            }
+        }
+        drop(feed);
+        crate::source::pipe::join(parser).await.expect("parser")
+    }
+
+    #[tokio::test]
+    async fn apps_are_converted_as_read_and_only_those_waiting_for_a_version_keep_tasks() {
+        let v1 = "2017-01-01T00:00:00.000Z";
+        let v2 = "2017-02-01T00:00:00.000Z";
+        let current = app(v2, r#""g2""#, &[task("t-new", "10.233.0.2", v2)]);
+        let rolling = app(
+            v2,
+            r#""g2""#,
+            &[task("t-a", "10.233.0.3", v2), task("t-b", "10.233.0.4", v1)],
+        )
+        .replace("/web", "/rolling");
+        let read = read_doc(apps_doc(&[current, rolling]), VersionCache::default())
+            .await
+            .expect("a document");
+        let ids = |apps: &[App]| apps.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&read.apps), vec!["/web"]);
+        assert!(read.apps.iter().all(|a| a.tasks.is_none()), "tasks dropped");
+        assert_eq!(ids(&read.deferred), vec!["/rolling"]);
+        assert_eq!(read.view.tasks.len(), 3);
+        // Waiting for v1: ungrouped until it is fetched and converted again.
+        assert!(read.view.tasks["t-b"].groups.is_empty());
+        assert!(read.view.tasks["t-a"].groups.contains_key("g2"));
+        assert_eq!(
+            unknown_versions(&read.deferred, &read.versions),
+            vec![("/rolling".to_string(), v1.to_string())]
+        );
+        // A task-less app refuses the document.
+        let bare = apps_doc(&[r#"{"id":"/bare","version":"x"}"#.to_string()]);
+        let why = read_doc(bare, VersionCache::default())
+            .await
+            .err()
+            .unwrap_or_default();
+        assert!(why.contains("ignored embed=apps.tasks"), "{why}");
     }
 
     fn status(id: &str, state: &str, ip: Option<&str>, version: &str) -> String {

@@ -48,6 +48,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use super::http::{secs, ByteStream, HttpError, MasterClient, MasterSettings, Timeouts};
+use super::live::LiveStream;
 use super::outbox::{self, Change};
 use super::pipe;
 use super::recordio::{
@@ -257,7 +258,7 @@ fn lacks_operator_api(e: &HttpError) -> bool {
 /// piece as it arrives ([`RecordReader::stream_next`], the SUBSCRIBED
 /// snapshot: never held whole).
 struct RecordReader {
-    stream: ByteStream,
+    live: LiveStream,
     parser: RecordIoParser,
     /// The last chunk read and how much of it is framed.
     chunk: Vec<u8>,
@@ -266,9 +267,6 @@ struct RecordReader {
     record: Vec<u8>,
     /// Largest record `next` collects.
     max_event: usize,
-    silence: Duration,
-    /// When the stream counts as silent, unless a record completes first.
-    deadline: Instant,
 }
 
 /// One step of framing the buffered chunk.
@@ -284,30 +282,30 @@ enum Step {
 impl RecordReader {
     fn new(stream: ByteStream, tuning: &Tuning, silence: Duration) -> RecordReader {
         RecordReader {
-            stream,
+            live: LiveStream::new(stream, silence),
             parser: RecordIoParser::new(tuning.max_record),
             chunk: Vec::new(),
             pos: 0,
             record: Vec::new(),
             max_event: tuning.max_event,
-            silence,
-            deadline: Instant::now() + silence,
         }
     }
 
     fn url(&self) -> String {
-        self.stream.url().to_string()
+        self.live.url().to_string()
     }
 
     /// A new silence allowance (from the SUBSCRIBED heartbeat interval).
     fn set_silence(&mut self, silence: Duration) {
-        self.silence = silence;
-        self.deadline = Instant::now() + silence;
+        self.live.set_silence(silence);
     }
 
     /// The next non-empty record. Cancel-safe: state lives in `self`, and
     /// the only await is the cancel-safe chunk read.
     async fn next(&mut self) -> Result<Vec<u8>, Failure> {
+        // Silence counts from now: the time the caller spent on the last
+        // record (a daemon slow to take an update) is not the master's.
+        self.live.alive();
         loop {
             match self.step()? {
                 Step::Bytes(start, end) => {
@@ -340,15 +338,20 @@ impl RecordReader {
     /// end of the record (its result says why). Not cancel-safe: a
     /// cancelled call leaves the stream inside a record (the session ends).
     async fn stream_next(&mut self, feed: &pipe::Feed) -> Result<bool, Failure> {
+        self.live.alive();
         let mut sent = 0usize;
         loop {
             match self.step()? {
                 Step::Bytes(start, end) => {
                     sent += end - start;
                     let bytes = self.chunk.get(start..end).unwrap_or_default();
+                    let waiting = Instant::now();
                     if feed.send(bytes).await.is_err() {
                         return Ok(false);
                     }
+                    // Time the parser took to make room is not silence of
+                    // the master.
+                    self.live.forgive(waiting.elapsed());
                 }
                 Step::End if sent == 0 => {}
                 Step::End => return Ok(true),
@@ -365,7 +368,7 @@ impl RecordReader {
             .parser
             .next_piece(&mut rest)
             .map_err(|source| Failure::Framing {
-                url: self.stream.url().to_string(),
+                url: self.live.url().to_string(),
                 source,
             })?;
         self.pos += before - rest.len();
@@ -375,7 +378,7 @@ impl RecordReader {
             Some(Piece::Bytes(bytes)) => Step::Bytes(self.pos - bytes.len(), self.pos),
             Some(Piece::End) => {
                 // Any complete record, even an empty one, is liveness.
-                self.deadline = Instant::now() + self.silence;
+                self.live.alive();
                 Step::End
             }
             None => Step::Empty,
@@ -384,7 +387,7 @@ impl RecordReader {
 
     /// Read the next chunk of the stream.
     async fn fill(&mut self) -> Result<(), Failure> {
-        let chunk = match self.stream.next_chunk(self.deadline, self.silence).await {
+        let chunk = match self.live.next_chunk().await {
             Ok(chunk) => chunk,
             Err(HttpError::Stalled { after, .. }) => {
                 return Err(Failure::Silent {
@@ -511,12 +514,7 @@ impl Source {
     }
 
     fn client(&mut self) -> Result<std::sync::Arc<MasterClient>, Failure> {
-        if let Some(client) = &self.link.client {
-            return Ok(client.clone());
-        }
-        let client = std::sync::Arc::new(MasterClient::new(&self.settings)?);
-        self.link.client = Some(client.clone());
-        Ok(client)
+        Ok(self.link.client(&self.settings)?)
     }
 
     /// One connection's life. Ends only by failure.
@@ -802,14 +800,11 @@ impl Source {
     }
 
     async fn send_change(&mut self, change: Change) -> Result<(), Failure> {
-        match outbox::update_for(change, &self.view) {
-            Some(update) => self.send(update).await,
-            None => Ok(()),
-        }
+        (self.link.send_change(change, &self.view).await).map_err(|_| Failure::Closed)
     }
 
     async fn send(&self, update: SourceUpdate) -> Result<(), Failure> {
-        self.link.tx.send(update).await.map_err(|_| Failure::Closed)
+        self.link.send(update).await.map_err(|_| Failure::Closed)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod document;
 pub mod etcd;
 pub mod file;
 pub mod http;
+pub mod live;
 pub mod marathon;
 pub mod mesos;
 pub mod one_pass;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::Sender;
 
-use super::http::{redact_url, Backoff, MasterClient};
+use super::http::{redact_url, Backoff, HttpError, MasterClient, MasterSettings};
 use super::SourceUpdate;
 use crate::model::{ClusterView, Task};
 
@@ -123,6 +123,37 @@ impl Link {
             client: None,
             backoff: Backoff::new(base, cap),
             degraded: Degraded::new(source),
+        }
+    }
+}
+
+/// The daemon stopped listening: the source ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonGone;
+
+impl Link {
+    /// The client, built on first use and again after it was dropped
+    /// (refused credentials: a rotated password or token file is re-read).
+    pub fn client(&mut self, settings: &MasterSettings) -> Result<Arc<MasterClient>, HttpError> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(MasterClient::new(settings)?);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Hand `update` to the daemon.
+    pub async fn send(&self, update: SourceUpdate) -> Result<(), DaemonGone> {
+        self.tx.send(update).await.map_err(|_| DaemonGone)
+    }
+
+    /// Hand the daemon what `change` means for `view` (nothing for
+    /// [`Change::None`]).
+    pub async fn send_change(&self, change: Change, view: &ClusterView) -> Result<(), DaemonGone> {
+        match update_for(change, view) {
+            Some(update) => self.send(update).await,
+            None => Ok(()),
         }
     }
 }
