@@ -18,6 +18,9 @@
 # spread of the A runs is the noise floor.
 #
 # Env: G=10000 DUR=10 (s per measurement; sockperf adds ~2 s) ROUNDS=2 (B runs)
+#      WIDE=N: instead of G groups, task1 and task2 in ONE group of N members
+#      (a wide group: decided by identity, two lookups), task3 in another
+#      (scenarios B/C of the scale benchmark, per packet)
 #      DP_POLICY_BIN (path of the dp_policy helper; found with cargo if unset)
 #      GROUPD_BENCH_ROWS (markdown rows are appended there too)
 #      PRIO="nice -n -20" (priority of the measuring processes)
@@ -25,7 +28,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/dp/lib.sh"
 
-G=${G:-10000} DUR=${DUR:-10} ROUNDS=${ROUNDS:-2}
+G=${G:-10000} DUR=${DUR:-10} ROUNDS=${ROUNDS:-2} WIDE=${WIDE:-}
+if [ -n "$WIDE" ]; then LABEL="one group of $WIDE (wide)"; LOAD=(load-wide "$WIDE"); else LABEL="G=$G"; LOAD=(load "$G"); fi
 TARGET_UDP=0.85
 PRIO=${PRIO-nice -n -20}
 [ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
@@ -113,7 +117,7 @@ for spec in "${ORDER[@]}"; do
   seq=$((seq + 1))
   if [ "$spec" = groupd ]; then
     t0=$(now)
-    H "$DP_POLICY" load "$G" 2>>"$SCR/dp_policy.log" || die "dp_policy failed: $(tail -3 "$SCR/dp_policy.log")"
+    H "$DP_POLICY" "${LOAD[@]}" 2>>"$SCR/dp_policy.log" || die "dp_policy failed: $(tail -3 "$SCR/dp_policy.log")"
     t1=$(now)
     emit $seq "$spec" load_s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
   fi
@@ -137,7 +141,7 @@ done
 [ -s "$SCR/dp_policy.log" ] && log "$(tail -1 "$SCR/dp_policy.log")"
 
 # Markdown rows: | measurement | groupd | no rules | ratio | target | result |
-ROWS=$(awk -F'\t' -v g="$G" -v dur="$DUR" -v target="$TARGET_UDP" '
+ROWS=$(awk -F'\t' -v g="$LABEL" -v dur="$DUR" -v target="$TARGET_UDP" '
   NR == 1 { next }
   function add(k, v) { if (v != "NA") { sum[k] += v; n[k]++; if (!(k in lo) || v < lo[k]) lo[k] = v; if (!(k in hi) || v > hi[k]) hi[k] = v } }
   $3 == "check" { if ($2 == "groupd") { nb++; if ($4 == "ok") okb++; else bad = bad " " $4 } else if ($4 != "ok") bad = bad " " $4; next }
@@ -147,19 +151,19 @@ ROWS=$(awk -F'\t' -v g="$G" -v dur="$DUR" -v target="$TARGET_UDP" '
   function kf(v) { return sprintf("%.0fk", v / 1000) }
   END {
     ok = (nb > 0 && okb == nb && bad == "")
-    printf "| data plane check, G=%d: task1 -> task2 (one shared group) passes, task1 -> task3 (no shared group) is dropped | %s | both reachable with no rules | | must hold | %s |\n", g, ok ? "as expected" : "FAILED:" bad, ok ? "PASS" : "MISS"
+    printf "| data plane check, %s: task1 -> task2 (one shared group) passes, task1 -> task3 (no shared group) is dropped | %s | both reachable with no rules | | must hold | %s |\n", g, ok ? "as expected" : "FAILED:" bad, ok ? "PASS" : "MISS"
     a = m("none:udp_pps"); b = m("groupd:udp_pps")
     r = (a > 0 && b > 0) ? b / a : 0
-    printf "| UDP 64 B one-way, task1 -> task2, G=%d (sockperf, %d s; mean of %d runs vs %d no-rule runs) | %s pps [%s–%s]; %.0f CPU ns/pkt | %s pps [%s–%s]; %.0f CPU ns/pkt | %.2f | >= %.2f | %s |\n",
+    printf "| UDP 64 B one-way, task1 -> task2, %s (sockperf, %d s; mean of %d runs vs %d no-rule runs) | %s pps [%s–%s]; %.0f CPU ns/pkt | %s pps [%s–%s]; %.0f CPU ns/pkt | %.2f | >= %.2f | %s |\n",
       g, dur, n["groupd:udp_pps"], n["none:udp_pps"], kf(b), kf(lo["groupd:udp_pps"]), kf(hi["groupd:udp_pps"]), m("groupd:udp_cpu_ns"),
       kf(a), kf(lo["none:udp_pps"]), kf(hi["none:udp_pps"]), m("none:udp_cpu_ns"), r, target, (r >= target) ? "PASS" : "MISS"
     a = m("none:udp_cpu_ns"); b = m("groupd:udp_cpu_ns")
     printf "| … UDP CPU time per packet (sender, forwarding path, ksoftirqd: steadier than the rate on a shared machine) | %.0f ns (+%.0f ns) | %.0f ns | %.2f | | |\n",
       b, b - a, a, (a > 0) ? b / a : 0
     a = m("none:rr_tps"); b = m("groupd:rr_tps")
-    printf "| TCP request/response 64 B, G=%d (sockperf ping-pong, %d s) | %s tps, p50 %.1f µs | %s tps, p50 %.1f µs | %.2f | | |\n",
+    printf "| TCP request/response 64 B, %s (sockperf ping-pong, %d s) | %s tps, p50 %.1f µs | %s tps, p50 %.1f µs | %.2f | | |\n",
       g, dur, kf(b), m("groupd:rr_p50_us"), kf(a), m("none:rr_p50_us"), (a > 0) ? b / a : 0
-    printf "| load of the policy for the data plane (dp_policy: compile + reconcile + process start), G=%d | %.2f s | | | | |\n", g, m("groupd:load")
+    printf "| load of the policy for the data plane (dp_policy: compile + reconcile + process start), %s | %.2f s | | | | |\n", g, m("groupd:load")
   }' "$OUT")
 echo "$ROWS"
 if [ -n "${GROUPD_BENCH_ROWS:-}" ]; then echo "$ROWS" >> "$GROUPD_BENCH_ROWS"; fi

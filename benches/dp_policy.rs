@@ -3,6 +3,9 @@
 //! the daemon would (DesiredState + Nft::reconcile, one transaction).
 //!
 //!   dp_policy load G      run inside the bench's host namespace
+//!   dp_policy load-wide N task1 and task2 in ONE group of N members (the
+//!                         others addresses of the cluster, IPv4 up to
+//!                         60,000 then IPv6), task3 in another: a wide group
 //!
 //! The probe tasks of the topology are endpoints of the cluster: task1
 //! (10.233.1.1 on veth-b1) and task2 (10.233.1.2 on veth-b2) share exactly
@@ -29,6 +32,12 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if let [cmd, n] = args.as_slice() {
+        if cmd == "load-wide" {
+            let n = n.parse::<usize>().expect("load-wide N: a number");
+            return load_wide(n);
+        }
+    }
     let g = match args.as_slice() {
         [cmd, g] if cmd == "load" => g.parse::<usize>().ok().filter(|g| *g >= 3),
         _ => None,
@@ -75,5 +84,58 @@ fn main() {
         show(a),
         show(b),
         show(c)
+    );
+}
+
+/// One group `big` of `n` members: task1 and task2 (10.233.1.1, .2) in it,
+/// task3 (10.233.1.3) in `other`; LOCAL local endpoints, all in `big`.
+fn load_wide(n: usize) {
+    use groupd::model::{ClusterView, Task};
+    let mut view = ClusterView::default();
+    let mut bindings = std::collections::HashMap::new();
+    let addr = |i: usize| -> IpAddr {
+        if i < 60_000 {
+            IpAddr::V4(cluster::task_ip(i))
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfd00,
+                0x233,
+                0,
+                0,
+                0,
+                0,
+                (i >> 16) as u16,
+                i as u16,
+            ))
+        }
+    };
+    for i in 0..n {
+        let ip = addr(i);
+        view.insert(Task::running(&format!("big.{i}"), "/big", [ip], &["big"]));
+        if i < LOCAL - 3 {
+            bindings.insert(ip, cluster::binding(&cluster::local_iface(i + 3), ip));
+        }
+    }
+    for (k, group) in [(1u8, "big"), (2, "big"), (3, "other")] {
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 233, 1, k));
+        view.insert(Task::running(&format!("task{k}"), "/probe", [ip], &[group]));
+        bindings.insert(
+            ip,
+            cluster::binding(&cluster::local_iface(k as usize - 1), ip),
+        );
+    }
+    let started = Instant::now();
+    let mut st = DesiredState::new(cluster::policy());
+    st.set_view(view);
+    st.set_bindings(bindings, BTreeSet::new(), BTreeSet::new());
+    assert!(!st.wide_groups().is_empty(), "the big group is wide");
+    let (inet, bridge) = st.tables();
+    let mut nft = Nft::open().expect("netlink socket (needs root)");
+    let report = nft.reconcile(&[&inet, &bridge]).expect("load the policy");
+    eprintln!(
+        "dp_policy: one group of {n} (wide), {LOCAL} local, {} elements, {} messages in {:.0} ms",
+        st.element_count(),
+        report.messages,
+        started.elapsed().as_secs_f64() * 1e3
     );
 }
