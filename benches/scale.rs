@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::groupd::{config, Groupd, Scratch};
 use common::netns::ScratchNs;
+use common::procstat::status_mb;
 use common::stats::summary;
 use common::{is_root, pass, Rows};
 use shape::Shape;
@@ -58,17 +59,6 @@ fn meminfo_kb(key: &str) -> f64 {
 /// and rule structures) and vmalloc'd hash tables.
 fn kernel_kb() -> f64 {
     meminfo_kb("Slab:") + meminfo_kb("VmallocUsed:")
-}
-
-fn proc_kb(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 /// `nft -f` of the flat peer set in a namespace of its own.
@@ -115,8 +105,8 @@ fn start(shape: &Shape) -> Start {
     std::thread::sleep(Duration::from_secs(3));
     let pid = groupd.pid();
     let (hwm_mb, steady_mb) = (
-        proc_kb(pid, "VmHWM:") / 1024.0,
-        proc_kb(pid, "VmRSS:") / 1024.0,
+        status_mb(pid, "VmHWM:").unwrap_or(0.0),
+        status_mb(pid, "VmRSS:").unwrap_or(0.0),
     );
     drop(groupd);
     Start {

@@ -313,12 +313,12 @@ fn one_child(kind: &str, url: &str, tasks: usize) -> Sample {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read the child's answer");
-    let peak_mb = vm_mb(pid, "VmHWM:").expect("read the child's VmHWM");
+    let peak_mb = common::procstat::status_mb(pid, "VmHWM:").expect("read the child's VmHWM");
     // Steady: two seconds later (a smoke run of a debug build only checks
     // that the pieces work).
     let settle = if cfg!(debug_assertions) { 200 } else { 2000 };
     std::thread::sleep(Duration::from_millis(settle));
-    let steady_mb = vm_mb(pid, "VmRSS:").expect("read the child's VmRSS");
+    let steady_mb = common::procstat::status_mb(pid, "VmRSS:").expect("read the child's VmRSS");
     drop(child.stdin.take());
     let status = child.wait().expect("wait for the child");
     assert!(status.success(), "{kind} child failed: {status}");
@@ -332,19 +332,6 @@ fn one_child(kind: &str, url: &str, tasks: usize) -> Sample {
         peak_mb,
         steady_mb,
     }
-}
-
-fn vm_mb(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
 
 /// Bytes of a GET, for the table.

@@ -42,7 +42,8 @@ pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     status_mb(pid, "VmHWM:")
 }
 
-fn status_mb(pid: u32, field: &str) -> Option<f64> {
+/// A `/proc/PID/status` memory field (`VmHWM:`, `VmRSS:`), MiB.
+pub fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
